@@ -1,0 +1,93 @@
+// The HTTP API: thin routes over the ledger and the queues. createApp(deps) has no side effects.
+import { Scalar } from '@scalar/hono-api-reference';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { requestId } from 'hono/request-id';
+import { isDbUnavailable } from '../db/index.js';
+import { authenticate, type AuthEnv } from './auth.js';
+import type { AppDeps } from './deps.js';
+import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
+import { router } from './openapi.js';
+import { healthRoutes } from './routes/health.js';
+import { jobsRoutes } from './routes/jobs.js';
+
+export const JSON_LIMIT = 1024 * 1024;
+
+function isRedisUnavailable(err: unknown): boolean {
+  const m = String((err as Error)?.message ?? '');
+  return /enableOfflineQueue|Connection is closed|ECONNREFUSED|Command timed out|max retries per request|Stream isn't writeable/i.test(m);
+}
+
+export function createApp(deps: AppDeps) {
+  const app = router();
+  const { log } = deps;
+
+  app.use('*', requestId());
+  app.use('*', async (c, next) => {
+    const start = performance.now();
+    await next();
+    const ms = Math.round((performance.now() - start) * 10) / 10;
+    if (c.res.status >= 500) log.error({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
+    else log.debug({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
+  });
+
+  app.route('/', healthRoutes(deps));
+  app.get('/', (c) =>
+    c.json({
+      name: 'movie-jobs',
+      description: 'Background jobs for the movie-recommendation product: recommendations, email, images, reports.',
+      docs: '/docs',
+      openapi: '/openapi.json',
+      health: '/healthz',
+      ready: '/readyz',
+    }),
+  );
+
+  // Size limits before any parsing. Uploads (/v1/files) set their own, larger limit.
+  const jsonLimit = bodyLimit({
+    maxSize: JSON_LIMIT,
+    onError: () => {
+      throw problem.tooLarge(`JSON bodies are limited to ${JSON_LIMIT} bytes.`);
+    },
+  });
+  app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/files') ? next() : jsonLimit(c, next)));
+  app.use('/v1/*', authenticate(deps.db, deps.config.API_KEY_SECRET));
+  app.route('/v1', jobsRoutes(deps));
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API key from `npm run cli -- keys create`' });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'movie-jobs', version: '1.0.0', description: 'Background-job platform for the movie-recommendation product. See API.md for the contract.' },
+  });
+  app.get('/docs', Scalar({ url: '/openapi.json', pageTitle: 'movie-jobs API' }));
+
+  app.notFound((c) => problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` }));
+
+  app.onError((err, c) => {
+    if (err instanceof ProblemError) {
+      return problemResponse(c, err.status, { slug: err.slug, detail: err.message, ...err.extra }, err.headers);
+    }
+    if (err instanceof HTTPException) {
+      // Hono's own (e.g. malformed JSON from the validator): keep the status, speak problem+json.
+      const status = err.status;
+      const detail = status === 400 ? 'The body is not valid JSON.' : err.message || 'Request error.';
+      return problemResponse(c, status, { slug: status === 400 ? 'malformed' : 'http-error', detail });
+    }
+    if (isZodError(err)) return problemResponse(c, 400, { slug: 'validation', detail: 'The request is not valid.', errors: fieldErrors(err) });
+    if (isDbUnavailable(err)) {
+      log.warn({ err: String(err), req_id: c.get('requestId') }, 'PostgreSQL unavailable');
+      return problemResponse(c, 503, { slug: 'unavailable', detail: 'The database (PostgreSQL) is unreachable; try again shortly.' }, { 'Retry-After': '5' });
+    }
+    if (isRedisUnavailable(err)) {
+      log.warn({ err: String(err), req_id: c.get('requestId') }, 'Redis unavailable');
+      return problemResponse(c, 503, { slug: 'unavailable', detail: 'The queue (Redis) is unreachable; try again shortly.' }, { 'Retry-After': '5' });
+    }
+    log.error({ err, req_id: c.get('requestId'), path: c.req.path }, 'unhandled error');
+    return problemResponse(c, 500, { slug: 'internal', detail: 'Something went wrong on our side; it has been logged.' });
+  });
+
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;
+export type { AuthEnv };

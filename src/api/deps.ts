@@ -1,0 +1,16 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Db } from '../db/index.js';
+import type { JobRegistry } from '../jobs/registry.js';
+import type { Queues, RedisClient } from '../queues.js';
+
+/** Everything a route needs, built once per process by server.ts (or by a test). */
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  /** The producer connection: fails fast while Redis is down. */
+  redis: RedisClient;
+  queues: Queues;
+  registry: JobRegistry;
+  log: Logger;
+}

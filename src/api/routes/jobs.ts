@@ -1,0 +1,251 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import type { Principal } from '../../auth/keys.js';
+import * as ledger from '../../db/jobs.js';
+import type { JobRow } from '../../db/types.js';
+import { publishJobEvent } from '../../events.js';
+import { checkSpec, enqueueOrLeave, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
+import { keys } from '../../queues.js';
+import { tenantScope } from '../auth.js';
+import type { AppDeps } from '../deps.js';
+import { problem, type FieldError } from '../errors.js';
+import { problems, router, security } from '../openapi.js';
+import { assertUuid, decodeCursor, encodeCursor, JobIdParam, ListQuery } from '../params.js';
+
+export const JobSchema = z
+  .object({
+    id: z.string(),
+    type: z.string(),
+    state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']),
+    priority: z.enum(['high', 'normal', 'low']),
+    payload: z.unknown(),
+    progress: z.number().int(),
+    attempts: z.number().int(),
+    max_attempts: z.number().int(),
+    result: z.unknown(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    created_at: z.string(),
+    started_at: z.string().nullable(),
+    finished_at: z.string().nullable(),
+    run_at: z.string().nullable(),
+    tenant: z.string(),
+    callback_url: z.string().optional(),
+    parent_id: z.string().optional(),
+    cancel_requested: z.boolean().optional(),
+  })
+  .openapi('Job');
+
+const JobSpecSchema = jobSpec.openapi('JobSubmission', {
+  description: 'One job. `payload` is checked against the schema of its `type` (see the job types in the README).',
+});
+
+const jobContent = { 'application/json': { schema: JobSchema } };
+
+/** Every error for one job spec, or the ledger row to insert. */
+function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number)[]) {
+  const errors: FieldError[] = [];
+  let unavailable = false;
+  const rows = specs.map((spec, i) => {
+    const { row, issues } = checkSpec(deps.registry, spec);
+    for (const issue of issues) {
+      unavailable ||= issue.code === 'unavailable';
+      errors.push({ path: [...prefix, ...(specs.length > 1 || prefix.length ? [i] : []), ...issue.path].join('.'), message: issue.message });
+    }
+    return row!;
+  });
+  if (errors.length) {
+    if (unavailable) throw problem.unprocessable('type-unavailable', 'A job type in the request has no processor on this platform yet.', { errors });
+    throw problem.validation(errors);
+  }
+  return rows;
+}
+
+/** Refuses new work while Redis is unreachable, before anything is written. */
+function assertRedisUp(deps: AppDeps) {
+  if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
+}
+
+export function jobsRoutes(deps: AppDeps) {
+  const app = router();
+  const { db } = deps;
+
+  const ownJob = async (id: string, principal: Principal): Promise<JobRow> => {
+    const row = await ledger.findJob(db, assertUuid(id), tenantScope(principal));
+    if (!row) throw problem.notFound('job');
+    return row;
+  };
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/jobs',
+      summary: 'Submit a job',
+      security,
+      request: {
+        body: { required: true, content: { 'application/json': { schema: JobSpecSchema } } },
+        headers: z.object({ 'idempotency-key': z.string().min(1).max(200).optional() }),
+      },
+      responses: {
+        200: { description: 'The job first submitted with this Idempotency-Key', content: jobContent },
+        202: { description: 'Accepted: the job is in the ledger', content: jobContent },
+        ...problems(400, 401, 409, 413, 422, 503),
+      },
+    }),
+    async (c) => {
+      const spec = c.req.valid('json');
+      const principal = c.get('principal');
+      const [row] = validateSpecs(deps, [spec], []);
+      assertRedisUp(deps);
+      const key = c.req.valid('header')['idempotency-key'];
+      let job: JobRow | undefined;
+      if (key) {
+        const hash = requestHash(spec);
+        await ledger.expireIdempotencyKey(db, principal.tenant, key);
+        const replay = async () => {
+          const first = await ledger.findByIdempotencyKey(db, principal.tenant, key);
+          if (!first) return undefined;
+          if (first.request_hash !== hash) throw problem.conflict('This Idempotency-Key was used with a different request body.');
+          return c.json(ledger.toApiJob(first), 200, { Location: `/v1/jobs/${first.id}` });
+        };
+        const earlier = await replay();
+        if (earlier) return earlier;
+        try {
+          [job] = await submit(deps, principal.tenant, [row], { idempotency_key: key, request_hash: hash });
+        } catch (err) {
+          // A concurrent request with the same key won the insert.
+          if ((err as { code?: string }).code === '23505') {
+            const raced = await replay();
+            if (raced) return raced;
+          }
+          throw err;
+        }
+      } else {
+        [job] = await submit(deps, principal.tenant, [row]);
+      }
+      return c.json(ledger.toApiJob(job), 202, { Location: `/v1/jobs/${job.id}` });
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/jobs/bulk',
+      summary: 'Submit up to 1000 jobs; all valid or none accepted',
+      security,
+      request: { body: { required: true, content: { 'application/json': { schema: z.strictObject({ jobs: z.array(JobSpecSchema).min(1).max(1000) }) } } } },
+      responses: {
+        202: { description: 'Accepted', content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } } },
+        ...problems(400, 401, 413, 422, 503),
+      },
+    }),
+    async (c) => {
+      const { jobs } = c.req.valid('json');
+      const rows = validateSpecs(deps, jobs, ['jobs']);
+      assertRedisUp(deps);
+      const inserted = await submit(deps, c.get('principal').tenant, rows);
+      return c.json({ jobs: inserted.map(ledger.toApiJob) }, 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/jobs',
+      summary: 'List jobs, newest first',
+      security,
+      request: {
+        query: ListQuery.extend({
+          type: z.string().max(40).optional(),
+          state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+        }),
+      },
+      responses: {
+        200: { description: 'A page of jobs', content: { 'application/json': { schema: z.object({ items: z.array(JobSchema), next_cursor: z.string().nullable() }) } } },
+        ...problems(400, 401),
+      },
+    }),
+    async (c) => {
+      const q = c.req.valid('query');
+      const rows = await ledger.listJobs(db, {
+        tenant: tenantScope(c.get('principal')),
+        type: q.type,
+        state: q.state,
+        before: q.cursor ? decodeCursor(q.cursor) : undefined,
+        limit: q.limit + 1,
+      });
+      const page = rows.slice(0, q.limit);
+      const next_cursor = rows.length > q.limit ? encodeCursor(page[page.length - 1].id) : null;
+      return c.json({ items: page.map(ledger.toApiJob), next_cursor }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/jobs/{id}',
+      summary: 'A job, read from the ledger by primary key',
+      security,
+      request: { params: JobIdParam },
+      responses: { 200: { description: 'The job', content: jobContent }, ...problems(401, 404) },
+    }),
+    async (c) => c.json(ledger.toApiJob(await ownJob(c.req.valid('param').id, c.get('principal'))), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/jobs/{id}/cancel',
+      summary: 'Cancel a queued, delayed or running job',
+      security,
+      request: { params: JobIdParam },
+      responses: {
+        200: { description: 'Cancelled (it was queued or delayed)', content: jobContent },
+        202: { description: 'Running: the processor has been told to stop', content: jobContent },
+        ...problems(401, 404, 409, 503),
+      },
+    }),
+    async (c) => {
+      const job = await ownJob(c.req.valid('param').id, c.get('principal'));
+      if (ledger.TERMINAL.includes(job.state)) throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
+      assertRedisUp(deps);
+      // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
+      const cancelled = await ledger.markCancelled(db, job.id, ['queued', 'delayed']);
+      if (cancelled) {
+        await deps.queues.get(job.type).remove(job.id).catch(() => 0);
+        await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
+        return c.json(ledger.toApiJob(cancelled), 200);
+      }
+      const running = await ledger.requestCancel(db, job.id);
+      if (!running) {
+        const now = await ownJob(job.id, c.get('principal'));
+        throw problem.conflict(`The job is already ${now.state}.`, { state: now.state });
+      }
+      await deps.redis.publish(keys(deps.config).cancel, job.id);
+      return c.json(ledger.toApiJob(running), 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/jobs/{id}/retry',
+      summary: 'Run a failed or cancelled job again',
+      security,
+      request: { params: JobIdParam },
+      responses: { 202: { description: 'Queued again', content: jobContent }, ...problems(401, 404, 409, 503) },
+    }),
+    async (c) => {
+      const job = await ownJob(c.req.valid('param').id, c.get('principal'));
+      if (job.state !== 'failed' && job.state !== 'cancelled') throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, { state: job.state });
+      assertRedisUp(deps);
+      const row = await ledger.resetForRetry(db, job.id);
+      if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
+      // The finished BullMQ job still holds this id; it must go before the id can be queued again.
+      await deps.queues.get(row.type).remove(row.id).catch(() => 0);
+      await enqueueOrLeave(deps, [row]);
+      await publishJobEvent(deps.redis, deps.config, 'state', row);
+      return c.json(ledger.toApiJob(row), 202);
+    },
+  );
+
+  return app;
+}

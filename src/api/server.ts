@@ -1,0 +1,44 @@
+// Entry point of the `web` process.
+import { serve } from '@hono/node-server';
+import { loadConfigOrExit } from '../config.js';
+import { createDb } from '../db/index.js';
+import { createRegistry, loadJobModules } from '../jobs/index.js';
+import { logStrayErrors, onShutdown } from '../lifecycle.js';
+import { createLogger } from '../log.js';
+import { createRedis, Queues } from '../queues.js';
+import { checkDependencies, StartupError } from '../startup.js';
+import { createApp } from './app.js';
+
+const config = loadConfigOrExit();
+const log = createLogger(config, 'web');
+logStrayErrors(log);
+const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
+const redis = createRedis(config, 'producer');
+redis.on('error', () => {});
+
+try {
+  await checkDependencies(db, redis, log);
+} catch (err) {
+  if (!(err instanceof StartupError)) throw err;
+  log.fatal(err.message);
+  process.exit(1);
+}
+
+const registry = await loadJobModules(createRegistry(), config.jobModules);
+const queues = new Queues(config, redis);
+const app = createApp({ config, db, redis, queues, registry, log });
+
+const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, (info) => {
+  const base = config.PUBLIC_URL ?? `http://localhost:${info.port}`;
+  log.info({ port: info.port }, `API listening on ${base} (docs: ${base}/docs)`);
+});
+
+onShutdown(log, async () => {
+  // Stop accepting; give open requests (and live streams) a moment, then cut what is left.
+  const cut = setTimeout(() => (server as import('node:http').Server).closeAllConnections(), 5_000);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  clearTimeout(cut);
+  await queues.close();
+  redis.disconnect();
+  await db.destroy();
+});

@@ -1,0 +1,46 @@
+// Tenants and API keys. A key is shown once, at creation; only its HMAC is stored.
+import { createHmac, randomBytes } from 'node:crypto';
+import type { Db } from '../db/index.js';
+import type { Role } from '../db/types.js';
+
+export const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export function hashKey(secret: string, key: string): string {
+  return createHmac('sha256', secret).update(key).digest('base64url');
+}
+
+export async function createTenant(db: Db, name: string): Promise<{ tenant: string; webhook_secret: string }> {
+  if (!TENANT_NAME.test(name)) throw new Error(`tenant name must match ${TENANT_NAME}`);
+  // Standard Webhooks secrets are "whsec_" + base64 of the key bytes.
+  const webhook_secret = `whsec_${randomBytes(24).toString('base64')}`;
+  await db.insertInto('tenants').values({ id: name, webhook_secret }).execute();
+  return { tenant: name, webhook_secret };
+}
+
+export async function createKey(db: Db, secret: string, tenant: string, role: Role) {
+  const id = `key_${randomBytes(9).toString('base64url')}`;
+  const key = `mj_${randomBytes(32).toString('base64url')}`;
+  await db.insertInto('api_keys').values({ id, tenant, role, hash: hashKey(secret, key) }).execute();
+  return { id, tenant, role, key };
+}
+
+export async function revokeKey(db: Db, id: string): Promise<boolean> {
+  const r = await db.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
+export interface Principal {
+  keyId: string;
+  tenant: string;
+  role: Role;
+}
+
+export async function findPrincipal(db: Db, secret: string, key: string): Promise<Principal | undefined> {
+  const row = await db
+    .selectFrom('api_keys')
+    .select(['id', 'tenant', 'role'])
+    .where('hash', '=', hashKey(secret, key))
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  return row && { keyId: row.id, tenant: row.tenant, role: row.role };
+}

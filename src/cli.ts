@@ -1,0 +1,68 @@
+// Admin CLI: npm run cli -- <command>. Each command prints one JSON line on success.
+import { parseArgs } from 'node:util';
+import { createKey, createTenant, revokeKey } from './auth/keys.js';
+import { loadConfigOrExit, type Config } from './config.js';
+import { createDb, type Db } from './db/index.js';
+
+type Command = (ctx: { config: Config; db: Db; args: string[] }) => Promise<unknown>;
+
+const USAGE = `usage:
+  cli tenants create NAME
+  cli keys create --tenant NAME --role client|operator
+  cli keys revoke KEY_ID
+  cli seed --demo`;
+
+class UsageError extends Error {}
+
+const commands: Record<string, Command> = {
+  'tenants create': async ({ db, args }) => {
+    const [name] = args;
+    if (!name) throw new UsageError('tenants create needs a NAME');
+    return createTenant(db, name);
+  },
+  'keys create': async ({ db, config, args }) => {
+    const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, role: { type: 'string' } } });
+    if (!values.tenant) throw new UsageError('keys create needs --tenant NAME');
+    if (values.role !== 'client' && values.role !== 'operator') throw new UsageError('keys create needs --role client or --role operator');
+    const tenant = await db.selectFrom('tenants').select('id').where('id', '=', values.tenant).executeTakeFirst();
+    if (!tenant) throw new UsageError(`no tenant named ${values.tenant}; create it with: cli tenants create ${values.tenant}`);
+    return createKey(db, config.API_KEY_SECRET, values.tenant, values.role);
+  },
+  'keys revoke': async ({ db, args }) => {
+    const [id] = args;
+    if (!id) throw new UsageError('keys revoke needs a KEY_ID');
+    if (!(await revokeKey(db, id))) throw new UsageError(`no active key with id ${id}`);
+    return { id, revoked: true };
+  },
+  'seed': async (ctx) => {
+    const { seed } = await import('./seed.js');
+    return seed(ctx);
+  },
+};
+
+const [a, b, ...rest] = process.argv.slice(2);
+const name = commands[`${a} ${b}`] ? `${a} ${b}` : a;
+const command = commands[name];
+if (!command) {
+  console.error(USAGE);
+  process.exit(2);
+}
+const config = loadConfigOrExit();
+const db = createDb(config.DATABASE_URL, 2);
+try {
+  const args = name === a ? [b, ...rest].filter((x) => x !== undefined) : rest;
+  console.log(JSON.stringify(await command({ config, db, args })));
+} catch (err) {
+  if (err instanceof UsageError) {
+    console.error(`${err.message}\n${USAGE}`);
+    process.exitCode = 2;
+  } else if ((err as { code?: string }).code === '23505') {
+    console.error(`already exists: ${(err as Error & { detail?: string }).detail ?? (err as Error).message}`);
+    process.exitCode = 1;
+  } else {
+    console.error(`failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  }
+} finally {
+  await db.destroy();
+}

@@ -1,0 +1,92 @@
+// The one place that reads the environment. Everything else receives a frozen Config.
+import { z } from 'zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const url = (protocols: string[]) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const schema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PUBLIC_URL: url(['http:', 'https:']).optional(),
+  REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379'),
+  REDIS_CLUSTER: bool.default(false),
+  DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/jobs'),
+  PG_POOL_MAX: int(1, 500).default(10),
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_{}.-]{1,64}$/, 'letters, digits, _ . - { } only (1..64)')
+    .default('jobs'),
+  QUEUES: z.string().optional(),
+  /** Extra job-type modules to load (comma-separated paths); tests use it. */
+  JOB_MODULES: z.string().optional(),
+  SMTP_URL: url(['smtp:', 'smtps:']).optional(),
+  STORAGE_DIR: z.string().min(1).default('var/files'),
+  MAIL_DIR: z.string().min(1).default('var/mail'),
+  MAIL_FROM: z.string().min(3).default('Movie Jobs <noreply@localhost>'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  MAX_UPLOAD_BYTES: int(1, 10 * 1024 ** 3).default(25 * 1024 * 1024),
+  WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  API_KEY_SECRET: z.string().min(16, 'at least 16 characters').default('dev-only-api-key-secret-change-me'),
+  RECONCILE_INTERVAL_MS: int(100, 3_600_000).default(10_000),
+  RECONCILE_GRACE_MS: int(0, 86_400_000).default(30_000),
+  /** BullMQ job lock; a job whose worker died is picked up again after about this long. */
+  WORKER_LOCK_MS: int(1_000, 600_000).default(30_000),
+  SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  WORKER_METRICS_PORT: int(0, 65535).default(9464),
+  RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
+  EMAIL_RATE_PER_SECOND: int(1, 100_000).default(50),
+});
+
+export type Config = Readonly<
+  z.infer<typeof schema> & {
+    /** Queue names this process serves; undefined means all. */
+    queues: readonly string[] | undefined;
+    jobModules: readonly string[];
+  }
+>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // An empty variable means "not set", as in most shells' `FOO= cmd`.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = schema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}=${JSON.stringify(env[String(i.path[0])] ?? '')}: ${i.message}`);
+    throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
+  }
+  const list = (v: string | undefined) =>
+    v
+      ?.split(',')
+      .map((q) => q.trim())
+      .filter(Boolean);
+  return Object.freeze({ ...parsed.data, queues: list(parsed.data.QUEUES), jobModules: list(parsed.data.JOB_MODULES) ?? [] });
+}
+
+/** For entry points: load the config or stop the process with a message naming the variable. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}

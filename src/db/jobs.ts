@@ -1,0 +1,222 @@
+// The jobs ledger: every state change of every accepted job goes through these functions.
+import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Database, JobError, JobRow, JobState, NewJobRow, Priority } from './types.js';
+
+type Q = Kysely<Database> | Transaction<Database>;
+
+export const TERMINAL: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
+export const LIVE: readonly JobState[] = ['queued', 'delayed', 'running'];
+
+/** The public shape of a job (API.md "Jobs"). */
+export interface ApiJob {
+  id: string;
+  type: string;
+  state: JobState;
+  priority: Priority;
+  payload: unknown;
+  progress: number;
+  attempts: number;
+  max_attempts: number;
+  result: unknown;
+  error: JobError | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  run_at: string | null;
+  tenant: string;
+  callback_url?: string;
+  parent_id?: string;
+  cancel_requested?: boolean;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function toApiJob(row: JobRow): ApiJob {
+  const job: ApiJob = {
+    id: row.id,
+    type: row.type,
+    state: row.state,
+    priority: row.priority,
+    payload: row.payload,
+    progress: row.progress,
+    attempts: row.attempts,
+    max_attempts: row.max_attempts,
+    result: row.result ?? null,
+    error: row.error ?? null,
+    created_at: row.created_at.toISOString(),
+    started_at: iso(row.started_at),
+    finished_at: iso(row.finished_at),
+    run_at: iso(row.run_at),
+    tenant: row.tenant,
+  };
+  if (row.callback_url) job.callback_url = row.callback_url;
+  if (row.parent_id) job.parent_id = row.parent_id;
+  if (row.cancel_requested && !TERMINAL.includes(row.state)) job.cancel_requested = true;
+  return job;
+}
+
+export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
+  if (rows.length === 0) return [];
+  return db.insertInto('jobs').values(rows).returningAll().execute();
+}
+
+/** A job by id; with `tenant`, only that tenant's (another tenant's job is "not found"). */
+export async function findJob(db: Q, id: string, tenant?: string): Promise<JobRow | undefined> {
+  let q = db.selectFrom('jobs').selectAll().where('id', '=', id);
+  if (tenant !== undefined) q = q.where('tenant', '=', tenant);
+  return q.executeTakeFirst();
+}
+
+export async function findByIdempotencyKey(db: Q, tenant: string, key: string): Promise<JobRow | undefined> {
+  return db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('tenant', '=', tenant)
+    .where('idempotency_key', '=', key)
+    .executeTakeFirst();
+}
+
+/** Frees an idempotency key older than 24 h so it can name a new job. */
+export async function expireIdempotencyKey(db: Q, tenant: string, key: string): Promise<void> {
+  await db
+    .updateTable('jobs')
+    .set({ idempotency_key: null, request_hash: null })
+    .where('tenant', '=', tenant)
+    .where('idempotency_key', '=', key)
+    .where('created_at', '<', sql<Date>`now() - interval '24 hours'`)
+    .execute();
+}
+
+export interface ListFilter {
+  tenant?: string;
+  type?: string;
+  state?: JobState;
+  before?: string;
+  limit: number;
+}
+
+/** Newest first; keyset pagination on the UUIDv7 id. */
+export async function listJobs(db: Q, f: ListFilter): Promise<JobRow[]> {
+  let q = db.selectFrom('jobs').selectAll();
+  if (f.tenant !== undefined) q = q.where('tenant', '=', f.tenant);
+  if (f.type) q = q.where('type', '=', f.type);
+  if (f.state) q = q.where('state', '=', f.state);
+  if (f.before) q = q.where('id', '<', f.before);
+  return q.orderBy('id', 'desc').limit(f.limit).execute();
+}
+
+/**
+ * Called when a worker starts a run. Returns undefined when the job must not run (already terminal,
+ * cancelled, or unknown to the ledger).
+ */
+export async function markRunning(db: Q, id: string): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({
+      state: 'running',
+      attempts: sql<number>`attempts + 1`,
+      started_at: sql<Date>`coalesce(started_at, now())`,
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', id)
+    .where('state', 'in', LIVE)
+    .where('cancel_requested', '=', false)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export async function setProgress(db: Q, id: string, progress: number): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({ progress, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('state', '=', 'running')
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export async function markSucceeded(db: Q, id: string, result: unknown): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({
+      state: 'succeeded',
+      progress: 100,
+      result: JSON.stringify(result ?? null),
+      error: null,
+      finished_at: sql<Date>`now()`,
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', id)
+    .where('state', 'in', LIVE)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** A failed run: `final` ends the job, otherwise it waits (delayed) for its next attempt. */
+export async function markFailed(db: Q, id: string, error: JobError, final: boolean): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({
+      state: final ? 'failed' : 'delayed',
+      error: JSON.stringify(error),
+      finished_at: final ? sql<Date>`now()` : null,
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', id)
+    .where('state', 'in', LIVE)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export async function markCancelled(db: Q, id: string, states: readonly JobState[] = LIVE): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('state', 'in', states)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export async function requestCancel(db: Q, id: string): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({ cancel_requested: true, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('state', '=', 'running')
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** failed or cancelled → queued, with a fresh set of attempts. */
+export async function resetForRetry(db: Q, id: string): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({
+      state: 'queued',
+      progress: 0,
+      attempts: 0,
+      result: null,
+      error: null,
+      cancel_requested: false,
+      started_at: null,
+      finished_at: null,
+      run_at: null,
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', id)
+    .where('state', 'in', ['failed', 'cancelled'])
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Jobs that should be in Redis and have not changed for `graceMs`, in id order after `after`. */
+export async function staleLiveJobs(db: Q, graceMs: number, after: string | undefined, limit: number): Promise<JobRow[]> {
+  let q = db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('state', 'in', LIVE)
+    .where('updated_at', '<', sql<Date>`now() - make_interval(secs => ${graceMs / 1000})`);
+  if (after) q = q.where('id', '>', after);
+  return q.orderBy('id').limit(limit).execute();
+}

@@ -1,0 +1,65 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+export type JobState = 'queued' | 'delayed' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export type Priority = 'high' | 'normal' | 'low';
+export type Role = 'client' | 'operator';
+export type Json = ColumnType<unknown, string, string>;
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+
+export interface TenantsTable {
+  id: string;
+  webhook_secret: string;
+  created_at: Timestamp;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  tenant: string;
+  role: Role;
+  hash: string;
+  created_at: Timestamp;
+  revoked_at: NullableTimestamp;
+}
+
+export interface JobsTable {
+  id: string;
+  tenant: string;
+  type: string;
+  state: JobState;
+  priority: Priority;
+  payload: Json;
+  progress: Generated<number>;
+  attempts: Generated<number>;
+  max_attempts: number;
+  result: ColumnType<unknown | null, string | null | undefined, string | null>;
+  error: ColumnType<JobError | null, string | null | undefined, string | null>;
+  callback_url: string | null;
+  idempotency_key: string | null;
+  request_hash: string | null;
+  parent_id: string | null;
+  cancel_requested: Generated<boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  started_at: NullableTimestamp;
+  finished_at: NullableTimestamp;
+  run_at: NullableTimestamp;
+}
+
+export interface JobError {
+  code: string;
+  message: string;
+}
+
+/** One interface per table; a migration that adds a table adds its interface here. */
+export interface Database {
+  tenants: TenantsTable;
+  api_keys: ApiKeysTable;
+  jobs: JobsTable;
+}
+
+export type Tenant = Selectable<TenantsTable>;
+export type ApiKey = Selectable<ApiKeysTable>;
+export type JobRow = Selectable<JobsTable>;
+export type NewJobRow = Insertable<JobsTable>;
+export type JobUpdate = Updateable<JobsTable>;

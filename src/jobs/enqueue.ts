@@ -1,0 +1,39 @@
+// The second half of the dual write: ledger rows → BullMQ jobs whose id is the ledger id.
+import type { JobsOptions } from 'bullmq';
+import type { JobRow } from '../db/types.js';
+import { PRIORITY, RETENTION, type Queues } from '../queues.js';
+import type { JobRegistry } from './registry.js';
+
+/** BullMQ carries only the ledger id and type; the payload is read from the ledger (pass ids, not records). */
+export interface BullData {
+  tenant: string;
+}
+
+export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
+  const def = registry.get(row.type);
+  const delay = row.run_at ? Math.max(0, row.run_at.getTime() - Date.now()) : 0;
+  return {
+    jobId: row.id,
+    priority: PRIORITY[row.priority],
+    delay: delay || undefined,
+    attempts: Math.max(1, row.max_attempts - row.attempts),
+    backoff: { type: 'exponential', delay: def?.backoffMs ?? 1_000, jitter: 0.5 },
+    ...RETENTION,
+  };
+}
+
+/** Adds the rows' BullMQ jobs. A job id already in Redis is left as it is, so a repeat is a no-op. */
+export async function enqueue(queues: Queues, registry: JobRegistry, rows: JobRow[]): Promise<void> {
+  const byType = new Map<string, JobRow[]>();
+  for (const r of rows) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
+  await Promise.all(
+    [...byType].map(([type, list]) => {
+      const queue = queues.get(type);
+      if (list.length === 1) {
+        const r = list[0];
+        return queue.add(type, { tenant: r.tenant } satisfies BullData, bullOptions(registry, r));
+      }
+      return queue.addBulk(list.map((r) => ({ name: type, data: { tenant: r.tenant }, opts: bullOptions(registry, r) })));
+    }),
+  );
+}

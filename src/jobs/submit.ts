@@ -1,0 +1,87 @@
+// Accepting work: validate against the registry, commit ledger rows, then enqueue.
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import { z } from 'zod';
+import type { Db } from '../db/index.js';
+import * as ledger from '../db/jobs.js';
+import type { JobRow, NewJobRow, Priority } from '../db/types.js';
+import type { Queues } from '../queues.js';
+import { enqueue } from './enqueue.js';
+import type { JobRegistry } from './registry.js';
+
+export const priority = z.enum(['high', 'normal', 'low']);
+
+export const jobSpec = z.strictObject({
+  type: z.string().min(1).max(40),
+  payload: z.record(z.string(), z.unknown()),
+  priority: priority.default('normal'),
+  run_at: z.iso.datetime({ offset: true }).optional(),
+  callback_url: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+    .max(2048)
+    .optional(),
+});
+export type JobSpec = z.infer<typeof jobSpec>;
+
+export interface SubmitDeps {
+  db: Db;
+  queues: Queues;
+  registry: JobRegistry;
+  log: Logger;
+}
+
+export type SpecIssue = { path: (string | number)[]; message: string; code: 'invalid' | 'unavailable' };
+
+/** Checks a spec against its type: unknown type, a type not built yet, or a bad payload. */
+export function checkSpec(registry: JobRegistry, spec: JobSpec): { row?: Omit<NewJobRow, 'id' | 'tenant'>; issues: SpecIssue[] } {
+  const def = registry.get(spec.type);
+  if (!def) {
+    return { issues: [{ path: ['type'], message: `unknown job type; one of: ${registry.types().join(', ')}`, code: 'invalid' }] };
+  }
+  if (!def.process) {
+    return { issues: [{ path: ['type'], message: `job type '${spec.type}' is not available yet on this platform`, code: 'unavailable' }] };
+  }
+  const parsed = def.payload.safeParse(spec.payload);
+  if (!parsed.success) {
+    return { issues: parsed.error.issues.map((i) => ({ path: ['payload', ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))], message: i.message, code: 'invalid' as const })) };
+  }
+  const runAt = spec.run_at ? new Date(spec.run_at) : null;
+  return {
+    issues: [],
+    row: {
+      type: spec.type,
+      state: runAt && runAt.getTime() > Date.now() ? 'delayed' : 'queued',
+      priority: spec.priority as Priority,
+      payload: JSON.stringify(parsed.data),
+      max_attempts: def.attempts,
+      callback_url: spec.callback_url ?? null,
+      run_at: runAt,
+    },
+  };
+}
+
+export function requestHash(body: unknown): string {
+  return createHash('sha256').update(JSON.stringify(body)).digest('base64url');
+}
+
+/**
+ * Commits the rows, then adds them to BullMQ. An enqueue that fails after the commit is logged and left to
+ * the reconciler: the job is accepted either way.
+ */
+export async function submit(deps: SubmitDeps, tenant: string, rows: Omit<NewJobRow, 'id' | 'tenant'>[], extra: Partial<NewJobRow> = {}): Promise<JobRow[]> {
+  const inserted = await ledger.insertJobs(
+    deps.db,
+    rows.map((r) => ({ ...r, ...extra, id: uuidv7(), tenant })),
+  );
+  await enqueueOrLeave(deps, inserted);
+  return inserted;
+}
+
+export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<void> {
+  try {
+    await enqueue(deps.queues, deps.registry, rows);
+  } catch (err) {
+    deps.log.error({ err, jobs: rows.length }, 'enqueue failed after commit; the reconciler will enqueue these jobs');
+  }
+}

@@ -1,0 +1,73 @@
+import type { Job } from 'bullmq';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Db } from '../db/index.js';
+import type { Queues, RedisClient } from '../queues.js';
+
+/** What a processor gets: the parsed payload, the ledger ids, and the process's shared resources. */
+export interface JobContext<P> {
+  id: string;
+  tenant: string;
+  type: string;
+  payload: P;
+  /** 1 on the first run. */
+  attempt: number;
+  maxAttempts: number;
+  /** Aborted when a client cancels the job. */
+  signal: AbortSignal;
+  /** 0..100; written to the ledger and published to live streams. */
+  progress(percent: number): Promise<void>;
+  log: Logger;
+  deps: WorkerDeps;
+  /** The BullMQ job, for processors that need flows or tokens. */
+  bull: Job;
+  token?: string;
+}
+
+export interface WorkerDeps {
+  config: Config;
+  db: Db;
+  redis: RedisClient;
+  queues: Queues;
+  log: Logger;
+}
+
+export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
+  type: string;
+  /** One line for the OpenAPI document and the dashboard. */
+  description: string;
+  payload: S;
+  /** Total runs including the first. */
+  attempts: number;
+  /** Base delay of the exponential backoff between attempts. */
+  backoffMs: number;
+  /** Concurrent jobs per worker process. */
+  concurrency: number;
+  /** BullMQ rate limiter for the whole queue (across processes). */
+  limiter?: { max: number; duration: number };
+  /** Absent while the processor is not built: the API refuses the type with 422. */
+  process?: (ctx: JobContext<z.infer<S>>) => Promise<R>;
+}
+
+/** A failure that no retry can fix: the job fails at once with this code. */
+export class PermanentError extends Error {
+  override name = 'PermanentError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A failure worth retrying, with a code for the ledger. */
+export class RetryableError extends Error {
+  override name = 'RetryableError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,112 @@
+// Redis connections by role, and the BullMQ queues (one per job type).
+import { Queue, type JobsOptions } from 'bullmq';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Config } from './config.js';
+import type { Priority } from './db/types.js';
+
+export type RedisClient = Redis | Cluster;
+
+/**
+ * producer: fails fast while Redis is down (the API answers 503 instead of queueing commands in memory).
+ * worker: retries forever, as BullMQ workers require (maxRetriesPerRequest: null).
+ * subscriber: pub/sub only.
+ */
+export type RedisRole = 'producer' | 'worker' | 'subscriber';
+
+export function redisOptions(role: RedisRole): RedisOptions {
+  const base: RedisOptions = {
+    connectionName: `movie-jobs:${role}`,
+    retryStrategy: (times) => Math.min(100 * times, 2_000),
+  };
+  if (role === 'producer') {
+    return { ...base, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000, commandTimeout: 5_000 };
+  }
+  return { ...base, maxRetriesPerRequest: null, enableOfflineQueue: true };
+}
+
+export function createRedis(config: Config, role: RedisRole): RedisClient {
+  const options = redisOptions(role);
+  if (config.REDIS_CLUSTER) {
+    const nodes = config.REDIS_URL.split(',').map((u) => {
+      const url = new URL(u.includes('://') ? u : `redis://${u}`);
+      return { host: url.hostname, port: Number(url.port || 6379) };
+    });
+    return new Cluster(nodes, {
+      redisOptions: options,
+      enableOfflineQueue: options.enableOfflineQueue,
+      clusterRetryStrategy: options.retryStrategy,
+    });
+  }
+  return new Redis(config.REDIS_URL, options);
+}
+
+/** Resolves once the client is ready, or rejects after `ms`. */
+export function waitForRedis(client: RedisClient, ms = 5_000): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`Redis not reachable within ${ms} ms`));
+    }, ms);
+    const onReady = () => {
+      cleanup();
+      resolve();
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+    };
+    client.on('ready', onReady);
+  });
+}
+
+/** BullMQ prefix. On a cluster every key of a queue must hash to one slot, so the prefix is hash-tagged. */
+export function bullPrefix(config: Config): string {
+  const p = config.QUEUE_PREFIX;
+  return config.REDIS_CLUSTER && !p.includes('{') ? `{${p}}` : p;
+}
+
+/** Redis key names the platform owns besides BullMQ's, all under the queue prefix. */
+export function keys(config: Config) {
+  const p = config.QUEUE_PREFIX;
+  return {
+    events: `${p}:job-events`,
+    cancel: `${p}:job-cancel`,
+    reconcilerLock: `${p}:reconciler-lock`,
+  };
+}
+
+export const PRIORITY: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
+
+/** Redis keeps only what is in flight; the ledger keeps history. */
+export const RETENTION: Pick<JobsOptions, 'removeOnComplete' | 'removeOnFail'> = {
+  removeOnComplete: { age: 3600, count: 1000 },
+  removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
+};
+
+export class Queues {
+  private readonly queues = new Map<string, Queue>();
+  constructor(
+    private readonly config: Config,
+    readonly connection: RedisClient,
+  ) {}
+
+  get(name: string): Queue {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: this.connection, prefix: bullPrefix(this.config), skipWaitingForReady: true });
+      // Errors surface on the calls that hit them; the emitter must not crash the process.
+      q.on('error', () => {});
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  all(): Queue[] {
+    return [...this.queues.values()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.all().map((q) => q.close()));
+  }
+}

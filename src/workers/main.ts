@@ -1,0 +1,47 @@
+// Entry point of the `worker` process: one BullMQ Worker per queue it serves, plus the reconciler.
+import { loadConfigOrExit } from '../config.js';
+import { createDb } from '../db/index.js';
+import { createRegistry, loadJobModules } from '../jobs/index.js';
+import type { WorkerDeps } from '../jobs/types.js';
+import { logStrayErrors, onShutdown } from '../lifecycle.js';
+import { createLogger } from '../log.js';
+import { createRedis, Queues } from '../queues.js';
+import { checkDependencies, StartupError } from '../startup.js';
+import { startReconciler } from './reconciler.js';
+import { startWorkers } from './runtime.js';
+
+const config = loadConfigOrExit();
+const log = createLogger(config, 'worker');
+logStrayErrors(log);
+const registry = await loadJobModules(createRegistry(), config.jobModules);
+
+const unknown = (config.queues ?? []).filter((q) => !registry.get(q));
+if (unknown.length) {
+  process.stderr.write(`Invalid environment:\n  QUEUES=${JSON.stringify(config.QUEUES)}: unknown queue(s) ${unknown.join(', ')}; known: ${registry.types().join(', ')}\n`);
+  process.exit(1);
+}
+
+const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
+const redis = createRedis(config, 'worker');
+redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+try {
+  await checkDependencies(db, redis, log);
+} catch (err) {
+  if (!(err instanceof StartupError)) throw err;
+  log.fatal(err.message);
+  process.exit(1);
+}
+
+const deps: WorkerDeps = { config, db, redis, queues: new Queues(config, redis), log };
+const served = config.queues ?? registry.all().filter((d) => d.process).map((d) => d.type);
+const running = await startWorkers(deps, registry, served);
+const reconciler = startReconciler(deps, registry);
+log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');
+
+onShutdown(log, async () => {
+  await reconciler.stop();
+  await running.close(config.SHUTDOWN_TIMEOUT_MS);
+  await deps.queues.close();
+  redis.disconnect();
+  await db.destroy();
+});

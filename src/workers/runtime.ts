@@ -1,0 +1,166 @@
+// Wraps each job type's processor: ledger state, live events, error codes, cancellation.
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { ZodError } from 'zod';
+import * as ledger from '../db/jobs.js';
+import type { JobError, JobRow } from '../db/types.js';
+import { publishJobEvent } from '../events.js';
+import type { BullData } from '../jobs/enqueue.js';
+import type { JobRegistry } from '../jobs/registry.js';
+import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
+import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
+
+/** Thrown into BullMQ when a run ends cancelled: no retry. */
+class Cancelled extends UnrecoverableError {}
+
+export function errorOf(err: unknown): JobError {
+  if (err instanceof ZodError) {
+    const detail = err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    return { code: 'invalid_payload', message: detail.slice(0, 2000) };
+  }
+  if (err instanceof PermanentError || err instanceof RetryableError) return { code: err.code, message: err.message };
+  const e = err as { code?: unknown; message?: unknown; name?: string } | null;
+  const message = String(e?.message ?? err).slice(0, 2000);
+  if (err instanceof UnrecoverableError) return { code: 'unrecoverable', message };
+  return { code: typeof e?.code === 'string' ? e.code : 'processor_error', message };
+}
+
+function isPermanent(err: unknown): boolean {
+  return err instanceof PermanentError || err instanceof ZodError || err instanceof UnrecoverableError;
+}
+
+export interface RunningWorkers {
+  workers: Worker[];
+  /** Stops taking jobs, lets running ones finish (up to the timeout), then closes connections. */
+  close(timeoutMs: number): Promise<void>;
+}
+
+export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queueNames: readonly string[]): Promise<RunningWorkers> {
+  const { config, db, redis, log } = deps;
+  const workers: Worker[] = [];
+
+  async function emit(kind: 'state' | 'progress', row: JobRow | undefined) {
+    if (row) await publishJobEvent(redis, config, kind, row);
+  }
+
+  async function run(def: JobDefinition, job: Job<BullData>, token: string | undefined, signal: AbortSignal | undefined) {
+    const id = job.id!;
+    const jlog = log.child({ job_id: id, type: def.type, tenant: job.data?.tenant });
+    const row = await ledger.markRunning(db, id);
+    if (!row) {
+      // Terminal, cancelled before it started, or unknown to the ledger: nothing to do, and no retry.
+      const current = await ledger.findJob(db, id);
+      if (current?.cancel_requested && !ledger.TERMINAL.includes(current.state)) {
+        await emit('state', await ledger.markCancelled(db, id));
+      }
+      jlog.info({ state: current?.state ?? 'unknown' }, 'job skipped: not runnable');
+      return current?.result ?? null;
+    }
+    await emit('state', row);
+    const controller = new AbortController();
+    const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
+    if (signal?.aborted) abort();
+    signal?.addEventListener('abort', abort, { once: true });
+    const started = Date.now();
+    jlog.info({ attempt: row.attempts }, 'job started');
+    try {
+      const payload = def.payload.parse(row.payload);
+      let lastProgress = -1;
+      const result = await def.process!({
+        id,
+        tenant: row.tenant,
+        type: def.type,
+        payload,
+        attempt: row.attempts,
+        maxAttempts: row.max_attempts,
+        signal: controller.signal,
+        log: jlog,
+        deps,
+        bull: job,
+        token,
+        async progress(percent: number) {
+          const p = Math.max(0, Math.min(100, Math.round(percent)));
+          if (p === lastProgress) return;
+          lastProgress = p;
+          await job.updateProgress(p);
+          await emit('progress', await ledger.setProgress(db, id, p));
+        },
+      });
+      if (controller.signal.aborted) throw new Cancelled('cancelled');
+      const done = await ledger.markSucceeded(db, id, result);
+      await emit('state', done);
+      jlog.info({ ms: Date.now() - started }, 'job succeeded');
+      return result;
+    } catch (err) {
+      if (controller.signal.aborted) {
+        await emit('state', await ledger.markCancelled(db, id));
+        jlog.info('job cancelled');
+        throw new Cancelled('cancelled');
+      }
+      const error = errorOf(err);
+      const final = isPermanent(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      await emit('state', await ledger.markFailed(db, id, error, final));
+      jlog.warn({ err: error, final, ms: Date.now() - started }, final ? 'job failed' : 'job attempt failed, will retry');
+      if (isPermanent(err) && !(err instanceof UnrecoverableError)) throw new UnrecoverableError(`${error.code}: ${error.message}`);
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  for (const name of queueNames) {
+    const def = registry.get(name);
+    if (!def?.process) {
+      log.warn({ queue: name }, 'no processor for this queue; not serving it');
+      continue;
+    }
+    const worker = new Worker<BullData>(name, (job, token, signal) => run(def, job, token, signal), {
+      connection: createRedis(config, 'worker'),
+      prefix: bullPrefix(config),
+      concurrency: def.concurrency,
+      limiter: def.limiter,
+      // A stalled job (its worker died) is retried by another worker; a job that keeps killing workers fails.
+      maxStalledCount: 2,
+      lockDuration: config.WORKER_LOCK_MS,
+      stalledInterval: config.WORKER_LOCK_MS,
+    });
+    worker.on('error', (err) => log.error({ err, queue: name }, 'worker error'));
+    // Safety net for failures BullMQ decides without our processor (too many stalls): close the ledger row.
+    worker.on('failed', (job, err) => {
+      const stalled = /stalled/i.test(err.message);
+      if (!job || (!stalled && job.attemptsMade < (job.opts.attempts ?? 1))) return;
+      void ledger
+        .markFailed(db, job.id!, { code: stalled ? 'stalled' : errorOf(err).code, message: err.message }, true)
+        .then((row) => emit('state', row))
+        .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
+    });
+    workers.push(worker);
+  }
+
+  // Cancellation of running jobs: the API publishes the id; whichever worker holds it aborts the processor.
+  const subscriber: RedisClient = createRedis(config, 'subscriber');
+  const cancelChannel = keys(config).cancel;
+  subscriber.on('message', (channel: string, id: string) => {
+    if (channel !== cancelChannel) return;
+    for (const w of workers) w.cancelJob(id, 'cancelled by request');
+  });
+  subscriber.on('error', () => {});
+  await subscriber.subscribe(cancelChannel);
+
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+
+  return {
+    workers,
+    async close(timeoutMs: number) {
+      const graceful = Promise.all(workers.map((w) => w.close()));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
+      if ((await Promise.race([graceful, timeout])) === 'timeout') {
+        // Jobs still running are not cancelled: their locks lapse and another worker runs them again.
+        log.warn('shutdown grace period over; leaving running jobs to be retried elsewhere');
+        await Promise.all(workers.map((w) => w.close(true)));
+      }
+      clearTimeout(timer);
+      subscriber.disconnect();
+    },
+  };
+}
