@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { Queues, RedisClient } from '../queues.js';
+import type { Storage } from '../storage.js';
 
 /** Everything a route needs, built once per process by server.ts (or by a test). */
 export interface AppDeps {
@@ -12,5 +13,6 @@ export interface AppDeps {
   redis: RedisClient;
   queues: Queues;
   registry: JobRegistry;
+  storage: Storage;
   log: Logger;
 }

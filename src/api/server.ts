@@ -5,6 +5,7 @@ import { createDb } from '../db/index.js';
 import { createRegistry, loadJobModules } from '../jobs/index.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
 import { createLogger } from '../log.js';
+import { DirectoryStorage } from '../storage.js';
 import { createRedis, Queues } from '../queues.js';
 import { checkDependencies, StartupError } from '../startup.js';
 import { createApp } from './app.js';
@@ -26,7 +27,7 @@ try {
 
 const registry = await loadJobModules(createRegistry(), config.jobModules);
 const queues = new Queues(config, redis);
-const app = createApp({ config, db, redis, queues, registry, log });
+const app = createApp({ config, db, redis, queues, registry, storage: new DirectoryStorage(config.STORAGE_DIR), log });
 
 const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, (info) => {
   const base = config.PUBLIC_URL ?? `http://localhost:${info.port}`;

@@ -51,11 +51,25 @@ export interface JobError {
   message: string;
 }
 
+export interface FilesTable {
+  id: string;
+  tenant: string;
+  content_type: string;
+  bytes: number;
+  sha256: string;
+  storage_key: string;
+  job_id: string | null;
+  name: string | null;
+  created_at: Timestamp;
+  expires_at: NullableTimestamp;
+}
+
 /** One interface per table; a migration that adds a table adds its interface here. */
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   jobs: JobsTable;
+  files: FilesTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -63,3 +77,4 @@ export type ApiKey = Selectable<ApiKeysTable>;
 export type JobRow = Selectable<JobsTable>;
 export type NewJobRow = Insertable<JobsTable>;
 export type JobUpdate = Updateable<JobsTable>;
+export type FileRow = Selectable<FilesTable>;

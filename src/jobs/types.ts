@@ -3,7 +3,9 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
+import type { JobRegistry } from './registry.js';
 import type { Queues, RedisClient } from '../queues.js';
+import type { Storage } from '../storage.js';
 
 /** What a processor gets: the parsed payload, the ledger ids, and the process's shared resources. */
 export interface JobContext<P> {
@@ -30,6 +32,9 @@ export interface WorkerDeps {
   db: Db;
   redis: RedisClient;
   queues: Queues;
+  storage: Storage;
+  /** The registry this process runs, for jobs that submit other jobs. */
+  registry: JobRegistry;
   log: Logger;
 }
 

@@ -5,6 +5,7 @@ import { createRegistry, loadJobModules } from '../jobs/index.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
 import { createLogger } from '../log.js';
+import { DirectoryStorage } from '../storage.js';
 import { createRedis, Queues } from '../queues.js';
 import { checkDependencies, StartupError } from '../startup.js';
 import { startReconciler } from './reconciler.js';
@@ -32,7 +33,7 @@ try {
   process.exit(1);
 }
 
-const deps: WorkerDeps = { config, db, redis, queues: new Queues(config, redis), log };
+const deps: WorkerDeps = { config, db, redis, queues: new Queues(config, redis), storage: new DirectoryStorage(config.STORAGE_DIR), registry, log };
 const served = config.queues ?? registry.all().filter((d) => d.process).map((d) => d.type);
 const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
