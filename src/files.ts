@@ -5,7 +5,7 @@ import type { Db } from './db/index.js';
 import type { FileRow } from './db/types.js';
 import type { Storage } from './storage.js';
 
-export const FILE_ID = /^file_[A-Za-z0-9_-]{10,40}$/;
+export const FILE_ID = /^file_[A-Za-z0-9_-]{10,64}$/;
 
 export function newFileId(): string {
   return `file_${randomBytes(12).toString('base64url')}`;
