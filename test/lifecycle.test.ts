@@ -107,8 +107,7 @@ describe('job lifecycle over HTTP with a real worker', () => {
     const retry = await api('POST', `/v1/jobs/${r.body.id}/retry`);
     expect(retry.status).toBe(202);
     expect(retry.body).toMatchObject({ state: 'queued', attempts: 0, error: null });
-    // The ledger counts runs since the retry; the second run (attempt 1 again) fails again by design? No:
-    // fail_times counts the ledger's attempt number, which restarts at 1, so it fails again.
+    // A retry starts a fresh set of attempts, so the run is attempt 1 again and fail_times: 1 fails it again.
     const again = await until(r.body.id, ['failed', 'succeeded']);
     expect(again.state).toBe('failed');
 
