@@ -39,6 +39,12 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   MAX_UPLOAD_BYTES: int(1, 10 * 1024 ** 3).default(25 * 1024 * 1024),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  /** Webhook delivery: per-try timeout, tries in all, and the base of the exponential backoff between them. */
+  WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  WEBHOOK_ATTEMPTS: int(1, 50).default(8),
+  WEBHOOK_BACKOFF_MS: int(10, 3_600_000).default(10_000),
+  /** Keep-alive comment interval on live (SSE) streams, so proxies do not close an idle one. */
+  SSE_KEEPALIVE_MS: int(100, 600_000).default(15_000),
   API_KEY_SECRET: z.string().min(16, 'at least 16 characters').default('dev-only-api-key-secret-change-me'),
   RECONCILE_INTERVAL_MS: int(100, 3_600_000).default(10_000),
   RECONCILE_GRACE_MS: int(0, 86_400_000).default(30_000),
