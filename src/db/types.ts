@@ -64,12 +64,59 @@ export interface FilesTable {
   expires_at: NullableTimestamp;
 }
 
+export interface MoviesTable {
+  tenant: string;
+  id: string;
+  title: string;
+  genres: ColumnType<string[], string[] | undefined, string[]>;
+  year: number | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface RatingsTable {
+  tenant: string;
+  user_id: string;
+  movie_id: string;
+  /** 0.5..5 */
+  rating: number;
+  updated_at: Timestamp;
+}
+
+/** Bumped by every write to a tenant's movies or ratings; models remember the version they were trained on. */
+export interface CatalogVersionsTable {
+  tenant: string;
+  version: Generated<number>;
+  updated_at: Timestamp;
+}
+
+export interface RecommendationItem {
+  movie_id: string;
+  title: string;
+  score: number;
+}
+
+export interface RecommendationsTable {
+  tenant: string;
+  user_id: string;
+  job_id: string | null;
+  items: ColumnType<RecommendationItem[], string, string>;
+  strategy: string;
+  model_version: number | null;
+  stale: Generated<boolean>;
+  generated_at: Timestamp;
+}
+
 /** One interface per table; a migration that adds a table adds its interface here. */
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   jobs: JobsTable;
   files: FilesTable;
+  movies: MoviesTable;
+  ratings: RatingsTable;
+  catalog_versions: CatalogVersionsTable;
+  recommendations: RecommendationsTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -78,3 +125,6 @@ export type JobRow = Selectable<JobsTable>;
 export type NewJobRow = Insertable<JobsTable>;
 export type JobUpdate = Updateable<JobsTable>;
 export type FileRow = Selectable<FilesTable>;
+export type MovieRow = Selectable<MoviesTable>;
+export type RatingRow = Selectable<RatingsTable>;
+export type RecommendationRow = Selectable<RecommendationsTable>;
