@@ -107,6 +107,33 @@ export interface RecommendationsTable {
   generated_at: Timestamp;
 }
 
+export type AuditTargetKind = 'queue' | 'job' | 'schedule' | 'dashboard';
+
+export interface AuditLogTable {
+  id: string;
+  at: Timestamp;
+  actor_key_id: string | null;
+  actor_tenant: string | null;
+  actor_role: string | null;
+  action: string;
+  target_kind: AuditTargetKind;
+  target: string;
+  detail: ColumnType<unknown | null, string | null | undefined, string | null>;
+}
+
+export interface SchedulesTable {
+  name: string;
+  tenant: string;
+  type: string;
+  payload: Json;
+  priority: Priority;
+  cron: string | null;
+  every_ms: number | null;
+  tz: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 /** One interface per table; a migration that adds a table adds its interface here. */
 export interface Database {
   tenants: TenantsTable;
@@ -117,6 +144,8 @@ export interface Database {
   ratings: RatingsTable;
   catalog_versions: CatalogVersionsTable;
   recommendations: RecommendationsTable;
+  audit_log: AuditLogTable;
+  schedules: SchedulesTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -128,3 +157,5 @@ export type FileRow = Selectable<FilesTable>;
 export type MovieRow = Selectable<MoviesTable>;
 export type RatingRow = Selectable<RatingsTable>;
 export type RecommendationRow = Selectable<RecommendationsTable>;
+export type AuditRow = Selectable<AuditLogTable>;
+export type ScheduleRow = Selectable<SchedulesTable>;
