@@ -24,15 +24,25 @@ export function redisOptions(role: RedisRole): RedisOptions {
   return { ...base, maxRetriesPerRequest: null, enableOfflineQueue: true };
 }
 
+/** A cluster when asked (REDIS_CLUSTER=true) or when REDIS_URL lists several nodes. */
+export function isCluster(config: Pick<Config, 'REDIS_CLUSTER' | 'REDIS_URL'>): boolean {
+  return config.REDIS_CLUSTER || config.REDIS_URL.includes(',');
+}
+
 export function createRedis(config: Config, role: RedisRole): RedisClient {
   const options = redisOptions(role);
-  if (config.REDIS_CLUSTER) {
-    const nodes = config.REDIS_URL.split(',').map((u) => {
-      const url = new URL(u.includes('://') ? u : `redis://${u}`);
-      return { host: url.hostname, port: Number(url.port || 6379) };
-    });
+  if (isCluster(config)) {
+    // REDIS_URL is a comma-separated list of seed nodes; ioredis discovers the rest. Credentials and TLS come from the first.
+    const urls = config.REDIS_URL.split(',').map((u) => new URL(u.trim().includes('://') ? u.trim() : `redis://${u.trim()}`));
+    const nodes = urls.map((url) => ({ host: url.hostname, port: Number(url.port || 6379) }));
+    const first = urls[0];
+    const auth = {
+      ...(first.username ? { username: decodeURIComponent(first.username) } : {}),
+      ...(first.password ? { password: decodeURIComponent(first.password) } : {}),
+      ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+    };
     return new Cluster(nodes, {
-      redisOptions: options,
+      redisOptions: { ...options, ...auth },
       enableOfflineQueue: options.enableOfflineQueue,
       clusterRetryStrategy: options.retryStrategy,
     });
@@ -60,10 +70,16 @@ export function waitForRedis(client: RedisClient, ms = 5_000): Promise<void> {
   });
 }
 
-/** BullMQ prefix. On a cluster every key of a queue must hash to one slot, so the prefix is hash-tagged. */
-export function bullPrefix(config: Config): string {
+/**
+ * BullMQ prefix of one queue. BullMQ's scripts touch many keys of a queue at once, so on a cluster they must share a
+ * slot: the prefix is hash-tagged per queue (`{jobs:email}` → keys `{jobs:email}:email:*`), which keeps each queue in
+ * one slot while different queues spread over the masters. A QUEUE_PREFIX that already has a `{tag}` is used as is
+ * (every queue in that one slot: needed only if jobs of one queue must have parents in another, e.g. cross-queue flows).
+ * On a single Redis the prefix is QUEUE_PREFIX unchanged.
+ */
+export function bullPrefix(config: Config, queue: string): string {
   const p = config.QUEUE_PREFIX;
-  return config.REDIS_CLUSTER && !p.includes('{') ? `{${p}}` : p;
+  return isCluster(config) && !p.includes('{') ? `{${p}:${queue}}` : p;
 }
 
 /** Redis key names the platform owns besides BullMQ's, all under the queue prefix. */
@@ -94,7 +110,7 @@ export class Queues {
   get(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.connection, prefix: bullPrefix(this.config), skipWaitingForReady: true });
+      q = new Queue(name, { connection: this.connection, prefix: bullPrefix(this.config, name), skipWaitingForReady: true });
       // Errors surface on the calls that hit them; the emitter must not crash the process.
       q.on('error', () => {});
       this.queues.set(name, q);

@@ -4,9 +4,11 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import getPort from 'get-port';
+import { Cluster } from 'ioredis';
 import { pino } from 'pino';
 import pg from 'pg';
 import { createApp } from '../src/api/app.js';
+import { EventHub } from '../src/api/event-hub.js';
 import { createKey, createTenant } from '../src/auth/keys.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createDb, type Db } from '../src/db/index.js';
@@ -31,6 +33,8 @@ export interface TestEnv {
   registry: JobRegistry;
   app: ReturnType<typeof createApp>;
   storage: DirectoryStorage;
+  /** The API's job-event subscriber (one Redis connection). */
+  hub: EventHub;
   /** Runs this env's workers in the test process (faster than a process when no crash is involved). */
   startWorkers(queues?: string[]): Promise<RunningWorkers>;
   close(): Promise<void>;
@@ -74,7 +78,8 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
   const registry = await loadJobModules(createRegistry(), config.jobModules.map((m) => path.resolve(ROOT, m)));
   const queues = new Queues(config, redis);
   const storage = new DirectoryStorage(config.STORAGE_DIR);
-  const app = createApp({ config, db, redis, queues, registry, storage, log: silentLog });
+  const hub = EventHub.create(config);
+  const app = createApp({ config, db, redis, queues, registry, storage, log: silentLog, hub });
   const running: RunningWorkers[] = [];
   return {
     config,
@@ -85,6 +90,7 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
     registry,
     app,
     storage,
+    hub,
     async startWorkers(names = registry.all().filter((d) => d.process).map((d) => d.type)) {
       const w = await startWorkers({ config, db, redis, queues, storage, registry, log: silentLog }, registry, names);
       running.push(w);
@@ -93,7 +99,8 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
     async close() {
       await Promise.all(running.map((w) => w.close(1_000)));
       await queues.close();
-      await deleteKeys(config.QUEUE_PREFIX, config.REDIS_URL);
+      await hub.close();
+      await deleteKeys(config);
       redis.disconnect();
       await db.destroy();
       await dropDatabase(config.DATABASE_URL);
@@ -101,15 +108,23 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
   };
 }
 
-async function deleteKeys(prefix: string, url: string) {
-  const r = createRedis(loadConfig({ REDIS_URL: url }), 'worker');
+async function deleteKeys(config: Config) {
+  const prefix = config.QUEUE_PREFIX;
+  const r = createRedis(loadConfig({ REDIS_URL: config.REDIS_URL, REDIS_CLUSTER: String(config.REDIS_CLUSTER) }), 'worker');
   try {
-    let cursor = '0';
-    do {
-      const [next, found] = await (r as import('ioredis').Redis).scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (found.length) await r.del(...found);
-    } while (cursor !== '0');
+    // On a cluster, SCAN each master, and match the per-queue hash-tagged prefix (`{prefix:queue}:…`) as well.
+    if (r instanceof Cluster) await waitForRedis(r);
+    const nodes = r instanceof Cluster ? r.nodes('master') : [r];
+    for (const node of nodes) {
+      for (const match of [`${prefix}:*`, `{${prefix}:*`]) {
+        let cursor = '0';
+        do {
+          const [next, found] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+          cursor = next;
+          if (found.length) await Promise.all(found.map((k) => node.unlink(k)));
+        } while (cursor !== '0');
+      }
+    }
   } catch {
     // The server may be gone (chaos tests): nothing to clean.
   } finally {

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import * as ledger from '../db/jobs.js';
 import { enqueue } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
+import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues.js';
 
@@ -15,8 +16,7 @@ export interface ReconcileResult {
 
 /** One pass over every live ledger job older than the grace period. */
 export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, graceMs: number): Promise<ReconcileResult> {
-  const { db, redis, queues, config } = deps;
-  const prefix = bullPrefix(config);
+  const { db, queues } = deps;
   const result: ReconcileResult = { checked: 0, requeued: [] };
   let after: string | undefined;
   for (;;) {
@@ -24,10 +24,7 @@ export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, gra
     if (rows.length === 0) break;
     after = rows[rows.length - 1].id;
     const known = rows.filter((r) => registry.get(r.type));
-    const pipeline = redis.pipeline();
-    for (const r of known) pipeline.exists(`${prefix}:${r.type}:${r.id}`);
-    const exists = (await pipeline.exec()) ?? [];
-    const missing = known.filter((_, i) => exists[i]?.[1] !== 1);
+    const missing = await missingFromRedis(deps, known);
     if (missing.length) {
       await enqueue(queues, registry, missing);
       result.requeued.push(...missing.map((r) => r.id));
@@ -36,6 +33,29 @@ export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, gra
     if (rows.length < BATCH) break;
   }
   return result;
+}
+
+/**
+ * The rows whose BullMQ job key is gone. One pipeline per queue: on a cluster each queue lives in its own slot
+ * (see bullPrefix), and a cluster pipeline may only touch keys that one node serves.
+ */
+async function missingFromRedis({ redis, config }: WorkerDeps, rows: JobRow[]): Promise<JobRow[]> {
+  const byType = new Map<string, JobRow[]>();
+  for (const r of rows) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
+  const missing = await Promise.all(
+    [...byType].map(async ([type, list]) => {
+      const prefix = bullPrefix(config, type);
+      const pipeline = redis.pipeline();
+      for (const r of list) pipeline.exists(`${prefix}:${type}:${r.id}`);
+      const exists = (await pipeline.exec()) ?? [];
+      return list.filter((_, i) => {
+        const [err, n] = exists[i] ?? [];
+        if (err) throw err;
+        return n !== 1;
+      });
+    }),
+  );
+  return missing.flat();
 }
 
 /** Runs a pass every interval; a Redis lock keeps it to one process at a time across the fleet. */
