@@ -4,6 +4,7 @@ import { ZodError } from 'zod';
 import * as ledger from '../db/jobs.js';
 import type { JobError, JobRow } from '../db/types.js';
 import { publishJobEvent } from '../events.js';
+import { DbGuard } from './db-guard.js';
 import type { BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
@@ -37,6 +38,7 @@ export interface RunningWorkers {
 export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queueNames: readonly string[]): Promise<RunningWorkers> {
   const { config, db, redis, log } = deps;
   const workers: Worker[] = [];
+  const dbGuard = new DbGuard(db, log);
 
   async function emit(kind: 'state' | 'progress', row: JobRow | undefined) {
     if (row) await publishJobEvent(redis, config, kind, row);
@@ -113,11 +115,12 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
       log.warn({ queue: name }, 'no processor for this queue; not serving it');
       continue;
     }
-    const worker = new Worker<BullData>(name, (job, token, signal) => run(def, job, token, signal), {
+    await def.start?.(deps);
+    const worker = new Worker<BullData>(name, (job, token, signal) => dbGuard.around(() => run(def, job, token, signal)), {
       connection: createRedis(config, 'worker'),
-      prefix: bullPrefix(config),
+      prefix: bullPrefix(config, name),
       concurrency: def.concurrency,
-      limiter: def.limiter,
+      limiter: typeof def.limiter === 'function' ? def.limiter(config) : def.limiter,
       // A stalled job (its worker died) is retried by another worker; a job that keeps killing workers fails.
       maxStalledCount: 2,
       lockDuration: config.WORKER_LOCK_MS,
@@ -133,6 +136,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
         .then((row) => emit('state', row))
         .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
     });
+    dbGuard.watch(worker);
     workers.push(worker);
   }
 
@@ -160,6 +164,8 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
         await Promise.all(workers.map((w) => w.close(true)));
       }
       clearTimeout(timer);
+      await Promise.all(workers.map((w) => registry.get(w.name)?.stop?.(deps)));
+      dbGuard.stop();
       subscriber.disconnect();
     },
   };
