@@ -1,6 +1,7 @@
 // Admin CLI: npm run cli -- <command>. Each command prints one JSON line on success.
 import { parseArgs } from 'node:util';
 import { createKey, createTenant, revokeKey } from './auth/keys.js';
+import { announceRevocationOnce } from './auth/revocation.js';
 import { loadConfigOrExit, type Config } from './config.js';
 import { createDb, type Db } from './db/index.js';
 
@@ -28,11 +29,13 @@ const commands: Record<string, Command> = {
     if (!tenant) throw new UsageError(`no tenant named ${values.tenant}; create it with: cli tenants create ${values.tenant}`);
     return createKey(db, config.API_KEY_SECRET, values.tenant, values.role);
   },
-  'keys revoke': async ({ db, args }) => {
+  'keys revoke': async ({ db, config, args }) => {
     const [id] = args;
     if (!id) throw new UsageError('keys revoke needs a KEY_ID');
     if (!(await revokeKey(db, id))) throw new UsageError(`no active key with id ${id}`);
-    return { id, revoked: true };
+    // API processes drop the key from their caches now; without Redis they do within a few seconds anyway.
+    const announced = await announceRevocationOnce(config, id);
+    return { id, revoked: true, ...(announced ? {} : { note: 'Redis unreachable: API processes stop accepting the key within 5 s' }) };
   },
   'seed': async (ctx) => {
     const { seed } = await import('./seed.js');

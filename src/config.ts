@@ -53,6 +53,10 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   WORKER_METRICS_PORT: int(0, 65535).default(9464),
   RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
+  /** Per tenant: jobs queued, delayed or running at once (0: no cap). Operators are exempt. */
+  TENANT_MAX_IN_FLIGHT: int(0, 100_000_000).default(10_000),
+  /** Per tenant: source megapixels × variants submitted as image jobs per minute (0: no cap). Operators are exempt. */
+  TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: int(0, 10_000_000).default(2_000),
   EMAIL_RATE_PER_SECOND: int(1, 100_000).default(50),
 });
 

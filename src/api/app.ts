@@ -8,6 +8,7 @@ import { authenticate, type AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
+import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
 import { healthRoutes } from './routes/health.js';
 import { jobsRoutes } from './routes/jobs.js';
 
@@ -52,6 +53,8 @@ export function createApp(deps: AppDeps) {
   });
   app.use('/v1/*', async (c, next) => (c.req.path.startsWith('/v1/files') ? next() : jsonLimit(c, next)));
   app.use('/v1/*', authenticate(deps.db, deps.config.API_KEY_SECRET));
+  app.use('/v1/*', rateLimitPerKey(deps));
+  app.use('/v1/*', tenantQuotas(deps));
   app.route('/v1', jobsRoutes(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API key from `npm run cli -- keys create`' });

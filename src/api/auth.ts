@@ -19,12 +19,21 @@ export function keyFromHeader(header: string | undefined): string | undefined {
   return undefined;
 }
 
+type KeyCache = Map<string, { principal: Principal | undefined; expires: number }>;
+const caches = new Set<KeyCache>();
+
+/** Drops a revoked key from every lookup cache in this process (see src/auth/revocation.ts). */
+export function forgetKey(keyId: string): void {
+  for (const cache of caches) for (const [k, v] of cache) if (v.principal?.keyId === keyId) cache.delete(k);
+}
+
 /**
  * Authenticates every request it guards. Lookups are cached for a few seconds (the hot path of every
- * request); revocation takes effect when the entry expires.
+ * request); a revocation announced on Redis drops the entry at once, else it lapses when the entry expires.
  */
 export function authenticate(db: Db, secret: string, ttlMs = 5_000): MiddlewareHandler<AuthEnv> {
-  const cache = new Map<string, { principal: Principal | undefined; expires: number }>();
+  const cache: KeyCache = new Map();
+  caches.add(cache);
   return async (c, next) => {
     const key = keyFromHeader(c.req.header('authorization'));
     if (!key || key.length > 200) throw problem.unauthorized();

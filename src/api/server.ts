@@ -8,7 +8,9 @@ import { createLogger } from '../log.js';
 import { DirectoryStorage } from '../storage.js';
 import { createRedis, Queues } from '../queues.js';
 import { checkDependencies, StartupError } from '../startup.js';
+import { listenForRevocations } from '../auth/revocation.js';
 import { createApp } from './app.js';
+import { forgetKey } from './auth.js';
 
 const config = loadConfigOrExit();
 const log = createLogger(config, 'web');
@@ -28,6 +30,8 @@ try {
 const registry = await loadJobModules(createRegistry(), config.jobModules);
 const queues = new Queues(config, redis);
 const app = createApp({ config, db, redis, queues, registry, storage: new DirectoryStorage(config.STORAGE_DIR), log });
+// A key revoked anywhere stops working here at once, not when its cache entry expires.
+const revocations = listenForRevocations(config, forgetKey);
 
 const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, (info) => {
   const base = config.PUBLIC_URL ?? `http://localhost:${info.port}`;
@@ -40,6 +44,7 @@ onShutdown(log, async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   clearTimeout(cut);
   await queues.close();
+  revocations.close();
   redis.disconnect();
   await db.destroy();
 });

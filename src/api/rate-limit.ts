@@ -1,0 +1,179 @@
+// Abuse limits: a request rate per API key, and per-tenant quotas on work (jobs in flight, image megapixels).
+// Counters live in Redis (rate-limiter-flexible) so every API process shares them; while Redis is down each
+// process falls back to an in-memory limiter rather than refusing reads that only need PostgreSQL.
+import type { Context, MiddlewareHandler } from 'hono';
+import { sql } from 'kysely';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import sharp from 'sharp';
+import type { Principal } from '../auth/keys.js';
+import type { Db } from '../db/index.js';
+import { LIVE } from '../db/jobs.js';
+import type { AuthEnv } from './auth.js';
+import type { AppDeps } from './deps.js';
+import { ProblemError } from './errors.js';
+
+const WINDOW_S = 60;
+
+function tooMany(detail: string, retryAfterS: number, headers: Record<string, string> = {}) {
+  return new ProblemError(429, 'rate-limited', detail, {}, { ...headers, 'Retry-After': String(Math.max(1, Math.ceil(retryAfterS))) });
+}
+
+/** IETF draft "RateLimit header fields for HTTP" (the -07 shape most clients read). */
+function rateHeaders(limit: number, res: RateLimiterRes): Record<string, string> {
+  return {
+    'RateLimit-Limit': String(limit),
+    'RateLimit-Remaining': String(Math.max(0, res.remainingPoints)),
+    'RateLimit-Reset': String(Math.max(0, Math.ceil(res.msBeforeNext / 1000))),
+    'RateLimit-Policy': `${limit};w=${WINDOW_S}`,
+  };
+}
+
+function limiter(deps: AppDeps, name: string, points: number) {
+  return new RateLimiterRedis({
+    storeClient: deps.redis,
+    keyPrefix: `${deps.config.QUEUE_PREFIX}:rl:${name}`,
+    points,
+    duration: WINDOW_S,
+    // Redis down: decide in memory at once instead of waiting for a command to time out.
+    rejectIfRedisNotReady: true,
+    insuranceLimiter: new RateLimiterMemory({ points, duration: WINDOW_S }),
+  });
+}
+
+/**
+ * RATE_LIMIT_PER_MINUTE requests per API key (by key id: the key itself never reaches Redis), for every role:
+ * a leaked operator key is the one that most needs a brake. Every answer carries RateLimit-* headers.
+ */
+export function rateLimitPerKey(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+  const limit = deps.config.RATE_LIMIT_PER_MINUTE;
+  if (limit === 0) return (_c, next) => next();
+  const rl = limiter(deps, 'key', limit);
+  return async (c, next) => {
+    let res: RateLimiterRes;
+    try {
+      res = await rl.consume(c.get('principal').keyId);
+    } catch (err) {
+      if (err instanceof RateLimiterRes) throw tooMany(`At most ${limit} requests per minute per API key.`, err.msBeforeNext / 1000, rateHeaders(limit, err));
+      // Neither Redis nor the fallback answered: let the request through rather than fail it.
+      deps.log.warn({ err: String(err) }, 'rate limiter unavailable');
+      return next();
+    }
+    await next();
+    try {
+      for (const [k, v] of Object.entries(rateHeaders(limit, res))) c.res.headers.set(k, v);
+    } catch {
+      // A response with immutable headers (a proxied one) goes out without them.
+    }
+  };
+}
+
+/** What one request asks the platform to run, read from its JSON body before validation (which comes later). */
+interface Ask {
+  jobs: number;
+  images: { file_id: string; variants: number }[];
+}
+
+const DEFAULT_IMAGE_VARIANTS = 3;
+
+async function askOf(c: Context<AuthEnv>): Promise<Ask> {
+  const path = c.req.path;
+  if (/^\/v1\/jobs\/[^/]+\/retry$/.test(path) || /^\/v1\/users\/[^/]+\/recommendations$/.test(path)) return { jobs: 1, images: [] };
+  if (path !== '/v1/jobs' && path !== '/v1/jobs/bulk') return { jobs: 0, images: [] };
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    return { jobs: 0, images: [] }; // malformed: validation answers 400
+  }
+  const specs: unknown[] = path === '/v1/jobs' ? [body] : Array.isArray((body as { jobs?: unknown })?.jobs) ? (body as { jobs: unknown[] }).jobs : [];
+  const images: Ask['images'] = [];
+  for (const s of specs) {
+    const spec = s as { type?: unknown; payload?: { file_id?: unknown; variants?: unknown } } | null;
+    if (spec?.type !== 'image' || typeof spec.payload?.file_id !== 'string') continue;
+    const variants = Array.isArray(spec.payload.variants) ? spec.payload.variants.length : DEFAULT_IMAGE_VARIANTS;
+    images.push({ file_id: spec.payload.file_id, variants: Math.max(1, Math.min(variants, 8)) });
+  }
+  return { jobs: Math.min(specs.length, 1000), images };
+}
+
+/** Live jobs of a tenant, counted up to `cap + 1` (the partial index jobs_tenant_live_idx keeps this cheap). */
+export async function jobsInFlight(db: Db, tenant: string, cap: number): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from (
+      select 1 from jobs where tenant = ${tenant} and state in (${sql.join([...LIVE])}) limit ${cap + 1}
+    ) live`.execute(db);
+  return rows[0]?.n ?? 0;
+}
+
+/** Megapixels of one uploaded image, from its header only; 0 when it is missing or not an image (the job will say so). */
+async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
+  if (fileId.length > 64) return 0;
+  const row = await deps.db.selectFrom('files').select(['storage_key']).where('id', '=', fileId).where('tenant', '=', tenant).executeTakeFirst();
+  if (!row) return 0;
+  try {
+    const input = deps.storage.localPath ? deps.storage.localPath(row.storage_key) : await streamToBuffer(await deps.storage.get(row.storage_key));
+    const meta = await sharp(input, { limitInputPixels: false }).metadata();
+    return ((meta.width ?? 0) * (meta.height ?? 0)) / 1e6;
+  } catch {
+    return 0;
+  }
+}
+
+async function streamToBuffer(stream: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Per-tenant quotas on routes that create jobs: at most TENANT_MAX_IN_FLIGHT live jobs, and at most
+ * TENANT_IMAGE_MEGAPIXELS_PER_MINUTE of image work (source megapixels × variants) per minute. Operators are
+ * exempt: they run backfills and recoveries. The in-flight cap is soft by the size of concurrent requests (two
+ * requests may both see room); the image budget is refunded when the request is not accepted.
+ */
+export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+  const cap = deps.config.TENANT_MAX_IN_FLIGHT;
+  const mpLimit = deps.config.TENANT_IMAGE_MEGAPIXELS_PER_MINUTE;
+  const mp = mpLimit > 0 ? limiter(deps, 'image-mp', mpLimit) : undefined;
+  return async (c, next) => {
+    if (c.req.method !== 'POST') return next();
+    const principal: Principal = c.get('principal');
+    if (principal.role === 'operator') return next();
+    const ask = await askOf(c);
+    if (ask.jobs === 0) return next();
+
+    if (cap > 0) {
+      const live = await jobsInFlight(deps.db, principal.tenant, cap);
+      if (live + ask.jobs > cap) {
+        throw tooMany(`Your tenant has ${live} jobs queued or running; the limit is ${cap}. Wait for some to finish.`, 5, {
+          'RateLimit-Limit': String(cap),
+          'RateLimit-Remaining': String(Math.max(0, cap - live)),
+        });
+      }
+    }
+
+    let charged = 0;
+    if (mp && ask.images.length) {
+      const cost = Math.ceil((await Promise.all(ask.images.map(async (i) => (await megapixels(deps, principal.tenant, i.file_id)) * i.variants))).reduce((a, b) => a + b, 0));
+      if (cost > mpLimit) {
+        throw new ProblemError(422, 'over-quota', `These image jobs need ${cost} megapixels of work; your tenant may submit ${mpLimit} per minute. Submit fewer images or variants at once.`);
+      }
+      if (cost > 0) {
+        try {
+          await mp.consume(principal.tenant, cost);
+          charged = cost;
+        } catch (err) {
+          if (err instanceof RateLimiterRes) {
+            throw tooMany(`Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`, err.msBeforeNext / 1000, rateHeaders(mpLimit, err));
+          }
+          deps.log.warn({ err: String(err) }, 'image quota limiter unavailable');
+        }
+      }
+    }
+    try {
+      await next();
+    } finally {
+      if (charged && c.res.status >= 300) await mp!.reward(principal.tenant, charged).catch(() => undefined);
+    }
+  };
+}
