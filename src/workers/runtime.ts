@@ -5,7 +5,6 @@ import * as ledger from '../db/jobs.js';
 import type { JobError, JobRow } from '../db/types.js';
 import { publishJobEvent } from '../events.js';
 import { DbGuard } from './db-guard.js';
-import { DbGuard } from './db-guard.js';
 import type { BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
@@ -39,7 +38,6 @@ export interface RunningWorkers {
 export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queueNames: readonly string[]): Promise<RunningWorkers> {
   const { config, db, redis, log } = deps;
   const workers: Worker[] = [];
-  const dbGuard = new DbGuard(db, log);
   const dbGuard = new DbGuard(db, log);
 
   async function emit(kind: 'state' | 'progress', row: JobRow | undefined) {
@@ -139,7 +137,6 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
         .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
     });
     dbGuard.watch(worker);
-    dbGuard.watch(worker);
     workers.push(worker);
   }
 
@@ -168,7 +165,6 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
       }
       clearTimeout(timer);
       await Promise.all(workers.map((w) => registry.get(w.name)?.stop?.(deps)));
-      dbGuard.stop();
       dbGuard.stop();
       subscriber.disconnect();
     },
