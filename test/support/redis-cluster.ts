@@ -15,6 +15,8 @@ export interface RedisClusterHandle {
   url: string;
   /** The node (port) that serves a key's slot. */
   nodeFor(key: string): Promise<number>;
+  /** How many keys matching a SCAN pattern one node holds. */
+  countKeys(port: number, match: string): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -113,6 +115,21 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterHandle
         const hit = ranges.find(([from, to]) => slot >= from && slot <= to);
         if (!hit?.[2]) throw new Error(`no node serves slot ${slot}`);
         return hit[2][1];
+      } finally {
+        r.disconnect();
+      }
+    },
+    async countKeys(port: number, match: string) {
+      const r = new Redis({ port, host: '127.0.0.1' });
+      try {
+        let n = 0;
+        let cursor = '0';
+        do {
+          const [next, found] = await r.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+          cursor = next;
+          n += found.length;
+        } while (cursor !== '0');
+        return n;
       } finally {
         r.disconnect();
       }
