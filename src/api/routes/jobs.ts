@@ -3,6 +3,7 @@ import type { Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
 import type { JobRow } from '../../db/types.js';
 import { publishJobEvent } from '../../events.js';
+import { crossTenantReport } from '../../jobs/report.js';
 import { checkSpec, enqueueOrLeave, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
 import { keys } from '../../queues.js';
 import { tenantScope } from '../auth.js';
@@ -34,9 +35,8 @@ export const JobSchema = z
   })
   .openapi('Job');
 
-const JobSpecSchema = jobSpec.openapi('JobSubmission', {
-  description: 'One job. `payload` is checked against the schema of its `type` (see the job types in the README).',
-});
+// zod 4 attaches `.openapi()` per instance, so a schema built before @hono/zod-openapi loaded lacks it; name it with `.meta`.
+const JobSpecSchema = jobSpec.meta({ id: 'JobSubmission', description: 'One job. `payload` is checked against the schema of its `type`.' });
 
 const jobContent = { 'application/json': { schema: JobSchema } };
 
@@ -57,6 +57,11 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
     throw problem.validation(errors);
   }
   return rows;
+}
+
+/** A report across every tenant (payload.scope "all") is for operator keys only. */
+function assertScopeAllowed(specs: JobSpec[], principal: Principal) {
+  if (principal.role !== 'operator' && specs.some(crossTenantReport)) throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
 }
 
 /** Refuses new work while Redis is unreachable, before anything is written. */
@@ -87,13 +92,14 @@ export function jobsRoutes(deps: AppDeps) {
       responses: {
         200: { description: 'The job first submitted with this Idempotency-Key', content: jobContent },
         202: { description: 'Accepted: the job is in the ledger', content: jobContent },
-        ...problems(400, 401, 409, 413, 422, 503),
+        ...problems(400, 401, 403, 409, 413, 422, 503),
       },
     }),
     async (c) => {
       const spec = c.req.valid('json');
       const principal = c.get('principal');
       const [row] = validateSpecs(deps, [spec], []);
+      assertScopeAllowed([spec], principal);
       assertRedisUp(deps);
       const key = c.req.valid('header')['idempotency-key'];
       let job: JobRow | undefined;
@@ -134,12 +140,13 @@ export function jobsRoutes(deps: AppDeps) {
       request: { body: { required: true, content: { 'application/json': { schema: z.strictObject({ jobs: z.array(JobSpecSchema).min(1).max(1000) }) } } } },
       responses: {
         202: { description: 'Accepted', content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } } },
-        ...problems(400, 401, 413, 422, 503),
+        ...problems(400, 401, 403, 413, 422, 503),
       },
     }),
     async (c) => {
       const { jobs } = c.req.valid('json');
       const rows = validateSpecs(deps, jobs, ['jobs']);
+      assertScopeAllowed(jobs, c.get('principal'));
       assertRedisUp(deps);
       const inserted = await submit(deps, c.get('principal').tenant, rows);
       return c.json({ jobs: inserted.map(ledger.toApiJob) }, 202);

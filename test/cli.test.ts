@@ -1,0 +1,101 @@
+// The admin CLI, the config's refusal of bad values, and `npm start` bringing the stack up and down.
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import getPort from 'get-port';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { client, createTestEnv, ROOT, waitFor, type TestEnv } from './helpers.js';
+
+const exec = promisify(execFile);
+let env: TestEnv;
+
+beforeAll(async () => {
+  env = await createTestEnv('cli');
+});
+afterAll(() => env?.close());
+
+async function cli(args: string[], extra: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env.env, ...extra } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('admin CLI', () => {
+  it('creates a tenant and keys that work, and revokes them', async () => {
+    const t = await cli(['tenants', 'create', 'cli-co']);
+    expect(t.code).toBe(0);
+    const tenant = JSON.parse(t.stdout);
+    expect(tenant).toMatchObject({ tenant: 'cli-co', webhook_secret: expect.stringMatching(/^whsec_/) });
+
+    const k = JSON.parse((await cli(['keys', 'create', '--tenant', 'cli-co', '--role', 'operator'])).stdout);
+    expect(k).toMatchObject({ id: expect.any(String), tenant: 'cli-co', role: 'operator', key: expect.any(String) });
+    expect((await client(env.app, k.key)('GET', '/v1/jobs')).status).toBe(200);
+    // Only the hash is stored.
+    const stored = await env.db.selectFrom('api_keys').select('hash').where('id', '=', k.id).executeTakeFirstOrThrow();
+    expect(stored.hash).not.toContain(k.key);
+
+    expect((await cli(['keys', 'revoke', k.id])).code).toBe(0);
+    const fresh = (await import('../src/api/app.js')).createApp({ ...env, log: (await import('./helpers.js')).silentLog });
+    expect((await client(fresh, k.key)('GET', '/v1/jobs')).status).toBe(401);
+  });
+
+  it('explains bad usage with a non-zero exit', async () => {
+    for (const args of [[], ['tenants', 'create'], ['tenants', 'create', 'Bad Name!'], ['keys', 'create', '--tenant', 'cli-co', '--role', 'root'], ['keys', 'create', '--tenant', 'nobody', '--role', 'client'], ['keys', 'revoke', 'key_missing']]) {
+      const r = await cli(args);
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr.length).toBeGreaterThan(0);
+    }
+    const dup = await cli(['tenants', 'create', 'cli-co']);
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toMatch(/already exists/);
+  });
+});
+
+describe('configuration', () => {
+  it.each([
+    ['PORT', 'eighty'],
+    ['MAX_UPLOAD_BYTES', '-5'],
+    ['DATABASE_URL', 'mysql://x'],
+    ['LOG_LEVEL', 'loud'],
+    ['QUEUES', 'email,nope'],
+    ['WEBHOOK_ALLOW_PRIVATE', 'maybe'],
+  ])('stops at start with a message naming %s', async (name, value) => {
+    const entry = name === 'QUEUES' ? 'src/workers/main.ts' : 'src/api/server.ts';
+    const r = await exec(process.execPath, ['--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env.env, [name]: value }, timeout: 20_000 }).catch((e) => e);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(name);
+  });
+});
+
+describe('npm start', () => {
+  it('migrates, runs web and worker, and stops them all on Ctrl-C', async () => {
+    const port = await getPort();
+    const dbUrl = env.config.DATABASE_URL.replace(/\/([^/]+)$/, '/$1_stack');
+    const child = spawn('npm', ['start'], { cwd: ROOT, env: { ...process.env, ...env.env, DATABASE_URL: dbUrl, PORT: String(port), JOB_MODULES: '', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    try {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, { timeout: 45_000, what: `the stack to answer; it said:\n${out}` }).catch((e) => {
+        throw new Error(`${e.message}\n${out}`);
+      });
+      await waitFor(() => /worker ready/.test(out), { timeout: 30_000, what: 'the worker' });
+      expect(out).toContain(`http://localhost:${port}/docs`);
+      process.kill(-child.pid!, 'SIGINT');
+      const code = await new Promise((r) => child.on('exit', r));
+      expect(code).not.toBeNull();
+      await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      const { dropDatabase } = await import('./helpers.js');
+      await dropDatabase(dbUrl);
+    }
+  });
+});
