@@ -58,6 +58,8 @@ const schema = z.object({
   /** Per tenant: source megapixels × variants submitted as image jobs per minute (0: no cap). Operators are exempt. */
   TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: int(0, 10_000_000).default(2_000),
   EMAIL_RATE_PER_SECOND: int(1, 100_000).default(50),
+  /** Statement timeout of each report query (a report over a huge range must not hold the database). */
+  REPORT_STATEMENT_TIMEOUT_MS: int(100, 3_600_000).default(120_000),
 });
 
 export type Config = Readonly<
