@@ -58,6 +58,10 @@ const schema = z.object({
   /** Per tenant: source megapixels × variants submitted as image jobs per minute (0: no cap). Operators are exempt. */
   TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: int(0, 10_000_000).default(2_000),
   EMAIL_RATE_PER_SECOND: int(1, 100_000).default(50),
+  /** A worker retrains a tenant's recommendation model when its catalog changed and the model is older than this. */
+  RECO_MODEL_REFRESH_MS: int(0, 86_400_000).default(60_000),
+  /** Users per child job of a `recommendations {all_users: true}` batch. */
+  RECO_CHUNK_USERS: int(1, 100_000).default(500),
   /** Statement timeout of each report query (a report over a huge range must not hold the database). */
   REPORT_STATEMENT_TIMEOUT_MS: int(100, 3_600_000).default(120_000),
 });

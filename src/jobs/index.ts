@@ -2,7 +2,7 @@ import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { email } from './email.js';
 import { image } from './image.js';
-import { recommendations } from './recommendations.js';
+import { recommendations, recommendationsChunk } from './recommendations.js';
 import { JobRegistry } from './registry.js';
 import { report } from './report.js';
 import type { JobDefinition } from './types.js';
@@ -12,7 +12,7 @@ export * from './types.js';
 
 /** The product's job types. */
 export function createRegistry(): JobRegistry {
-  return new JobRegistry().register(recommendations).register(email).register(image).register(report);
+  return new JobRegistry().register(recommendations).register(recommendationsChunk).register(email).register(image).register(report);
 }
 
 /**

@@ -36,8 +36,9 @@ export type SpecIssue = { path: (string | number)[]; message: string; code: 'inv
 /** Checks a spec against its type: unknown type, a type not built yet, or a bad payload. */
 export function checkSpec(registry: JobRegistry, spec: JobSpec): { row?: Omit<NewJobRow, 'id' | 'tenant'>; issues: SpecIssue[] } {
   const def = registry.get(spec.type);
-  if (!def) {
-    return { issues: [{ path: ['type'], message: `unknown job type; one of: ${registry.types().join(', ')}`, code: 'invalid' }] };
+  if (!def || def.internal) {
+    const known = registry.all().filter((d) => !d.internal).map((d) => d.type);
+    return { issues: [{ path: ['type'], message: `unknown job type; one of: ${known.join(', ')}`, code: 'invalid' }] };
   }
   if (!def.process) {
     return { issues: [{ path: ['type'], message: `job type '${spec.type}' is not available yet on this platform`, code: 'unavailable' }] };

@@ -51,6 +51,8 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   concurrency: number;
   /** BullMQ rate limiter for the whole queue (across processes). */
   limiter?: { max: number; duration: number };
+  /** Submitted only by other jobs (a batch's chunks): workers serve its queue, the API answers it as an unknown type. */
+  internal?: boolean;
   /** Absent while the processor is not built: the API refuses the type with 422. */
   process?: (ctx: JobContext<z.infer<S>>) => Promise<R>;
 }

@@ -1,0 +1,200 @@
+// Item-item kNN over ratings, with shrinkage, plus the popularity tables the cold start needs.
+//
+// Why item-kNN rather than implicit matrix factorisation: the model (each movie's nearest neighbours) depends on the
+// whole tenant but changes slowly, while a user's profile is read fresh at scoring time, so a rating counts in that
+// user's next result without retraining; scoring a user is a sparse sum over their rated movies (microseconds);
+// training is one pass over co-ratings with no hyper-parameters beyond k and the shrinkage; and each
+// recommendation can be explained ("because you rated X").
+//
+// Similarity: cosine over mean-centred, clipped preference weights w(u,i) = max(0, r(u,i) - mean(u) + 1), shrunk by
+// n/(n + SHRINK) where n is the number of co-raters, keeping the top K neighbours per movie.
+
+export interface CatalogMovie {
+  id: string;
+  title: string;
+  genres: string[];
+}
+
+/** Ratings in compressed rows, user-major: user u's ratings are items/values[userPtr[u] .. userPtr[u+1]). */
+export interface RatingMatrix {
+  nUsers: number;
+  userPtr: Int32Array;
+  items: Int32Array;
+  values: Float32Array;
+}
+
+export interface TrainOptions {
+  k?: number;
+  shrink?: number;
+  /** Called every few hundred movies, so a long training can yield and notice cancellation. */
+  tick?: () => Promise<void>;
+}
+
+export interface Model {
+  version: number;
+  builtAt: number;
+  trainMs: number;
+  movies: CatalogMovie[];
+  index: Map<string, number>;
+  k: number;
+  /** Neighbours of movie i: nbr/sim[i*k .. i*k + nbrCount[i]). */
+  nbr: Int32Array;
+  sim: Float32Array;
+  nbrCount: Uint16Array;
+  /** Number of ratings per movie, and movie indices by that count, most rated first. */
+  popularity: Int32Array;
+  popular: Int32Array;
+  /** Genre name → index, and each movie's genre indices. */
+  genreIndex: Map<string, number>;
+  movieGenres: Int32Array[];
+  users: number;
+  ratings: number;
+}
+
+export const DEFAULT_K = 50;
+export const DEFAULT_SHRINK = 20;
+
+/** Preference weight of a rating for its user: above-average ratings count more, far-below ones not at all. */
+export function preferenceWeights(m: RatingMatrix): Float32Array {
+  const w = new Float32Array(m.values.length);
+  for (let u = 0; u < m.nUsers; u++) {
+    const a = m.userPtr[u];
+    const b = m.userPtr[u + 1];
+    if (a === b) continue;
+    let sum = 0;
+    for (let p = a; p < b; p++) sum += m.values[p];
+    const mean = sum / (b - a);
+    for (let p = a; p < b; p++) w[p] = Math.max(0, m.values[p] - mean + 1);
+  }
+  return w;
+}
+
+export async function train(movies: CatalogMovie[], m: RatingMatrix, version: number, opts: TrainOptions = {}): Promise<Model> {
+  const started = performance.now();
+  const k = opts.k ?? DEFAULT_K;
+  const shrink = opts.shrink ?? DEFAULT_SHRINK;
+  const nItems = movies.length;
+  const w = preferenceWeights(m);
+
+  // Transpose to item-major (users who rated i, with their weights), and each item's norm.
+  const popularity = new Int32Array(nItems);
+  for (let p = 0; p < m.items.length; p++) popularity[m.items[p]]++;
+  const itemPtr = new Int32Array(nItems + 1);
+  for (let i = 0; i < nItems; i++) itemPtr[i + 1] = itemPtr[i] + popularity[i];
+  const itemUsers = new Int32Array(m.items.length);
+  const itemW = new Float32Array(m.items.length);
+  const fill = itemPtr.slice(0, nItems);
+  const norm = new Float64Array(nItems);
+  for (let u = 0; u < m.nUsers; u++) {
+    for (let p = m.userPtr[u]; p < m.userPtr[u + 1]; p++) {
+      const i = m.items[p];
+      const q = fill[i]++;
+      itemUsers[q] = u;
+      itemW[q] = w[p];
+      norm[i] += w[p] * w[p];
+    }
+  }
+  for (let i = 0; i < nItems; i++) norm[i] = Math.sqrt(norm[i]);
+
+  const nbr = new Int32Array(nItems * k);
+  const sim = new Float32Array(nItems * k);
+  const nbrCount = new Uint16Array(nItems);
+  const dot = new Float64Array(nItems);
+  const co = new Int32Array(nItems);
+  const touched = new Int32Array(nItems);
+  const heapI = new Int32Array(k);
+  const heapS = new Float32Array(k);
+
+  for (let i = 0; i < nItems; i++) {
+    if (opts.tick && i % 250 === 0) await opts.tick();
+    if (norm[i] === 0) continue;
+    let nTouched = 0;
+    for (let q = itemPtr[i]; q < itemPtr[i + 1]; q++) {
+      const a = itemW[q];
+      const u = itemUsers[q];
+      for (let p = m.userPtr[u]; p < m.userPtr[u + 1]; p++) {
+        const j = m.items[p];
+        if (co[j] === 0) touched[nTouched++] = j;
+        co[j]++;
+        dot[j] += a * w[p];
+      }
+    }
+    // Keep the k most similar in a min-heap on similarity.
+    let size = 0;
+    for (let t = 0; t < nTouched; t++) {
+      const j = touched[t];
+      const n = co[j];
+      const d = dot[j];
+      co[j] = 0;
+      dot[j] = 0;
+      if (j === i || d <= 0 || norm[j] === 0) continue;
+      const s = (d / (norm[i] * norm[j])) * (n / (n + shrink));
+      if (size < k) {
+        let c = size++;
+        while (c > 0) {
+          const parent = (c - 1) >> 1;
+          if (heapS[parent] <= s) break;
+          heapS[c] = heapS[parent];
+          heapI[c] = heapI[parent];
+          c = parent;
+        }
+        heapS[c] = s;
+        heapI[c] = j;
+      } else if (s > heapS[0]) {
+        let c = 0;
+        for (;;) {
+          const l = 2 * c + 1;
+          if (l >= size) break;
+          const r = l + 1;
+          const m2 = r < size && heapS[r] < heapS[l] ? r : l;
+          if (heapS[m2] >= s) break;
+          heapS[c] = heapS[m2];
+          heapI[c] = heapI[m2];
+          c = m2;
+        }
+        heapS[c] = s;
+        heapI[c] = j;
+      }
+    }
+    nbrCount[i] = size;
+    for (let t = 0; t < size; t++) {
+      nbr[i * k + t] = heapI[t];
+      sim[i * k + t] = heapS[t];
+    }
+  }
+
+  const popular = Int32Array.from({ length: nItems }, (_, i) => i).sort((a, b) => popularity[b] - popularity[a] || a - b);
+  const genreIndex = new Map<string, number>();
+  const movieGenres = movies.map((mv) =>
+    Int32Array.from(mv.genres, (g) => {
+      let x = genreIndex.get(g);
+      if (x === undefined) genreIndex.set(g, (x = genreIndex.size));
+      return x;
+    }),
+  );
+  return {
+    version,
+    builtAt: Date.now(),
+    trainMs: Math.round(performance.now() - started),
+    movies,
+    index: new Map(movies.map((mv, i) => [mv.id, i])),
+    k,
+    nbr,
+    sim,
+    nbrCount,
+    popularity,
+    popular,
+    genreIndex,
+    movieGenres,
+    users: m.nUsers,
+    ratings: m.items.length,
+  };
+}
+
+/** Builds the compressed rows from (user, item, value) triples that are already grouped by user. */
+export function toMatrix(nUsers: number, user: Int32Array, items: Int32Array, values: Float32Array): RatingMatrix {
+  const userPtr = new Int32Array(nUsers + 1);
+  for (let p = 0; p < user.length; p++) userPtr[user[p] + 1]++;
+  for (let u = 0; u < nUsers; u++) userPtr[u + 1] += userPtr[u];
+  return { nUsers, userPtr, items, values };
+}
