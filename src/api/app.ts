@@ -4,6 +4,8 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { isDbUnavailable } from '../db/index.js';
+import { httpMetrics } from '../metrics.js';
+import { operatorTools } from './admin.js';
 import { authenticate, type AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
@@ -11,6 +13,9 @@ import { router } from './openapi.js';
 import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
 import { healthRoutes } from './routes/health.js';
 import { jobsRoutes } from './routes/jobs.js';
+import { auditRoutes } from './routes/audit.js';
+import { queuesRoutes } from './routes/queues.js';
+import { schedulesRoutes } from './routes/schedules.js';
 
 export const JSON_LIMIT = 1024 * 1024;
 
@@ -24,6 +29,7 @@ export function createApp(deps: AppDeps) {
   const { log } = deps;
 
   app.use('*', requestId());
+  app.use('*', httpMetrics());
   app.use('*', async (c, next) => {
     const start = performance.now();
     await next();
@@ -56,6 +62,11 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', rateLimitPerKey(deps));
   app.use('/v1/*', tenantQuotas(deps));
   app.route('/v1', jobsRoutes(deps));
+  app.route('/v1', queuesRoutes(deps));
+  app.route('/v1', schedulesRoutes(deps));
+  app.route('/v1', auditRoutes(deps));
+  // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
+  app.route('/', operatorTools(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API key from `npm run cli -- keys create`' });
   app.doc31('/openapi.json', {

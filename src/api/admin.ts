@@ -1,0 +1,107 @@
+// Operator tools outside /v1: the Bull Board dashboard at /admin/queues and Prometheus metrics at /metrics.
+// Both take an operator key as Bearer, or as the password of HTTP Basic so a browser can log in.
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { HonoAdapter } from '@bull-board/hono';
+import { serveStatic } from '@hono/node-server/serve-static';
+import { Hono, type MiddlewareHandler } from 'hono';
+import { recordAudit } from '../db/audit.js';
+import { markCancelled } from '../db/jobs.js';
+import type { AuditTargetKind } from '../db/types.js';
+import { metricsText, registerQueueDepth } from '../metrics.js';
+import { queueCounts, queueNames, retryFailed, retryOne } from '../queue-controls.js';
+import { SCHEDULES_QUEUE } from '../schedules.js';
+import { authenticate, type AuthEnv } from './auth.js';
+import type { AppDeps } from './deps.js';
+import { problem, ProblemError } from './errors.js';
+
+export const BOARD_PATH = '/admin/queues';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Operator auth whose 401 challenges for Basic alone, which every browser answers with a login prompt. */
+function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+  const auth = authenticate(deps.db, deps.config.API_KEY_SECRET);
+  return async (c, next) => {
+    try {
+      await auth(c, async () => {});
+    } catch (err) {
+      if (err instanceof ProblemError && err.status === 401) {
+        throw new ProblemError(401, 'unauthorized', `${err.message} Log in with any user name and an operator API key as the password.`, {}, {
+          'WWW-Authenticate': 'Basic realm="movie-jobs operators", charset="UTF-8"',
+        });
+      }
+      throw err;
+    }
+    if (c.get('principal').role !== 'operator') throw problem.forbidden('This page is for operators.');
+    await next();
+  };
+}
+
+/** What a dashboard API call did, for the audit log: `PUT …/api/queues/email/<id>/retry` → job retry. */
+export function describeBoardAction(method: string, apiPath: string): { action: string; target_kind: AuditTargetKind; target: string } {
+  const s = apiPath.split('/').filter(Boolean).map(decodeURIComponent);
+  if (s[0] === 'queues' && s.length === 2) return { action: `dashboard.${s[1]}_all`, target_kind: 'queue', target: '*' };
+  if (s[0] === 'queues' && s.length >= 3) {
+    const queue = s[1];
+    if (s.length === 3) return { action: `dashboard.${s[2]}`, target_kind: 'queue', target: queue };
+    if (s[2] === 'retry' || s[2] === 'clean') return { action: `dashboard.${s[2]}_${s[3]}`, target_kind: 'queue', target: queue };
+    if (s[2] === 'job-schedulers') return { action: `dashboard.scheduler_${s[4] ?? method.toLowerCase()}`, target_kind: 'schedule', target: s[3] };
+    if (s[2] === 'rate-limit') return { action: `dashboard.rate_limit_${s[3]}`, target_kind: 'queue', target: queue };
+    return { action: `dashboard.job_${s.slice(3).join('_')}`, target_kind: 'job', target: s[2] };
+  }
+  return { action: `dashboard.${method.toLowerCase()}`, target_kind: 'dashboard', target: `/${s.join('/')}` };
+}
+
+export function operatorTools(deps: AppDeps) {
+  const app = new Hono<AuthEnv>();
+  const guard = operatorGuard(deps);
+  const jobQueues = queueNames(deps.registry);
+
+  registerQueueDepth(() => jobQueues.map((name) => ({ name, counts: () => queueCounts(deps.queues, name) })));
+  app.get('/metrics', guard, async (c) => {
+    const { body, contentType } = await metricsText();
+    return c.body(body, 200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
+  });
+
+  app.use(BOARD_PATH, guard);
+  app.use(`${BOARD_PATH}/*`, guard);
+
+  // Every change made from the dashboard is audited, whoever's code carried it out.
+  app.use(`${BOARD_PATH}/api/*`, async (c, next) => {
+    await next();
+    if (c.req.method === 'GET' || c.res.status >= 400) return;
+    const what = describeBoardAction(c.req.method, c.req.path.slice(`${BOARD_PATH}/api`.length));
+    await recordAudit(deps.db, { actor: c.get('principal'), ...what, detail: { method: c.req.method, path: c.req.path } });
+  });
+
+  // Retries and removals go through the ledger first, so workers and the reconciler agree with the dashboard.
+  app.put(`${BOARD_PATH}/api/queues/:queue/retry/failed`, async (c, next) => {
+    const queue = c.req.param('queue');
+    if (!jobQueues.includes(queue)) return next();
+    const retried = await retryFailed(deps, queue);
+    return c.json({ retried }, 200);
+  });
+  app.put(`${BOARD_PATH}/api/queues/:queue/:id/retry`, async (c, next) => {
+    const { queue, id } = c.req.param();
+    if (!jobQueues.includes(queue) || !UUID.test(id)) return next();
+    if (!(await retryOne(deps, id.toLowerCase()))) return next();
+    return c.json({}, 200);
+  });
+  app.put(`${BOARD_PATH}/api/queues/:queue/:id/clean`, async (c, next) => {
+    const { queue, id } = c.req.param();
+    if (jobQueues.includes(queue) && UUID.test(id)) await markCancelled(deps.db, id.toLowerCase(), ['queued', 'delayed']);
+    return next();
+  });
+
+  const serverAdapter = new HonoAdapter(serveStatic).setBasePath(BOARD_PATH);
+  createBullBoard({
+    queues: [
+      ...jobQueues.map((name) => new BullMQAdapter(deps.queues.get(name), { description: deps.registry.get(name)?.description ?? '' })),
+      new BullMQAdapter(deps.queues.get(SCHEDULES_QUEUE), { description: 'Ticks of the schedules (/v1/schedules); each submits one job' }),
+    ],
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'movie-jobs' } },
+  });
+  app.route(BOARD_PATH, serverAdapter.registerPlugin());
+  return app;
+}

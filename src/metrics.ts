@@ -1,0 +1,175 @@
+// Prometheus metrics (prom-client). One registry per process: the API serves it at /metrics, each worker
+// process on its own small port (WORKER_METRICS_PORT), so Prometheus scrapes every process.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { UnrecoverableError, type Job, type Worker } from 'bullmq';
+import type { MiddlewareHandler } from 'hono';
+import { routePath } from 'hono/route';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Priority } from './db/types.js';
+import { PRIORITY } from './queues.js';
+
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry });
+
+const jobBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+
+export const jobsCompleted = new Counter({
+  name: 'jobs_completed_total',
+  help: 'Jobs that ended succeeded, per type',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+export const jobsFailed = new Counter({
+  name: 'jobs_failed_total',
+  help: 'Jobs that ended failed (no attempts left, or a permanent error), per type',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+export const jobsCancelled = new Counter({
+  name: 'jobs_cancelled_total',
+  help: 'Running jobs stopped by a cancel request, per type',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+export const jobRetries = new Counter({
+  name: 'job_retries_total',
+  help: 'Failed attempts that will be retried, per type',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+export const jobsStalled = new Counter({
+  name: 'jobs_stalled_total',
+  help: 'Jobs found stalled (their worker stopped renewing the lock), per type',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+export const jobDuration = new Histogram({
+  name: 'job_run_duration_seconds',
+  help: 'Time from a run starting to it ending (succeeded or failed), per type and priority',
+  labelNames: ['type', 'priority'] as const,
+  buckets: jobBuckets,
+  registers: [registry],
+});
+export const jobQueueWait = new Histogram({
+  name: 'job_queue_wait_seconds',
+  help: 'Time from a job becoming runnable (added, or its run_at) to its first run starting, per type and priority',
+  labelNames: ['type', 'priority'] as const,
+  buckets: jobBuckets,
+  registers: [registry],
+});
+export const httpRequests = new Counter({
+  name: 'http_requests_total',
+  help: 'API requests, per method, route pattern and status',
+  labelNames: ['method', 'route', 'status'] as const,
+  registers: [registry],
+});
+export const httpDuration = new Histogram({
+  name: 'http_request_duration_seconds',
+  help: 'API latency, per method, route pattern and status',
+  labelNames: ['method', 'route', 'status'] as const,
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [registry],
+});
+
+const PRIORITY_NAME = new Map<number, Priority>(Object.entries(PRIORITY).map(([k, v]) => [v, k as Priority]));
+const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
+
+/** Observes a BullMQ worker's outcomes. A listener only: it never changes what the worker does. */
+export function instrumentWorker(worker: Worker, type: string): void {
+  const observe = (job: Job) => {
+    const labels = { type, priority: priorityOf(job) };
+    if (job.processedOn) {
+      jobDuration.observe(labels, Math.max(0, (job.finishedOn ?? Date.now()) - job.processedOn) / 1000);
+      // The first attempt only: later ones wait out a backoff, which is not queueing.
+      if (job.attemptsMade <= 1) jobQueueWait.observe(labels, Math.max(0, job.processedOn - job.timestamp - (job.opts.delay ?? 0)) / 1000);
+    }
+  };
+  worker.on('completed', (job) => {
+    jobsCompleted.inc({ type });
+    observe(job);
+  });
+  worker.on('failed', (job, err) => {
+    if (!job) return;
+    observe(job);
+    if (err?.message === 'cancelled') return jobsCancelled.inc({ type });
+    const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
+    (final ? jobsFailed : jobRetries).inc({ type });
+  });
+  worker.on('stalled', () => jobsStalled.inc({ type }));
+}
+
+/** Queue depth per state, read from Redis when scraped. Registered once, by the process that owns queues. */
+export function registerQueueDepth(source: () => { name: string; counts(): Promise<Record<string, number>> }[]): void {
+  if (registry.getSingleMetric('queue_jobs')) registry.removeSingleMetric('queue_jobs');
+  new Gauge({
+    name: 'queue_jobs',
+    help: 'Jobs in each queue per state (waiting includes prioritized), read from Redis at scrape time',
+    labelNames: ['queue', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const queues = source();
+      const all = await Promise.allSettled(queues.map((q) => q.counts()));
+      all.forEach((r, i) => {
+        if (r.status !== 'fulfilled') return;
+        for (const [state, n] of Object.entries(r.value)) this.set({ queue: queues[i].name, state }, n);
+      });
+    },
+  });
+}
+
+/** Counts API requests by route pattern (never the raw path, which would explode the label set). */
+export function httpMetrics(): MiddlewareHandler {
+  return async (c, next) => {
+    const start = performance.now();
+    try {
+      await next();
+    } finally {
+      // The last matched route is the handler's pattern, even when a middleware answered first (a 401).
+      const labels = { method: c.req.method, route: routePath(c, -1) || 'unmatched', status: String(c.res.status) };
+      httpRequests.inc(labels);
+      httpDuration.observe(labels, (performance.now() - start) / 1000);
+    }
+  };
+}
+
+export async function metricsText(): Promise<{ body: string; contentType: string }> {
+  return { body: await registry.metrics(), contentType: registry.contentType };
+}
+
+/**
+ * The worker process's scrape endpoint. Port 0 picks a free port (tests; the log line says which).
+ * A port in use (several workers on one host with the default) is logged and skipped: metrics never stop work.
+ */
+export async function startMetricsServer(port: number, host: string, log: Logger): Promise<{ port: number; close(): Promise<void> } | undefined> {
+  const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+      metricsText().then(
+        ({ body, contentType }) => res.writeHead(200, { 'Content-Type': contentType }).end(body),
+        (err) => {
+          log.error({ err }, 'metrics collection failed');
+          res.writeHead(500).end();
+        },
+      );
+      return;
+    }
+    res.writeHead(404, { 'Content-Type': 'text/plain' }).end('GET /metrics\n');
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+  } catch (err) {
+    log.warn({ err: (err as Error).message, port }, 'worker metrics port unavailable; this process exposes no metrics');
+    return undefined;
+  }
+  const actual = (server.address() as AddressInfo).port;
+  log.info({ metrics_port: actual }, `worker metrics on :${actual}/metrics`);
+  return {
+    port: actual,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
