@@ -38,6 +38,10 @@ const schema = z.object({
   MAIL_FROM: z.string().min(3).default('Movie Jobs <noreply@localhost>'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   MAX_UPLOAD_BYTES: int(1, 10 * 1024 ** 3).default(25 * 1024 * 1024),
+  /** Uploads and job output files are deleted this long after they are written (a job's use of a file extends it). */
+  FILE_RETENTION_DAYS: int(1, 36_500).default(30),
+  /** Image jobs refuse inputs with more pixels than this, before decoding (decompression bombs). */
+  IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   /** Webhook delivery: per-try timeout, tries in all, and the base of the exponential backoff between them. */
   WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(10_000),

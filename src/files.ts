@@ -1,6 +1,8 @@
 // File records: metadata in PostgreSQL, bytes in Storage. Used by uploads, image variants and reports.
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
 import type { Db } from './db/index.js';
 import type { FileRow } from './db/types.js';
 import type { Storage } from './storage.js';
@@ -11,10 +13,16 @@ export function newFileId(): string {
   return `file_${randomBytes(12).toString('base64url')}`;
 }
 
+/** How many leading bytes a content-type sniffer gets (file-type's recommended sample size). */
+export const SNIFF_BYTES = 4100;
+
 export interface SaveFile {
   tenant: string;
   body: Readable | Buffer;
-  contentType: string;
+  /** A type, or a function deciding it from the first SNIFF_BYTES of the body once it is stored. */
+  contentType: string | ((head: Buffer) => string | Promise<string>);
+  /** When the sweeper may delete the file; unset: FILE_RETENTION_DAYS after it was written. */
+  expiresAt?: Date;
   /** Set for files a job produces: a rerun of the job overwrites (same id), never duplicates. */
   jobId?: string;
   /** With jobId: a stable name within the job (e.g. the variant name). */
@@ -30,22 +38,51 @@ export function jobFileId(jobId: string, name: string): string {
 export async function saveFile(db: Db, storage: Storage, f: SaveFile): Promise<FileRow> {
   const id = f.jobId && f.name ? jobFileId(f.jobId, f.name) : newFileId();
   const key = `${f.tenant}/${id}`;
-  const stored = await storage.put(key, f.body, { maxBytes: f.maxBytes });
-  return db
-    .insertInto('files')
-    .values({
-      id,
-      tenant: f.tenant,
-      content_type: f.contentType,
-      bytes: stored.bytes,
-      sha256: stored.sha256,
-      storage_key: key,
-      job_id: f.jobId ?? null,
-      name: f.name ?? null,
-    })
-    .onConflict((oc) => oc.column('id').doUpdateSet({ content_type: f.contentType, bytes: stored.bytes, sha256: stored.sha256 }))
-    .returningAll()
-    .executeTakeFirstOrThrow();
+  let head: Buffer = Buffer.alloc(0);
+  let body = f.body;
+  if (typeof f.contentType === 'function') {
+    if (Buffer.isBuffer(body)) head = body.subarray(0, SNIFF_BYTES);
+    else body = Readable.from(keepHead(body, (h) => (head = h)));
+  }
+  const stored = await storage.put(key, body, { maxBytes: f.maxBytes });
+  try {
+    const contentType = typeof f.contentType === 'function' ? await f.contentType(head) : f.contentType;
+    const expires_at = f.expiresAt ?? null;
+    return await db
+      .insertInto('files')
+      .values({
+        id,
+        tenant: f.tenant,
+        content_type: contentType,
+        bytes: stored.bytes,
+        sha256: stored.sha256,
+        storage_key: key,
+        job_id: f.jobId ?? null,
+        name: f.name ?? null,
+        expires_at,
+      })
+      .onConflict((oc) => oc.column('id').doUpdateSet({ content_type: contentType, bytes: stored.bytes, sha256: stored.sha256, expires_at }))
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (err) {
+    // No row, no bytes: an upload that fails leaves nothing behind. A job output is rewritten by the retry.
+    if (!f.jobId) await storage.delete(key).catch(() => {});
+    throw err;
+  }
+}
+
+/** Passes the stream through, handing over its first SNIFF_BYTES bytes as they arrive. */
+async function* keepHead(source: Readable, onHead: (head: Buffer) => void): AsyncGenerator<Buffer> {
+  const parts: Buffer[] = [];
+  let have = 0;
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    if (have < SNIFF_BYTES) {
+      parts.push(chunk.subarray(0, SNIFF_BYTES - have));
+      have += Math.min(chunk.length, SNIFF_BYTES - have);
+      onHead(Buffer.concat(parts));
+    }
+    yield chunk;
+  }
 }
 
 /** A file by id; with `tenant`, only that tenant's. Malformed ids never reach the query. */
@@ -54,4 +91,65 @@ export async function findFile(db: Db, id: string, tenant?: string): Promise<Fil
   let q = db.selectFrom('files').selectAll().where('id', '=', id);
   if (tenant !== undefined) q = q.where('tenant', '=', tenant);
   return q.executeTakeFirst();
+}
+
+export function retentionEnd(retentionDays: number, from = Date.now()): Date {
+  return new Date(from + retentionDays * 86_400_000);
+}
+
+/** A job reading a file keeps it at least as long as the job's own outputs (never shortens it). */
+export async function extendExpiry(db: Db, id: string, until: Date): Promise<void> {
+  await db
+    .updateTable('files')
+    .set({ expires_at: sql<Date>`greatest(coalesce(expires_at, ${until}), ${until})` })
+    .where('id', '=', id)
+    .execute();
+}
+
+/**
+ * Deletes up to `limit` expired files: rows first (readers then get a 404, never a row without bytes), then
+ * bytes. SKIP LOCKED lets several workers sweep at once without doing the same rows.
+ */
+export async function deleteExpiredFiles(db: Db, storage: Storage, retentionDays: number, limit = 500): Promise<number> {
+  const cutoff = new Date(Date.now() - retentionDays * 86_400_000);
+  const rows = await db
+    .deleteFrom('files')
+    .where('id', 'in', (eb) =>
+      eb
+        .selectFrom('files')
+        .select('id')
+        .where((w) => w.or([w('expires_at', '<=', new Date()), w.and([w('expires_at', 'is', null), w('created_at', '<', cutoff)])]))
+        .limit(limit)
+        .forUpdate()
+        .skipLocked(),
+    )
+    .returning('storage_key')
+    .execute();
+  // A byte file whose delete fails here is an orphan without a row: unreachable, and harmless.
+  await Promise.all(rows.map((r) => storage.delete(r.storage_key).catch(() => {})));
+  return rows.length;
+}
+
+/** The worker's periodic sweep: a pass now, then one per interval, each pass looping while batches are full. */
+export function startFileSweeper(deps: { db: Db; storage: Storage; log: Logger; retentionDays: number }, intervalMs = 10 * 60_000): { stop(): Promise<void> } {
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+  const pass = async () => {
+    let total = 0;
+    for (let n = 500; n === 500 && !stopped; total += n) n = await deleteExpiredFiles(deps.db, deps.storage, deps.retentionDays, 500);
+    if (total) deps.log.info({ deleted: total }, 'expired files deleted');
+  };
+  const tick = () => {
+    if (!stopped) running = running.then(pass).catch((err) => deps.log.error({ err }, 'file sweep failed'));
+  };
+  const timer = setInterval(tick, intervalMs);
+  timer.unref();
+  tick();
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
 }

@@ -89,6 +89,8 @@ export function keys(config: Config) {
     events: `${p}:job-events`,
     cancel: `${p}:job-cancel`,
     reconcilerLock: `${p}:reconciler-lock`,
+    /** Where the last reconciler pass stopped; gone (first start, Redis wiped, or expired) means a full scan. */
+    reconcilerHorizon: `${p}:reconciler-horizon`,
   };
 }
 

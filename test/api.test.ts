@@ -58,7 +58,7 @@ describe('authentication', () => {
     expect((await env.app.request('/healthz')).status).toBe(200);
     expect((await env.app.request('/readyz')).status).toBe(200);
     expect((await env.app.request('/')).status).toBe(200);
-    const doc = await (await env.app.request('/openapi.json')).json();
+    const doc = (await (await env.app.request('/openapi.json')).json()) as { openapi: string; paths: Record<string, unknown> };
     expect(doc.openapi).toBe('3.1.0');
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/jobs', '/v1/jobs/bulk', '/v1/jobs/{id}', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/retry']));
     expect((await env.app.request('/docs')).status).toBe(200);

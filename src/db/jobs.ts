@@ -210,13 +210,19 @@ export async function resetForRetry(db: Q, id: string): Promise<JobRow | undefin
     .executeTakeFirst();
 }
 
-/** Jobs that should be in Redis and have not changed for `graceMs`, in id order after `after`. */
-export async function staleLiveJobs(db: Q, graceMs: number, after: string | undefined, limit: number): Promise<JobRow[]> {
-  let q = db
-    .selectFrom('jobs')
-    .selectAll()
-    .where('state', 'in', LIVE)
-    .where('updated_at', '<', sql<Date>`now() - make_interval(secs => ${graceMs / 1000})`);
+/**
+ * Jobs that should be in Redis, last changed in [since, until), in id order after `after`. `since` absent: all of
+ * them (a full scan).
+ */
+export async function liveJobsChangedBetween(db: Q, until: Date, since: Date | undefined, after: string | undefined, limit: number): Promise<JobRow[]> {
+  let q = db.selectFrom('jobs').selectAll().where('state', 'in', LIVE).where('updated_at', '<', until);
+  if (since) q = q.where('updated_at', '>=', since);
   if (after) q = q.where('id', '>', after);
   return q.orderBy('id').limit(limit).execute();
+}
+
+/** The database's clock minus `ms`: ledger timestamps come from it, so horizons must too. */
+export async function dbNowMinus(db: Q, ms: number): Promise<Date> {
+  const { t } = await db.selectNoFrom(sql<Date>`now() - make_interval(secs => ${ms / 1000})`.as('t')).executeTakeFirstOrThrow();
+  return t;
 }

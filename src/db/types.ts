@@ -134,12 +134,27 @@ export interface SchedulesTable {
   updated_at: Timestamp;
 }
 
+/** The email ledger: one row per (job, recipient); see migrations/2026-11-22T0400_email.ts. */
+export type EmailDeliveryState = 'pending' | 'deferred' | 'sent' | 'rejected';
+export interface EmailDeliveriesTable {
+  job_id: string;
+  recipient: string;
+  state: EmailDeliveryState;
+  message_id: string;
+  attempts: Generated<number>;
+  response: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  sent_at: NullableTimestamp;
+}
+
 /** One interface per table; a migration that adds a table adds its interface here. */
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   jobs: JobsTable;
   files: FilesTable;
+  email_deliveries: EmailDeliveriesTable;
   movies: MoviesTable;
   ratings: RatingsTable;
   catalog_versions: CatalogVersionsTable;
@@ -154,6 +169,7 @@ export type JobRow = Selectable<JobsTable>;
 export type NewJobRow = Insertable<JobsTable>;
 export type JobUpdate = Updateable<JobsTable>;
 export type FileRow = Selectable<FilesTable>;
+export type EmailDeliveryRow = Selectable<EmailDeliveriesTable>;
 export type MovieRow = Selectable<MoviesTable>;
 export type RatingRow = Selectable<RatingsTable>;
 export type RecommendationRow = Selectable<RecommendationsTable>;

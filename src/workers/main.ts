@@ -1,6 +1,7 @@
 // Entry point of the `worker` process: one BullMQ Worker per queue it serves, plus the reconciler.
 import { loadConfigOrExit } from '../config.js';
 import { createDb } from '../db/index.js';
+import { startFileSweeper } from '../files.js';
 import { createRegistry, loadJobModules } from '../jobs/index.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
@@ -37,10 +38,13 @@ const deps: WorkerDeps = { config, db, redis, queues: new Queues(config, redis),
 const served = config.queues ?? registry.all().filter((d) => d.process).map((d) => d.type);
 const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
+// Every worker sweeps expired files; SKIP LOCKED keeps them from doing the same rows.
+const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });
 log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');
 
 onShutdown(log, async () => {
   await reconciler.stop();
+  await sweeper.stop();
   await running.close(config.SHUTDOWN_TIMEOUT_MS);
   await deps.queues.close();
   redis.disconnect();

@@ -8,19 +8,28 @@ import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues.js';
 
 const BATCH = 1000;
+/** Overlap between incremental passes, for transactions that committed an older updated_at late. */
+const SLACK_MS = 60_000;
+const FULL_SCAN_EVERY_MS = 10 * 60_000;
 
 export interface ReconcileResult {
   checked: number;
   requeued: string[];
+  /** Rows changed before this were checked; the next incremental pass starts here. */
+  horizon: Date;
 }
 
-/** One pass over every live ledger job older than the grace period. */
-export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, graceMs: number): Promise<ReconcileResult> {
+/**
+ * One pass over the live ledger jobs unchanged for the grace period. With `since`, only those that changed after it
+ * (an incremental pass: cheap however large the backlog); without, all of them (a full scan).
+ */
+export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, graceMs: number, since?: Date): Promise<ReconcileResult> {
   const { db, queues } = deps;
-  const result: ReconcileResult = { checked: 0, requeued: [] };
+  const horizon = await ledger.dbNowMinus(db, graceMs);
+  const result: ReconcileResult = { checked: 0, requeued: [], horizon };
   let after: string | undefined;
   for (;;) {
-    const rows = await ledger.staleLiveJobs(db, graceMs, after, BATCH);
+    const rows = await ledger.liveJobsChangedBetween(db, horizon, since, after, BATCH);
     if (rows.length === 0) break;
     after = rows[rows.length - 1].id;
     const known = rows.filter((r) => registry.get(r.type));
@@ -61,7 +70,7 @@ async function missingFromRedis({ redis, config }: WorkerDeps, rows: JobRow[]): 
 /** Runs a pass every interval; a Redis lock keeps it to one process at a time across the fleet. */
 export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop(): Promise<void> } {
   const { config, redis, log } = deps;
-  const lockKey = keys(config).reconcilerLock;
+  const { reconcilerLock: lockKey, reconcilerHorizon: horizonKey } = keys(config);
   const token = randomUUID();
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
@@ -70,8 +79,15 @@ export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop
     const got = await redis.set(lockKey, token, 'PX', config.RECONCILE_INTERVAL_MS * 3, 'NX');
     if (got !== 'OK') return;
     try {
-      const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS);
-      if (r.requeued.length) log.warn({ requeued: r.requeued.length, checked: r.checked }, 'reconciler re-enqueued jobs missing from Redis');
+      // Incremental passes check only rows that crossed the grace horizon since the last pass, so a large backlog
+      // costs nothing in steady state. The horizon lives in Redis: if Redis was wiped it is gone too, and the next
+      // pass is a full scan — exactly when every live job may be missing. It also expires, forcing a periodic full scan.
+      const stored = await redis.get(horizonKey);
+      const since = stored ? new Date(Number(stored) - SLACK_MS) : undefined;
+      const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS, since);
+      if (since) await redis.set(horizonKey, r.horizon.getTime(), 'KEEPTTL');
+      else await redis.set(horizonKey, r.horizon.getTime(), 'PX', FULL_SCAN_EVERY_MS);
+      if (r.requeued.length) log.warn({ requeued: r.requeued.length, checked: r.checked, full: !since }, 'reconciler re-enqueued jobs missing from Redis');
     } finally {
       // Release only our own lock.
       await redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0", 1, lockKey, token);
