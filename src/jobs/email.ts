@@ -1,27 +1,135 @@
 /*
- * email — payload {to, template, subject?, text?, data?}.
- * Side effects: one message per recipient, recorded in `email_deliveries` before it is sent.
- * Result: {message_id, accepted, rejected}.
+ * email — payload {to: address | [addresses] (≤ 50), template, subject?, text?, data?}.
+ * Side effects: one message per recipient (nobody sees the other recipients), each claimed in `email_deliveries`
+ * before it is sent and settled after, so a retry or a rerun after a crash skips every recipient already sent or
+ * rejected. A send whose outcome was never recorded (the process died between the server's reply and our write) is
+ * sent again with the same Message-ID, derived from the job and the recipient, so it is recognisable downstream.
+ * Result: {message_id (the first recipient's), accepted, rejected, message_ids? (by recipient, when several)}.
  */
 import { z } from 'zod';
+import { addressProblem, normalizeAddress, senderDomain } from '../mail/address.js';
+import { claimDeliveries, messageIdFor, settleDelivery } from '../mail/deliveries.js';
+import { latestRecommendations } from '../mail/recommendations.js';
+import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
+import { closeMailer, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
 import { defineJob } from './registry.js';
+import { PermanentError, RetryableError, type JobContext } from './types.js';
+
+export const MAX_RECIPIENTS = 50;
+/** Messages of one job in flight at once; the SMTP pool has 5 connections. */
+const SEND_CONCURRENCY = 5;
 
 const noCrLf = (s: string) => !/[\r\n]/.test(s);
-export const emailAddress = z.string().max(254).email().refine(noCrLf, 'must not contain CR or LF');
-
-export const emailPayload = z.strictObject({
-  to: z.union([emailAddress, z.array(emailAddress).min(1).max(50)]),
-  template: z.enum(['welcome', 'recommendations', 'report_ready', 'plain']),
-  subject: z.string().min(1).max(998).refine(noCrLf, 'must not contain CR or LF').optional(),
-  text: z.string().max(100_000).optional(),
-  data: z.record(z.string(), z.unknown()).optional(),
+export const emailAddress = z.string().superRefine((v, ctx) => {
+  const problem = addressProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: `not an acceptable email address: ${problem}` });
 });
+// Header fields: CR or LF would let a value start a new header (header injection), so none may hold one.
+const subject = z.string().min(1).max(200).refine(noCrLf, 'must not contain CR or LF');
+const text = z.string().min(1).max(100_000);
+const to = z.union([emailAddress, z.array(emailAddress).min(1).max(MAX_RECIPIENTS, `at most ${MAX_RECIPIENTS} recipients`)]);
+
+export const emailPayload = z.discriminatedUnion('template', [
+  z.strictObject({ to, template: z.literal('welcome'), subject: subject.optional(), text: text.optional(), data: templateData.welcome.optional() }),
+  z.strictObject({ to, template: z.literal('recommendations'), subject: subject.optional(), text: text.optional(), data: templateData.recommendations }),
+  z.strictObject({ to, template: z.literal('report_ready'), subject: subject.optional(), text: text.optional(), data: templateData.report_ready }),
+  z.strictObject({ to, template: z.literal('plain'), subject, text, data: templateData.plain.optional() }),
+]);
+export type EmailPayload = z.infer<typeof emailPayload>;
+
+export interface EmailResult {
+  message_id: string;
+  accepted: string[];
+  rejected: string[];
+  message_ids?: Record<string, string>;
+}
+
+async function content(ctx: JobContext<EmailPayload>): Promise<Rendered> {
+  const p = ctx.payload;
+  const common = { subject: p.subject ?? DEFAULT_SUBJECT[p.template], note: p.template === 'plain' ? undefined : p.text };
+  switch (p.template) {
+    case 'welcome':
+      return render('welcome', { ...common, ...p.data });
+    case 'recommendations': {
+      const items = p.data.items ?? (await latestRecommendations(ctx.deps.db, ctx.tenant, p.data.user_id!));
+      return render('recommendations', { ...common, name: p.data.name, items });
+    }
+    case 'report_ready': {
+      const base = ctx.deps.config.PUBLIC_URL ?? `http://localhost:${ctx.deps.config.PORT}`;
+      const link = p.data.url ?? `${base.replace(/\/$/, '')}/v1/files/${p.data.file_id}`;
+      return render('report_ready', { ...common, name: p.data.name, report: p.data.report, link });
+    }
+    case 'plain':
+      return render('plain', { ...common, text: p.text, paragraphs: paragraphs(p.text) });
+  }
+}
+
+async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult> {
+  const { config, db, log } = ctx.deps;
+  const mailer = mailerFor(config, log);
+  const recipients = [...new Set([ctx.payload.to].flat().map(normalizeAddress))];
+  const domain = senderDomain(config.MAIL_FROM);
+  const claims = await claimDeliveries(db, ctx.id, recipients, recipients.map((r) => messageIdFor(ctx.id, r, domain)));
+
+  const state = new Map(claims.map((c) => [c.recipient, c.attempts === null ? c.prev_state! : ('pending' as string)]));
+  const todo = claims.filter((c) => c.attempts !== null);
+  let lastTemporary: string | undefined;
+  let lastPermanent: string | undefined;
+  if (todo.length) {
+    const message = await content(ctx);
+    let next = 0;
+    let done = 0;
+    const sendNext = async () => {
+      while (next < todo.length && !ctx.signal.aborted) {
+        const c = todo[next++];
+        if (c.prev_state === 'pending') {
+          log.warn({ message_id: c.message_id, attempts: c.attempts }, 'an earlier send of this message has no recorded outcome; sending it again with the same Message-ID');
+        }
+        try {
+          const d = await mailer.send({ to: c.recipient, subject: message.subject, text: message.text, html: message.html, messageId: c.message_id, headers: { 'X-Job-Id': ctx.id } });
+          const outcome = d.accepted.length ? 'sent' : 'rejected';
+          if (outcome === 'rejected') lastPermanent = d.response;
+          await settleDelivery(db, ctx.id, c.recipient, outcome, d.response);
+          state.set(c.recipient, outcome);
+        } catch (err) {
+          const outcome = isPermanentSmtpError(err) ? 'rejected' : 'deferred';
+          if (outcome === 'rejected') lastPermanent = smtpErrorText(err);
+          else lastTemporary = smtpErrorText(err);
+          await settleDelivery(db, ctx.id, c.recipient, outcome, smtpErrorText(err));
+          state.set(c.recipient, outcome);
+        }
+        done++;
+        if (todo.length > 1) await ctx.progress((done * 100) / todo.length);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, todo.length) }, sendNext));
+    // The BullMQ limiter counts jobs; a job that sent several messages holds the queue back for the extra ones.
+    if (done > 1) await ctx.deps.queues.get('email').rateLimit(Math.ceil(((done - 1) * 1000) / config.EMAIL_RATE_PER_SECOND));
+  }
+
+  const by = (s: string) => recipients.filter((r) => state.get(r) === s);
+  const accepted = by('sent');
+  const rejected = by('rejected');
+  const unsent = recipients.length - accepted.length - rejected.length;
+  if (unsent && !ctx.signal.aborted) {
+    throw new RetryableError('smtp_temporary', `${unsent} of ${recipients.length} recipient(s) not delivered yet (${lastTemporary ?? 'interrupted'}); will retry`);
+  }
+  if (!accepted.length && rejected.length) {
+    throw new PermanentError('recipients_rejected', `the server rejected every recipient${lastPermanent ? `: ${lastPermanent}` : ''}`);
+  }
+  const ids = claims.map((c) => [c.recipient, c.message_id] as const);
+  return { message_id: ids[0][1], accepted, rejected, ...(ids.length > 1 ? { message_ids: Object.fromEntries(ids) } : {}) };
+}
 
 export const email = defineJob({
   type: 'email',
-  description: 'Sends a templated email to up to 50 recipients, each exactly once',
+  description: 'Sends a templated email to up to 50 recipients, one message each, each exactly once',
   payload: emailPayload,
   attempts: 5,
   backoffMs: 5_000,
   concurrency: 10,
+  limiter: (config) => ({ max: config.EMAIL_RATE_PER_SECOND, duration: 1000 }),
+  process: processEmail,
+  start: (deps) => void mailerFor(deps.config, deps.log),
+  stop: (deps) => closeMailer(deps.config),
 });

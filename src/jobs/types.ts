@@ -49,8 +49,11 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   backoffMs: number;
   /** Concurrent jobs per worker process. */
   concurrency: number;
-  /** BullMQ rate limiter for the whole queue (across processes). */
-  limiter?: { max: number; duration: number };
+  /** BullMQ rate limiter for the whole queue (across processes); a function when it comes from the config. */
+  limiter?: { max: number; duration: number } | ((config: Config) => { max: number; duration: number } | undefined);
+  /** Called when a worker for this type starts (open a pool, log what is in use) and after it has closed. */
+  start?: (deps: WorkerDeps) => void | Promise<void>;
+  stop?: (deps: WorkerDeps) => void | Promise<void>;
   /** Submitted only by other jobs (a batch's chunks): workers serve its queue, the API answers it as an unknown type. */
   internal?: boolean;
   /** Absent while the processor is not built: the API refuses the type with 422. */

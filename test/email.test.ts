@@ -1,0 +1,220 @@
+// Email jobs against a real SMTP server (smtp-server) started here; what arrives is parsed with mailparser.
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { simpleParser } from 'mailparser';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { addressProblem } from '../src/mail/address.js';
+import { createMailer } from '../src/mail/transport.js';
+import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
+import { startSmtp, type TestSmtp } from './support/smtp.js';
+
+const FROM = 'Movie Jobs <noreply@movies.test>';
+let env: TestEnv;
+let smtp: TestSmtp;
+let api: ReturnType<typeof client>;
+let tenant: string;
+
+beforeAll(async () => {
+  smtp = await startSmtp();
+  env = await createTestEnv('email', { testJobs: false, env: { SMTP_URL: smtp.url, MAIL_FROM: FROM } });
+  const t = await tenantWithKeys(env);
+  tenant = t.tenant;
+  api = client(env.app, t.clientKey);
+  await env.startWorkers(['email']);
+});
+
+afterAll(async () => {
+  await env?.close();
+  await smtp?.close();
+});
+
+const submit = async (payload: Record<string, unknown>) => {
+  const r = await api('POST', '/v1/jobs', { type: 'email', payload });
+  expect(r.status, JSON.stringify(r.body)).toBe(202);
+  return r.body.id as string;
+};
+
+const until = (id: string, states: string[], timeout = 20_000) =>
+  waitFor(
+    async () => {
+      const r = await api('GET', `/v1/jobs/${id}`);
+      return states.includes(r.body.state) ? r.body : undefined;
+    },
+    { timeout, what: `job ${id} to reach ${states.join('|')}` },
+  );
+
+const arrived = async (messageId: string) => {
+  const got = smtp.byMessageId(messageId);
+  expect(got, `exactly one message ${messageId}`).toHaveLength(1);
+  return { envelope: got[0], mail: await smtp.parse(got[0]) };
+};
+
+describe('templates over SMTP', () => {
+  it('welcome: headers, text and escaped HTML', async () => {
+    const id = await submit({ to: 'ann@example.com', template: 'welcome', data: { name: 'Ann <b>&</b> "Co"', app_url: 'https://movies.test/start?a=1&b=2' } });
+    const job = await until(id, ['succeeded']);
+    expect(job.result).toEqual({ message_id: expect.stringMatching(new RegExp(`^<${id}\\.[0-9a-f]{16}@movies\\.test>$`)), accepted: ['ann@example.com'], rejected: [] });
+    const { envelope, mail } = await arrived(job.result.message_id);
+    expect(envelope).toMatchObject({ from: 'noreply@movies.test', to: ['ann@example.com'] });
+    expect(mail.messageId).toBe(job.result.message_id);
+    expect(mail.from?.value).toEqual([{ address: 'noreply@movies.test', name: 'Movie Jobs' }]);
+    expect(mail.to).toMatchObject({ value: [{ address: 'ann@example.com' }] });
+    expect(mail.subject).toBe('Welcome to Movie Jobs');
+    expect(mail.headers.get('x-job-id')).toBe(id);
+    expect(mail.text).toContain('Welcome, Ann <b>&</b> "Co"!');
+    expect(mail.text).toContain('Get started: https://movies.test/start?a=1&b=2');
+    expect(mail.html).toContain('Welcome, Ann &lt;b&gt;&amp;&lt;/b&gt; &quot;Co&quot;!');
+    expect(mail.html).toContain('href="https://movies.test/start?a=1&amp;b=2"');
+    expect(mail.html).not.toContain('<b>&</b>');
+  });
+
+  it('recommendations from the payload: titles and scores in both bodies', async () => {
+    const items = [
+      { movie_id: 'm1', title: 'Alien <1979>', score: 4.5678 },
+      { movie_id: 'm2', title: 'Heat', score: 3.2 },
+    ];
+    const id = await submit({ to: ['bob@example.com'], template: 'recommendations', subject: 'Picks for Bob', text: 'Fresh picks.', data: { name: 'Bob', items } });
+    const job = await until(id, ['succeeded']);
+    const { mail } = await arrived(job.result.message_id);
+    expect(mail.subject).toBe('Picks for Bob');
+    expect(mail.text).toMatch(/Fresh picks\.\n\nBob, here are your picks:\n\n 1\. Alien <1979> \(4\.57\)\n 2\. Heat \(3\.20\)/);
+    expect(mail.html).toContain('<td>Alien &lt;1979&gt;</td><td align="right">4.57</td>');
+  });
+
+  it("recommendations read from the user's latest stored result when the payload has none", async () => {
+    const exists = (await sql<{ t: string | null }>`select to_regclass('recommendations')::text as t`.execute(env.db)).rows[0].t;
+    if (exists) {
+      const items = [{ movie_id: 'm9', title: 'Stored Pick', score: 0.91 }, { bogus: true }];
+      await sql`insert into recommendations (tenant, user_id, items, strategy) values (${tenant}, 'u-42', ${JSON.stringify(items)}::jsonb, 'test')`.execute(env.db);
+    }
+    const id = await submit({ to: 'carol@example.com', template: 'recommendations', data: { user_id: 'u-42' } });
+    const job = await until(id, ['succeeded']);
+    const { mail } = await arrived(job.result.message_id);
+    // Without the recommender's table the email still goes out, saying there is nothing yet.
+    if (exists) expect(mail.text).toContain(' 1. Stored Pick (0.91)');
+    else expect(mail.text).toContain('no recommendations for you yet');
+  });
+
+  it('report_ready links to the file', async () => {
+    const id = await submit({ to: 'dan@example.com', template: 'report_ready', data: { file_id: 'file_abcdefghijkl', report: 'jobs' } });
+    const job = await until(id, ['succeeded']);
+    const { mail } = await arrived(job.result.message_id);
+    expect(mail.subject).toBe('Your report is ready');
+    expect(mail.text).toContain(`http://localhost:${env.config.PORT}/v1/files/file_abcdefghijkl`);
+    expect(mail.html).toContain(`href="http://localhost:${env.config.PORT}/v1/files/file_abcdefghijkl"`);
+  });
+
+  it('plain: subject and text from the payload, HTML escaped paragraph by paragraph', async () => {
+    const id = await submit({ to: 'erin@example.com', template: 'plain', subject: 'Hello there', text: 'First line\nsecond line\n\n<script>alert(1)</script>' });
+    const job = await until(id, ['succeeded']);
+    const { mail } = await arrived(job.result.message_id);
+    expect(mail.subject).toBe('Hello there');
+    expect(mail.text?.trim()).toBe('First line\nsecond line\n\n<script>alert(1)</script>');
+    expect(mail.html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    expect(mail.html).not.toContain('<script>');
+  });
+});
+
+describe('delivery', () => {
+  it('sends one message per recipient; a 5xx recipient is rejected without retries', async () => {
+    smtp.rejectRcpt = (a) => a.startsWith('nobody@');
+    try {
+      const to = ['f1@example.com', 'nobody@example.com', 'F2@Example.COM', 'f1@example.com'];
+      const id = await submit({ to, template: 'plain', subject: 'Team news', text: 'News.' });
+      const job = await until(id, ['succeeded']);
+      expect(job.attempts).toBe(1);
+      expect(job.result.accepted).toEqual(['f1@example.com', 'F2@example.com']);
+      expect(job.result.rejected).toEqual(['nobody@example.com']);
+      const ids = job.result.message_ids as Record<string, string>;
+      expect(Object.keys(ids)).toHaveLength(3);
+      expect(new Set(Object.values(ids)).size).toBe(3);
+      for (const r of job.result.accepted as string[]) {
+        const { envelope, mail } = await arrived(ids[r]);
+        expect(envelope.to).toEqual([r]);
+        expect(mail.to).toMatchObject({ value: [{ address: r }] });
+      }
+      expect(smtp.byMessageId(ids['nobody@example.com'])).toHaveLength(0);
+      const rows = await env.db.selectFrom('email_deliveries').selectAll().where('job_id', '=', id).execute();
+      expect(Object.fromEntries(rows.map((r) => [r.recipient, r.state]))).toEqual({ 'f1@example.com': 'sent', 'F2@example.com': 'sent', 'nobody@example.com': 'rejected' });
+
+      const all = await submit({ to: 'nobody@example.com', template: 'plain', subject: 'x', text: 'x' });
+      const failed = await until(all, ['failed']);
+      expect(failed).toMatchObject({ attempts: 1, error: { code: 'recipients_rejected' } });
+      expect(failed.error.message).toContain('550');
+    } finally {
+      smtp.rejectRcpt = () => false;
+    }
+  });
+
+  it('a server answering 421 then recovering gets the message once, on the retry', async () => {
+    smtp.tempFailMailFrom = 1;
+    const id = await submit({ to: 'grace@example.com', template: 'plain', subject: 'Retry me', text: 'Once.' });
+    await until(id, ['delayed', 'running', 'succeeded'], 10_000);
+    const job = await until(id, ['succeeded'], 30_000);
+    expect(smtp.tempFailMailFrom).toBe(0);
+    expect(job.attempts).toBe(2);
+    await arrived(job.result.message_id);
+    const [row] = await env.db.selectFrom('email_deliveries').selectAll().where('job_id', '=', id).execute();
+    expect(row).toMatchObject({ state: 'sent', attempts: 2 });
+    // A rerun of the finished job (an operator's retry) sends nothing again.
+    const fake = { ...job };
+    await env.db.updateTable('jobs').set({ state: 'failed', finished_at: new Date() }).where('id', '=', id).execute();
+    expect((await api('POST', `/v1/jobs/${id}/retry`)).status).toBe(202);
+    const again = await until(id, ['succeeded']);
+    expect(again.result).toEqual(fake.result);
+    expect(smtp.byMessageId(job.result.message_id)).toHaveLength(1);
+  });
+});
+
+describe('refused at submission', () => {
+  const bad: [string, Record<string, unknown>, string][] = [
+    ['CR/LF in the subject (header injection)', { to: 'a@example.com', template: 'plain', subject: 'Hi\r\nBcc: victim@example.com', text: 'x' }, 'payload.subject'],
+    ['LF alone in the subject', { to: 'a@example.com', template: 'welcome', subject: 'Hi\nX-Evil: 1' }, 'payload.subject'],
+    ['CR/LF in an address', { to: 'a@example.com\r\nBcc: victim@example.com', template: 'welcome' }, 'payload.to'],
+    ['an address with a display name', { to: 'Bob <bob@example.com>', template: 'welcome' }, 'payload.to'],
+    ['several addresses in one string', { to: 'a@example.com, b@example.com', template: 'welcome' }, 'payload.to'],
+    ['an address without a dot in the domain', { to: ['ok@example.com', 'a@localhost'], template: 'welcome' }, 'payload.to.1'],
+    ['51 recipients', { to: Array.from({ length: 51 }, (_, i) => `u${i}@example.com`), template: 'welcome' }, 'payload.to'],
+    ['a sender of our own choosing (no open relay)', { to: 'a@example.com', template: 'welcome', from: 'ceo@bank.test' }, 'payload'],
+    ['extra headers', { to: 'a@example.com', template: 'welcome', headers: { Bcc: 'x@example.com' } }, 'payload'],
+    ['plain without text', { to: 'a@example.com', template: 'plain', subject: 'x' }, 'payload.text'],
+    ['report_ready with a javascript: link', { to: 'a@example.com', template: 'report_ready', data: { url: 'javascript:alert(1)' } }, 'payload.data.url'],
+    ['an unknown template variable', { to: 'a@example.com', template: 'welcome', data: { nmae: 'typo' } }, 'payload.data'],
+    ['an unknown template', { to: 'a@example.com', template: 'newsletter' }, 'payload.template'],
+  ];
+  it.each(bad)('%s', async (_name, payload, path) => {
+    const before = await env.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const r = await api('POST', '/v1/jobs', { type: 'email', payload });
+    expect(r.status).toBe(400);
+    expect(r.headers.get('content-type')).toContain('application/problem+json');
+    expect(r.body.errors.some((e: { path: string }) => e.path.startsWith(path)), JSON.stringify(r.body.errors)).toBe(true);
+    const after = await env.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    expect(after.n).toBe(before.n);
+  });
+
+  it('validates addresses strictly', () => {
+    const good = ['a@example.com', "o'brien+tag@mail.example.co.uk", 'x_y.z-1@sub.xn--bcher-kva.example', 'A@EXAMPLE.COM'];
+    const wrong = ['', 'a', 'a@', '@example.com', 'a@@example.com', 'a@b@example.com', '.a@example.com', 'a.@example.com', 'a..b@example.com', 'a b@example.com', '"a b"@example.com', 'a@example', 'a@-example.com', 'a@example-.com', 'a@example.c', 'a@example.123', 'a@[127.0.0.1]', 'a@exa_mple.com', 'ü@example.com', 'a@bücher.example', `${'x'.repeat(65)}@example.com`, `a@${'x'.repeat(250)}.com`, 'a@example.com\n', 'a\t@example.com'];
+    for (const a of good) expect(addressProblem(a), a).toBeUndefined();
+    for (const a of wrong) expect(addressProblem(a), JSON.stringify(a)).toBeTypeOf('string');
+  });
+});
+
+describe('without SMTP_URL', () => {
+  it('writes each message as an .eml file named from its Message-ID; writing again overwrites', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mail-'));
+    const mailer = createMailer(loadConfig({ MAIL_DIR: dir, MAIL_FROM: FROM }));
+    expect(mailer.kind).toBe('file');
+    const message = { to: 'h@example.com', subject: 'Hi', text: 'Body', html: '<p>Body</p>', messageId: '<job-1.abc@movies.test>' };
+    const d = await mailer.send(message);
+    await mailer.send(message);
+    expect(d.accepted).toEqual(['h@example.com']);
+    const files = readdirSync(dir);
+    expect(files).toEqual(['job-1.abc_movies.test.eml']);
+    const mail = await simpleParser(readFileSync(path.join(dir, files[0])));
+    expect(mail).toMatchObject({ messageId: '<job-1.abc@movies.test>', subject: 'Hi', text: 'Body', html: '<p>Body</p>' });
+  });
+});
