@@ -28,7 +28,7 @@ afterAll(async () => {
 
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
 
-async function upload(key: string, body: BodyInit, headers: Record<string, string> = {}) {
+async function upload(key: string, body: RequestInit['body'], headers: Record<string, string> = {}) {
   const res = await env.app.request('/v1/files', { method: 'POST', body, headers: { authorization: `Bearer ${key}`, ...headers }, duplex: 'half' } as RequestInit);
   return { status: res.status, headers: res.headers, body: (await res.json()) as any };
 }
