@@ -11,6 +11,7 @@ import type { AppDeps } from './deps.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
 import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
+import { filesRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
 import { jobsRoutes } from './routes/jobs.js';
 import { auditRoutes } from './routes/audit.js';
@@ -62,6 +63,7 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', rateLimitPerKey(deps));
   app.use('/v1/*', tenantQuotas(deps));
   app.route('/v1', jobsRoutes(deps));
+  app.route('/v1', filesRoutes(deps));
   app.route('/v1', queuesRoutes(deps));
   app.route('/v1', schedulesRoutes(deps));
   app.route('/v1', auditRoutes(deps));
