@@ -148,27 +148,12 @@ export interface EmailDeliveriesTable {
   sent_at: NullableTimestamp;
 }
 
-/** The email ledger: one row per (job, recipient); see migrations/2026-11-22T0400_email.ts. */
-export type EmailDeliveryState = 'pending' | 'deferred' | 'sent' | 'rejected';
-export interface EmailDeliveriesTable {
-  job_id: string;
-  recipient: string;
-  state: EmailDeliveryState;
-  message_id: string;
-  attempts: Generated<number>;
-  response: string | null;
-  created_at: Timestamp;
-  updated_at: Timestamp;
-  sent_at: NullableTimestamp;
-}
-
 /** One interface per table; a migration that adds a table adds its interface here. */
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   jobs: JobsTable;
   files: FilesTable;
-  email_deliveries: EmailDeliveriesTable;
   email_deliveries: EmailDeliveriesTable;
   movies: MoviesTable;
   ratings: RatingsTable;
@@ -190,4 +175,3 @@ export type RatingRow = Selectable<RatingsTable>;
 export type RecommendationRow = Selectable<RecommendationsTable>;
 export type AuditRow = Selectable<AuditLogTable>;
 export type ScheduleRow = Selectable<SchedulesTable>;
-export type EmailDeliveryRow = Selectable<EmailDeliveriesTable>;
