@@ -1,4 +1,8 @@
 // Job changes published on Redis pub/sub, for live streams (SSE) in any API process.
+//
+// Each change is also appended to a short per-job Redis stream (capped, expiring), in the same script as the
+// publish, so the two agree on order and on the event id. The stream lets a client that reconnects with
+// Last-Event-ID replay what it missed, and lets an API process catch up after its subscriber reconnects.
 import type { Config } from './config.js';
 import { toApiJob, type ApiJob } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
@@ -9,10 +13,53 @@ export type JobEventKind = 'state' | 'progress';
 export interface JobEvent {
   event: JobEventKind;
   job: ApiJob;
+  /** The id of the event in the job's stream ("<ms>-<seq>"), usable as an SSE id. */
+  id?: string;
 }
+
+/** A job's events are kept this long after its last change, for replay. */
+export const EVENT_TTL_MS = 60 * 60 * 1000;
+/** At most about this many events per job (a job reports at most 101 progress values per run). */
+export const EVENT_MAXLEN = 500;
+
+export function jobEventsKey(config: Pick<Config, 'QUEUE_PREFIX'>, jobId: string): string {
+  return `${config.QUEUE_PREFIX}:job-events:${jobId}`;
+}
+
+// One round trip on the worker's hot path: append, refresh the TTL, publish `{"id":…,` + the event's JSON.
+const PUBLISH = `
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return id`;
 
 /** Publishes a change; a lost publish only delays a live view (the ledger has the truth), so errors are swallowed. */
 export async function publishJobEvent(redis: RedisClient, config: Config, event: JobEventKind, row: JobRow): Promise<void> {
   const message: JobEvent = { event, job: toApiJob(row) };
-  await redis.publish(keys(config).events, JSON.stringify(message)).catch(() => {});
+  await redis.eval(PUBLISH, 1, jobEventsKey(config, row.id), EVENT_MAXLEN, JSON.stringify(message), EVENT_TTL_MS, keys(config).events).catch(() => {});
+}
+
+/** Events of a job after `afterId` (exclusive; "0" for all), oldest first. */
+export async function readJobEvents(redis: RedisClient, config: Config, jobId: string, afterId: string): Promise<JobEvent[]> {
+  const entries = await redis.xrange(jobEventsKey(config, jobId), `(${afterId}`, '+');
+  return entries.map(([id, fields]) => ({ ...(JSON.parse(fields[1]) as JobEvent), id }));
+}
+
+/** The id of a job's latest event, or "0-0" when it has none (yet, or any more). */
+export async function lastJobEventId(redis: RedisClient, config: Config, jobId: string): Promise<string> {
+  const [last] = await redis.xrevrange(jobEventsKey(config, jobId), '+', '-', 'COUNT', 1);
+  return last?.[0] ?? '0-0';
+}
+
+const EVENT_ID = /^(\d{1,20})-(\d{1,20})$/;
+
+export function isEventId(value: string | undefined): value is string {
+  return value !== undefined && EVENT_ID.test(value);
+}
+
+/** Orders stream ids ("<ms>-<seq>"): negative, zero or positive like a comparator. */
+export function compareEventIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt);
+  const [bm, bs] = b.split('-').map(BigInt);
+  return am === bm ? (as === bs ? 0 : as < bs ? -1 : 1) : am < bm ? -1 : 1;
 }

@@ -13,7 +13,9 @@ import { router } from './openapi.js';
 import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
 import { filesRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
+import { eventsRoutes } from './routes/events.js';
 import { jobsRoutes } from './routes/jobs.js';
+import { webhooksRoutes } from './routes/webhooks.js';
 import { auditRoutes } from './routes/audit.js';
 import { queuesRoutes } from './routes/queues.js';
 import { schedulesRoutes } from './routes/schedules.js';
@@ -63,6 +65,8 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', rateLimitPerKey(deps));
   app.use('/v1/*', tenantQuotas(deps));
   app.route('/v1', jobsRoutes(deps));
+  app.route('/v1', eventsRoutes(deps));
+  app.route('/v1', webhooksRoutes(deps));
   app.route('/v1', filesRoutes(deps));
   app.route('/v1', queuesRoutes(deps));
   app.route('/v1', schedulesRoutes(deps));

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { EventHub } from './event-hub.js';
 import type { Db } from '../db/index.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { Queues, RedisClient } from '../queues.js';
@@ -15,4 +16,6 @@ export interface AppDeps {
   registry: JobRegistry;
   storage: Storage;
   log: Logger;
+  /** Job events for live streams (one Redis subscriber per process); without it /events answers 503. */
+  hub?: EventHub;
 }

@@ -1,4 +1,6 @@
 // Entry point of the `web` process.
+// First: @hono/zod-openapi adds .openapi() to zod, and zod 4 gives each schema its methods when it is built.
+import '@hono/zod-openapi';
 import { serve } from '@hono/node-server';
 import { loadConfigOrExit } from '../config.js';
 import { createDb } from '../db/index.js';
@@ -11,6 +13,7 @@ import { checkDependencies, StartupError } from '../startup.js';
 import { listenForRevocations } from '../auth/revocation.js';
 import { createApp } from './app.js';
 import { forgetKey } from './auth.js';
+import { EventHub } from './event-hub.js';
 
 const config = loadConfigOrExit();
 const log = createLogger(config, 'web');
@@ -29,7 +32,8 @@ try {
 
 const registry = await loadJobModules(createRegistry(), config.jobModules);
 const queues = new Queues(config, redis);
-const app = createApp({ config, db, redis, queues, registry, storage: new DirectoryStorage(config.STORAGE_DIR), log });
+const hub = EventHub.create(config, log);
+const app = createApp({ config, db, redis, queues, registry, storage: new DirectoryStorage(config.STORAGE_DIR), log, hub });
 // A key revoked anywhere stops working here at once, not when its cache entry expires.
 const revocations = listenForRevocations(config, forgetKey);
 
@@ -41,6 +45,8 @@ const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOS
 onShutdown(log, async () => {
   // Stop accepting; give open requests (and live streams) a moment, then cut what is left.
   const cut = setTimeout(() => (server as import('node:http').Server).closeAllConnections(), 5_000);
+  // Live streams end now; their clients reconnect (Last-Event-ID) to another process.
+  await hub.close();
   await new Promise<void>((resolve) => server.close(() => resolve()));
   clearTimeout(cut);
   await queues.close();

@@ -148,6 +148,21 @@ export interface EmailDeliveriesTable {
   sent_at: NullableTimestamp;
 }
 
+export interface WebhookDeliveriesTable {
+  id: Generated<number>;
+  job_id: string;
+  tenant: string;
+  message_id: string;
+  event: string;
+  url: string;
+  attempt: number;
+  outcome: 'delivered' | 'failed' | 'refused';
+  status_code: number | null;
+  error: string | null;
+  duration_ms: number;
+  created_at: Timestamp;
+}
+
 /** One interface per table; a migration that adds a table adds its interface here. */
 export interface Database {
   tenants: TenantsTable;
@@ -161,6 +176,7 @@ export interface Database {
   recommendations: RecommendationsTable;
   audit_log: AuditLogTable;
   schedules: SchedulesTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -169,9 +185,10 @@ export type JobRow = Selectable<JobsTable>;
 export type NewJobRow = Insertable<JobsTable>;
 export type JobUpdate = Updateable<JobsTable>;
 export type FileRow = Selectable<FilesTable>;
-export type EmailDeliveryRow = Selectable<EmailDeliveriesTable>;
 export type MovieRow = Selectable<MoviesTable>;
 export type RatingRow = Selectable<RatingsTable>;
 export type RecommendationRow = Selectable<RecommendationsTable>;
 export type AuditRow = Selectable<AuditLogTable>;
 export type ScheduleRow = Selectable<SchedulesTable>;
+export type EmailDeliveryRow = Selectable<EmailDeliveriesTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;

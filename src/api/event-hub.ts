@@ -1,0 +1,104 @@
+// One Redis subscriber connection per API process, fanning job events out to the live streams open on it.
+// A thousand streams cost a thousand map entries here, not a thousand Redis connections.
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { JobEvent } from '../events.js';
+import { createRedis, keys, type RedisClient } from '../queues.js';
+
+export interface JobEventListener {
+  /** A change of the job, in publish order. */
+  event(event: JobEvent): void;
+  /** The subscriber reconnected: events may have been missed, read them from the job's stream. */
+  resync(): void;
+  /** The hub is closing (process shutdown): end the stream so the client reconnects elsewhere. */
+  close(): void;
+}
+
+export class EventHub {
+  private readonly listeners = new Map<string, Set<JobEventListener>>();
+  private readonly subscribed: Promise<unknown>;
+  private connectedOnce = false;
+  private closed = false;
+
+  constructor(
+    private readonly subscriber: RedisClient,
+    private readonly channel: string,
+    private readonly log?: Logger,
+  ) {
+    subscriber.on('error', () => {});
+    subscriber.on('message', (ch: string, message: string) => this.dispatch(ch, message));
+    subscriber.on('ready', () => {
+      // ioredis resubscribes by itself after a reconnect; what was published meanwhile is in the job streams.
+      if (this.connectedOnce) setTimeout(() => this.forEach((l) => l.resync()), 100).unref();
+      this.connectedOnce = true;
+    });
+    this.subscribed = subscriber.subscribe(channel);
+    this.subscribed.catch((err) => log?.warn({ err: String(err) }, 'event hub: subscribe failed'));
+  }
+
+  static create(config: Config, log?: Logger): EventHub {
+    return new EventHub(createRedis(config, 'subscriber'), keys(config).events, log);
+  }
+
+  /** Open streams (listeners) on this process. */
+  get size(): number {
+    let n = 0;
+    for (const set of this.listeners.values()) n += set.size;
+    return n;
+  }
+
+  /**
+   * Registers a listener for one job; resolves once the Redis subscription is live, so every event published
+   * after this returns reaches the listener. Rejects after `timeoutMs` while Redis is unreachable.
+   */
+  async subscribe(jobId: string, listener: JobEventListener, timeoutMs = 3_000): Promise<() => void> {
+    if (this.closed) throw new Error('event hub closed');
+    let set = this.listeners.get(jobId);
+    if (!set) this.listeners.set(jobId, (set = new Set()));
+    set.add(listener);
+    const unsubscribe = () => {
+      const s = this.listeners.get(jobId);
+      if (!s) return;
+      s.delete(listener);
+      if (s.size === 0) this.listeners.delete(jobId);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.subscribed,
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('Redis unreachable: Connection is closed')), timeoutMs))),
+      ]);
+    } catch (err) {
+      unsubscribe();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    return unsubscribe;
+  }
+
+  /** Ends every stream and drops the connection. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.forEach((l) => l.close());
+    this.listeners.clear();
+    this.subscriber.disconnect();
+  }
+
+  private forEach(fn: (l: JobEventListener) => void) {
+    for (const set of [...this.listeners.values()]) for (const l of [...set]) fn(l);
+  }
+
+  private dispatch(channel: string, message: string) {
+    if (channel !== this.channel || this.listeners.size === 0) return;
+    let event: JobEvent;
+    try {
+      event = JSON.parse(message) as JobEvent;
+    } catch {
+      this.log?.warn('event hub: unparseable message');
+      return;
+    }
+    const set = this.listeners.get(event.job?.id);
+    if (set) for (const l of [...set]) l.event(event);
+  }
+}

@@ -1,0 +1,129 @@
+// Webhook delivery: a job with `callback_url` that ends gets its final state POSTed there, signed per Standard Webhooks.
+//
+// Deliveries ride an internal BullMQ queue (`webhooks`) served by every worker process, so they get BullMQ's retries
+// with exponential backoff and survive restarts. Every try is a row in webhook_deliveries. The message id
+// (`webhook-id`) is the same on every try of one message, so receivers can drop repeats.
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Webhook } from 'standardwebhooks';
+import type { Config } from '../config.js';
+import type { Db } from '../db/index.js';
+import * as ledger from '../db/jobs.js';
+import type { JobRow, WebhookDeliveryRow } from '../db/types.js';
+import type { WorkerDeps } from '../jobs/types.js';
+import { bullPrefix, createRedis, type Queues } from '../queues.js';
+import { RefusedError } from './guard.js';
+import { postJson } from './http.js';
+
+export const WEBHOOK_QUEUE = 'webhooks';
+
+export interface WebhookData {
+  job_id: string;
+  /** The terminal state this message reports; a job retried since then is not reported twice. */
+  state: string;
+  finished_at: string | null;
+}
+
+export function messageId(row: Pick<JobRow, 'id' | 'finished_at'>): string {
+  return `msg_${row.id.replaceAll('-', '')}_${row.finished_at?.getTime() ?? 0}`;
+}
+
+/** Enqueues the delivery of a job's terminal state, when it has a callback. A repeat for the same end is a no-op. */
+export async function enqueueWebhook(queues: Queues, config: Config, row: JobRow | undefined): Promise<void> {
+  if (!row?.callback_url || !ledger.TERMINAL.includes(row.state)) return;
+  const data: WebhookData = { job_id: row.id, state: row.state, finished_at: row.finished_at?.toISOString() ?? null };
+  await queues.get(WEBHOOK_QUEUE).add('deliver', data, {
+    jobId: messageId(row),
+    attempts: config.WEBHOOK_ATTEMPTS,
+    backoff: { type: 'exponential', delay: config.WEBHOOK_BACKOFF_MS, jitter: 0.3 },
+    removeOnComplete: { age: 3600, count: 1000 },
+    removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
+  });
+}
+
+/** The body receivers get: Standard Webhooks' recommended `{type, timestamp, data}`. */
+export function webhookBody(row: JobRow): string {
+  const job = ledger.toApiJob(row);
+  return JSON.stringify({ type: `job.${row.state}`, timestamp: job.finished_at ?? new Date().toISOString(), data: job });
+}
+
+type Outcome = 'delivered' | 'failed' | 'refused' | 'skipped';
+
+/** One try: sign, POST, record. Throws to have BullMQ retry; UnrecoverableError when retrying cannot help. */
+export async function deliverOnce(deps: Pick<WorkerDeps, 'config' | 'db' | 'log'>, data: WebhookData, attempt: number, final: boolean): Promise<Outcome> {
+  const { db, config, log } = deps;
+  const row = await ledger.findJob(db, data.job_id);
+  // The job is gone, or was retried and is running again: this message is out of date.
+  if (!row || !row.callback_url || row.state !== data.state || (row.finished_at?.toISOString() ?? null) !== data.finished_at) return 'skipped';
+  const tenant = await db.selectFrom('tenants').select('webhook_secret').where('id', '=', row.tenant).executeTakeFirst();
+  if (!tenant) return 'skipped';
+
+  const id = messageId(row);
+  const body = webhookBody(row);
+  const now = new Date();
+  const signature = new Webhook(tenant.webhook_secret).sign(id, now, body);
+  const headers = { 'webhook-id': id, 'webhook-timestamp': String(Math.floor(now.getTime() / 1000)), 'webhook-signature': signature };
+  const started = performance.now();
+  const record = (outcome: 'delivered' | 'failed' | 'refused', status_code: number | null, error: string | null) =>
+    db
+      .insertInto('webhook_deliveries')
+      .values({
+        job_id: row.id,
+        tenant: row.tenant,
+        message_id: id,
+        event: `job.${row.state}`,
+        url: row.callback_url!,
+        attempt,
+        outcome,
+        status_code,
+        error: error?.slice(0, 1000) ?? null,
+        duration_ms: Math.round(performance.now() - started),
+      })
+      .execute();
+
+  let status: number;
+  try {
+    ({ status } = await postJson(row.callback_url, body, headers, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE }, config.WEBHOOK_TIMEOUT_MS));
+  } catch (err) {
+    if (err instanceof RefusedError) {
+      await record('refused', null, err.message);
+      log.warn({ job_id: row.id, err: err.message }, 'webhook refused');
+      throw new UnrecoverableError(err.message);
+    }
+    const e = err as { code?: string; message?: string };
+    await record('failed', null, `${e.code ?? 'error'}: ${e.message ?? String(err)}`);
+    log.warn({ job_id: row.id, attempt, final, err: e.message }, 'webhook try failed');
+    throw err;
+  }
+  if (status >= 200 && status < 300) {
+    await record('delivered', status, null);
+    return 'delivered';
+  }
+  await record('failed', status, `receiver answered ${status}`);
+  log.warn({ job_id: row.id, attempt, final, status }, 'webhook try failed');
+  // 410 Gone: the receiver says this endpoint will never take it.
+  if (status === 410) throw new UnrecoverableError('receiver answered 410 Gone');
+  throw new Error(`receiver answered ${status}`);
+}
+
+/** The `webhooks` queue's worker; every worker process runs one. */
+export function startWebhookWorker(deps: WorkerDeps): Worker<WebhookData> {
+  const { config, log } = deps;
+  const worker = new Worker<WebhookData>(
+    WEBHOOK_QUEUE,
+    (job: Job<WebhookData>) => deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
+    {
+      connection: createRedis(config, 'worker'),
+      prefix: bullPrefix(config, WEBHOOK_QUEUE),
+      // Mostly waiting on receivers: many at once is cheap.
+      concurrency: 20,
+      lockDuration: Math.max(config.WORKER_LOCK_MS, config.WEBHOOK_TIMEOUT_MS * 2),
+    },
+  );
+  worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));
+  return worker;
+}
+
+/** Every try for a job, oldest first. */
+export async function listDeliveries(db: Db, jobId: string): Promise<WebhookDeliveryRow[]> {
+  return db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', jobId).orderBy('id').execute();
+}
