@@ -6,6 +6,8 @@ import { createRegistry, loadJobModules } from '../jobs/index.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
 import { createLogger } from '../log.js';
+import { startMetricsServer } from '../metrics.js';
+import { startScheduleWorker } from '../schedules.js';
 import { DirectoryStorage } from '../storage.js';
 import { createRedis, Queues } from '../queues.js';
 import { checkDependencies, StartupError } from '../startup.js';
@@ -38,12 +40,17 @@ const deps: WorkerDeps = { config, db, redis, queues: new Queues(config, redis),
 const served = config.queues ?? registry.all().filter((d) => d.process).map((d) => d.type);
 const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
+// Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
+const schedules = await startScheduleWorker(deps);
+const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.HOST, log);
 // Every worker sweeps expired files; SKIP LOCKED keeps them from doing the same rows.
 const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });
 log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');
 
 onShutdown(log, async () => {
   await reconciler.stop();
+  await schedules.close();
+  await metrics?.close();
   await sweeper.stop();
   await running.close(config.SHUTDOWN_TIMEOUT_MS);
   await deps.queues.close();
