@@ -30,6 +30,12 @@ const schema = z.object({
     .regex(/^[A-Za-z0-9_{}.-]{1,64}$/, 'letters, digits, _ . - { } only (1..64)')
     .default('jobs'),
   QUEUES: z.string().optional(),
+  /** Per-queue concurrency of this worker process, `image=4,email=20`; an unlisted queue keeps its job type's own. */
+  WORKER_CONCURRENCY: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+=[1-9]\d{0,3}(,[A-Za-z0-9_-]+=[1-9]\d{0,3})*$/, 'a list like image=4,email=20 (1..9999 each)')
+    .transform((v) => Object.fromEntries(v.split(',').map((pair) => [pair.split('=')[0], Number(pair.split('=')[1])])) as Record<string, number>)
+    .optional(),
   /** Extra job-type modules to load (comma-separated paths); tests use it. */
   JOB_MODULES: z.string().optional(),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),

@@ -24,6 +24,11 @@ if (unknown.length) {
   process.stderr.write(`Invalid environment:\n  QUEUES=${JSON.stringify(config.QUEUES)}: unknown queue(s) ${unknown.join(', ')}; known: ${registry.types().join(', ')}\n`);
   process.exit(1);
 }
+const unknownConcurrency = Object.keys(config.WORKER_CONCURRENCY ?? {}).filter((q) => !registry.get(q));
+if (unknownConcurrency.length) {
+  process.stderr.write(`Invalid environment:\n  WORKER_CONCURRENCY: unknown queue(s) ${unknownConcurrency.join(', ')}; known: ${registry.types().join(', ')}\n`);
+  process.exit(1);
+}
 
 const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
 const redis = createRedis(config, 'worker');

@@ -120,7 +120,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
     const worker = new Worker<BullData>(name, (job, token, signal) => dbGuard.around(() => run(def, job, token, signal)), {
       connection: createRedis(config, 'worker'),
       prefix: bullPrefix(config, name),
-      concurrency: def.concurrency,
+      concurrency: config.WORKER_CONCURRENCY?.[name] ?? def.concurrency,
       limiter: typeof def.limiter === 'function' ? def.limiter(config) : def.limiter,
       // A stalled job (its worker died) is retried by another worker; a job that keeps killing workers fails.
       maxStalledCount: 2,
