@@ -7,6 +7,7 @@ import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow, Priority } from '../db/types.js';
 import type { Queues } from '../queues.js';
+import { groupCommit } from '../group-commit.js';
 import { enqueue } from './enqueue.js';
 import type { JobRegistry } from './registry.js';
 
@@ -85,4 +86,21 @@ export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<
   } catch (err) {
     deps.log.error({ err, jobs: rows.length }, 'enqueue failed after commit; the reconciler will enqueue these jobs');
   }
+}
+
+/**
+ * Single submissions from many concurrent requests, written as group commits: one multi-row INSERT and one BullMQ
+ * addBulk per batch instead of a statement and a round trip per job. Each caller still gets its own row only after
+ * that row is committed.
+ */
+export function groupSubmitter(deps: SubmitDeps) {
+  const insert = groupCommit(async (rows: NewJobRow[]) => {
+    const byId = new Map((await ledger.insertJobs(deps.db, rows)).map((r) => [r.id, r]));
+    return rows.map((r) => byId.get(r.id)!);
+  });
+  const add = groupCommit(async (rows: JobRow[]) => {
+    await enqueueOrLeave(deps, rows);
+    return rows;
+  });
+  return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => add(await insert({ ...row, id: uuidv7(), tenant }));
 }

@@ -4,7 +4,7 @@ import * as ledger from '../../db/jobs.js';
 import type { JobRow } from '../../db/types.js';
 import { publishJobEvent } from '../../events.js';
 import { crossTenantReport } from '../../jobs/report.js';
-import { checkSpec, enqueueOrLeave, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
+import { checkSpec, enqueueOrLeave, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
 import { keys } from '../../queues.js';
 import { tenantScope } from '../auth.js';
 import type { AppDeps } from '../deps.js';
@@ -72,6 +72,7 @@ function assertRedisUp(deps: AppDeps) {
 export function jobsRoutes(deps: AppDeps) {
   const app = router();
   const { db } = deps;
+  const submitOne = groupSubmitter(deps);
 
   const ownJob = async (id: string, principal: Principal): Promise<JobRow> => {
     const row = await ledger.findJob(db, assertUuid(id), tenantScope(principal));
@@ -125,7 +126,7 @@ export function jobsRoutes(deps: AppDeps) {
           throw err;
         }
       } else {
-        [job] = await submit(deps, principal.tenant, [row]);
+        job = await submitOne(principal.tenant, row);
       }
       return c.json(ledger.toApiJob(job), 202, { Location: `/v1/jobs/${job.id}` });
     },

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { groupCommit } from '../src/group-commit.js';
+
+describe('groupCommit', () => {
+  it('writes calls that arrive during a write as one batch, and answers each caller with its own result', async () => {
+    const batches: number[][] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const write = groupCommit(
+      async (items: number[]) => {
+        batches.push(items);
+        if (batches.length === 1) await gate;
+        return items.map((n) => n * 10);
+      },
+      { maxInFlight: 1 },
+    );
+    const first = write(1);
+    const rest = [2, 3, 4, 5].map((n) => write(n));
+    release();
+    expect(await Promise.all([first, ...rest])).toEqual([10, 20, 30, 40, 50]);
+    expect(batches).toEqual([[1], [2, 3, 4, 5]]);
+  });
+
+  it('fails every caller of a failed batch, and keeps serving later ones', async () => {
+    let fail = true;
+    const write = groupCommit(async (items: string[]) => {
+      if (fail) throw new Error('database down');
+      return items;
+    });
+    await expect(Promise.all([write('a'), write('b')])).rejects.toThrow('database down');
+    fail = false;
+    expect(await write('c')).toBe('c');
+  });
+
+  it('caps the batch size', async () => {
+    const sizes: number[] = [];
+    const write = groupCommit(async (items: number[]) => (sizes.push(items.length), items), { maxBatch: 3, maxInFlight: 1 });
+    await Promise.all(Array.from({ length: 10 }, (_, i) => write(i)));
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(3);
+    expect(sizes.reduce((a, b) => a + b)).toBe(10);
+  });
+});
