@@ -11,6 +11,7 @@ import type { AppDeps } from './deps.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
 import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
+import { isDataException } from './input-guard.js';
 import { filesRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
 import { eventsRoutes } from './routes/events.js';
@@ -94,6 +95,7 @@ export function createApp(deps: AppDeps) {
       return problemResponse(c, status, { slug: status === 400 ? 'malformed' : 'http-error', detail });
     }
     if (isZodError(err)) return problemResponse(c, 400, { slug: 'validation', detail: 'The request is not valid.', errors: fieldErrors(err) });
+    if (isDataException(err)) return problemResponse(c, 400, { slug: 'unstorable', detail: 'The request holds a value that cannot be stored (e.g. a NUL character, or a number or date out of range).' });
     if (isDbUnavailable(err)) {
       log.warn({ err: String(err), req_id: c.get('requestId') }, 'PostgreSQL unavailable');
       return problemResponse(c, 503, { slug: 'unavailable', detail: 'The database (PostgreSQL) is unreachable; try again shortly.' }, { 'Retry-After': '5' });
