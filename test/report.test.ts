@@ -206,6 +206,10 @@ describe('jobs report', () => {
     expect((await fileBytes(empty.result.file_id, a.tenant)).toString().trim()).toBe(
       'type,state,jobs,share_of_type_pct,type_success_rate_pct,run_p50_ms,run_p95_ms,wait_p50_ms,wait_p95_ms,top_error_codes',
     );
+    // No period: the day before the job was created, fixed by the job so a rerun reports the same period.
+    const daily = await runReport(apiA, { kind: 'jobs' });
+    expect(daily.result.to).toBe(daily.created_at);
+    expect(Date.parse(daily.result.to) - Date.parse(daily.result.from)).toBe(24 * 3600_000);
     const inverted = await apiA('POST', '/v1/jobs', { type: 'report', payload: { kind: 'jobs', from: TO, to: FROM } });
     expect(inverted.status).toBe(400);
     expect(inverted.body.errors[0].path).toBe('payload.to');
