@@ -13,7 +13,9 @@ import type { Priority, ScheduleRow } from './db/types.js';
 import type { JobRegistry } from './jobs/registry.js';
 import { checkSpec, priority, submit } from './jobs/submit.js';
 import type { WorkerDeps } from './jobs/types.js';
-import { createRedis, type Queues } from './queues.js';
+import type { Config } from './config.js';
+import { recordAudit } from './db/audit.js';
+import { createRedis, Queues, waitForRedis } from './queues.js';
 
 export const SCHEDULES_QUEUE = 'schedules';
 export const SCHEDULE_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
@@ -206,4 +208,46 @@ export async function startScheduleWorker(deps: WorkerDeps, syncEveryMs = 60_000
       await worker.close();
     },
   };
+}
+
+// ── Demo schedules (cli seed --demo) ────────────────────────────────────────
+
+export const DEMO_SCHEDULES: (ScheduleSpec & { name: string })[] = [
+  { name: 'nightly-recommendations', type: 'recommendations', payload: { all_users: true }, priority: 'low', cron: '0 2 * * *', tz: 'UTC' },
+  {
+    name: 'daily-operations-report',
+    type: 'report',
+    payload: { kind: 'jobs', format: 'pdf', scope: 'all', notify: ['operators@example.com'] },
+    priority: 'normal',
+    cron: '0 6 * * *',
+    tz: 'UTC',
+  },
+];
+
+/**
+ * Saves the demo schedules for `tenant` and installs their schedulers. With Redis down the rows are still saved:
+ * the workers' sync installs them when they start.
+ */
+export async function installDemoSchedules(config: Config, db: Db, registry: JobRegistry, tenant: string): Promise<string[]> {
+  const rows: ScheduleRow[] = [];
+  for (const { name, ...spec } of DEMO_SCHEDULES) {
+    const { issues, payload } = checkSchedule(registry, spec);
+    if (issues.length) throw new Error(`demo schedule ${name}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+    const { row } = await saveSchedule(db, { name, tenant, type: spec.type, payload, priority: spec.priority, cron: spec.cron ?? null, every_ms: spec.every_ms ?? null, tz: spec.tz ?? null });
+    await recordAudit(db, { actor: undefined, action: 'schedule.create', target_kind: 'schedule', target: name, detail: { ...spec, source: 'seed --demo' } });
+    rows.push(row);
+  }
+  const redis = createRedis(config, 'producer');
+  redis.on('error', () => {});
+  const queues = new Queues(config, redis);
+  try {
+    await waitForRedis(redis);
+    for (const row of rows) await installScheduler(queues, row);
+  } catch {
+    // Left to the workers' sync.
+  } finally {
+    await queues.close();
+    redis.disconnect();
+  }
+  return rows.map((r) => r.name);
 }

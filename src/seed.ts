@@ -16,5 +16,8 @@ export async function seed({ config, db, args }: { config: Config; db: Db; args:
   const { synthesize } = await import('./reco/synth.js');
   const { writeSynthetic } = await import('./reco/data.js');
   const catalog = await writeSynthetic(db, 'demo', synthesize(DEMO_DATA));
-  return { ...tenant, client_key: client.key, operator_key: operator.key, catalog };
+  const { installDemoSchedules } = await import('./schedules.js');
+  const { createRegistry } = await import('./jobs/index.js');
+  const schedules = await installDemoSchedules(config, db, createRegistry(), 'demo');
+  return { ...tenant, client_key: client.key, operator_key: operator.key, catalog, schedules };
 }

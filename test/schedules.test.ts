@@ -1,7 +1,8 @@
 // Schedules: validation and CRUD in process; one job per tick with two real worker processes.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { SCHEDULES_QUEUE, syncSchedulers } from '../src/schedules.js';
+import { createTenant } from '../src/auth/keys.js';
+import { installDemoSchedules, SCHEDULES_QUEUE, syncSchedulers } from '../src/schedules.js';
 import { client, createTestEnv, sleep, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
 let env: TestEnv;
@@ -144,5 +145,18 @@ describe('ticks', () => {
     expect(await scheduler('restored')).toMatchObject({ pattern: '0 0 1 1 *' });
     expect(await scheduler('orphan')).toBeUndefined();
     expect(await syncSchedulers(env.db, env.queues)).toEqual({ installed: [], removed: [] });
+  });
+
+  test('the demo seed installs a nightly recommendations batch and a daily report with its email', async () => {
+    await createTenant(env.db, 'demo');
+    expect(await installDemoSchedules(env.config, env.db, env.registry, 'demo')).toEqual(['nightly-recommendations', 'daily-operations-report']);
+    const list = (await op('GET', '/v1/schedules')).body.items as { name: string; next_run_at: string | null }[];
+    const byName = Object.fromEntries(list.map((s) => [s.name, s]));
+    expect(byName['nightly-recommendations']).toMatchObject({ type: 'recommendations', payload: { all_users: true }, cron: '0 2 * * *', tenant: 'demo' });
+    expect(byName['daily-operations-report']).toMatchObject({ type: 'report', payload: { kind: 'jobs', notify: ['operators@example.com'] }, cron: '0 6 * * *' });
+    for (const s of [byName['nightly-recommendations'], byName['daily-operations-report']]) expect(Date.parse(s.next_run_at!)).toBeGreaterThan(Date.now());
+    // Seeding again replaces, never duplicates.
+    await installDemoSchedules(env.config, env.db, env.registry, 'demo');
+    expect(await env.queues.get(SCHEDULES_QUEUE).getJobSchedulersCount()).toBe((await op('GET', '/v1/schedules')).body.items.length);
   });
 });
