@@ -30,7 +30,7 @@ const summary = (events: RawEvent[]) => events.map((e) => (e.event === 'progress
 describe('GET /v1/jobs/:id/events', () => {
   it('streams queued → running → progress → succeeded in order, then closes', async () => {
     // Delayed a little so the stream is open before the worker starts it.
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 4, sleep_ms: 400 }, run_at: new Date(Date.now() + 800).toISOString() });
+    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 4, sleep_ms: 400 }, run_at: new Date(Date.now() + 2000).toISOString() });
     const s = await openStream(web.url!, key, r.body.id);
     expect(s.status).toBe(200);
     expect(s.headers['content-type']).toContain('text/event-stream');
@@ -62,7 +62,7 @@ describe('GET /v1/jobs/:id/events', () => {
   });
 
   it('replays what a client missed when it reconnects with Last-Event-ID', async () => {
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 10, sleep_ms: 1500 }, run_at: new Date(Date.now() + 500).toISOString() });
+    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 10, sleep_ms: 1500 }, run_at: new Date(Date.now() + 2000).toISOString() });
     const first = await openStream(web.url!, key, r.body.id);
     const seen = await first.next(3); // delayed, running, progress:10
     first.close();

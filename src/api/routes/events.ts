@@ -70,11 +70,15 @@ export function eventsRoutes(deps: AppDeps) {
       let deliver: (e: JobEvent) => void = () => {};
       let resync: () => void = () => {};
       let end: () => void = () => {};
-      const unsubscribe = await hub.subscribe(job.id, {
-        event: (e) => (buffer ? buffer.push(e) : deliver(e)),
-        resync: () => resync(),
-        close: () => end(),
-      });
+      const unsubscribe = await hub
+        .subscribe(job.id, {
+          event: (e) => (buffer ? buffer.push(e) : deliver(e)),
+          resync: () => resync(),
+          close: () => end(),
+        })
+        .catch(() => {
+          throw problem.unavailable('Live streams are unavailable right now (Redis); poll GET /v1/jobs/{id} or try again shortly.');
+        });
 
       // `snapshot`: the ledger's view, sent whatever its id; `replay`: what the job's stream holds after Last-Event-ID.
       let snapshot: JobEvent | undefined;
