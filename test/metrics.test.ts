@@ -1,6 +1,8 @@
 // Prometheus metrics: the API's /metrics (operator auth) and a worker process's own port; counters move as jobs run.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import { client, createTestEnv, ROOT, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
 let env: TestEnv;
 let keys: Awaited<ReturnType<typeof tenantWithKeys>>;
@@ -133,4 +135,19 @@ test('the operator routes are in the OpenAPI document', async () => {
   for (const p of ['/v1/queues', '/v1/queues/{name}/pause', '/v1/queues/{name}/resume', '/v1/queues/{name}/retry-failed', '/v1/audit', '/v1/schedules', '/v1/schedules/{name}']) {
     expect(Object.keys(doc.paths)).toContain(p);
   }
+});
+
+test('the Grafana dashboard queries only metrics that exist', async () => {
+  const text = (await op('GET', '/metrics')).body as string;
+  const exposed = new Set<string>();
+  for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    exposed.add(name);
+    if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exposed.add(name + suffix);
+  }
+  const dashboard = JSON.parse(readFileSync(path.join(ROOT, 'grafana/dashboard.json'), 'utf8')) as { panels: { targets?: { expr: string }[] }[] };
+  const exprs = dashboard.panels.flatMap((p) => p.targets ?? []).map((t) => t.expr);
+  expect(exprs.length).toBeGreaterThan(10);
+  const used = new Set(exprs.flatMap((e) => [...e.matchAll(/(?<![$\w])([a-z][a-z0-9]*_[a-z0-9_]+)(?=\s*[{[)]|$)/g)].map((m) => m[1])));
+  expect(used.size).toBeGreaterThan(8);
+  for (const name of used) expect(exposed, name).toContain(name);
 });
