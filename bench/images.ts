@@ -1,0 +1,167 @@
+// Image jobs through the platform beside a bare sharp loop doing the same work with the same settings.
+// Target (issue 5): 2-megapixel JPEGs into the three default variants; the platform reaches ≥ 80% of the bare
+// loop's images/s, and the worker process's RSS stays < 600 MiB throughout (sampled every 100 ms, and VmHWM).
+// Standalone: `node --import tsx bench/images.ts` (IMAGES=… per round, ROUNDS=…, IMAGE_CONCURRENCY=…).
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { sql } from 'kysely';
+import { pino } from 'pino';
+import sharp from 'sharp';
+import { saveFile } from '../src/files.js';
+import { configureSharp, DEFAULT_VARIANTS, variantSettings } from '../src/images/pipeline.js';
+import { createRegistry } from '../src/jobs/index.js';
+import { submit } from '../src/jobs/submit.js';
+import { createRedis, Queues, waitForRedis } from '../src/queues.js';
+import { DirectoryStorage } from '../src/storage.js';
+import { createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
+
+const IMAGES = Number(process.env.IMAGES ?? 40);
+const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const CONCURRENCY = Number(process.env.IMAGE_CONCURRENCY ?? 2);
+const WIDTH = 1732;
+const HEIGHT = 1155; // 2.0 megapixels
+
+/** A photo-like 2 MP JPEG: smooth gradients, some structure, some noise (so encoders have real work). */
+async function photo(seed: number): Promise<Buffer> {
+  const data = Buffer.alloc(WIDTH * HEIGHT * 3);
+  let r = seed * 2654435761;
+  for (let y = 0, i = 0; y < HEIGHT; y++) {
+    for (let x = 0; x < WIDTH; x++, i += 3) {
+      r = (r * 1103515245 + 12345) >>> 0;
+      const n = ((r >>> 16) & 31) - 16;
+      data[i] = (x * 200) / WIDTH + 30 * Math.sin((x + seed * 37) / 47) + n;
+      data[i + 1] = (y * 200) / HEIGHT + 30 * Math.cos((y - seed * 11) / 31) + n;
+      data[i + 2] = 128 + 90 * Math.sin(x / 83 + y / 61 + seed) + n;
+    }
+  }
+  return sharp(data, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } }).jpeg({ quality: 88 }).toBuffer();
+}
+
+/** The bare loop: the same inputs from disk, the same variant settings, outputs written to disk. */
+async function bareLoop(files: string[], outDir: string, maxPixels: number): Promise<number> {
+  mkdirSync(outDir, { recursive: true });
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      for (let i = next++; i < files.length; i = next++) {
+        for (const v of DEFAULT_VARIANTS) {
+          const s = variantSettings(v);
+          const out = await sharp(files[i], { limitInputPixels: maxPixels, autoOrient: true })
+            .resize(s.resize)
+            .toFormat(s.format, s.output)
+            .toBuffer();
+          writeFileSync(path.join(outDir, `${i}-${v.name}.${s.format}`), out);
+        }
+      }
+    }),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
+export async function run(): Promise<Record<string, number | string | boolean>> {
+  configureSharp();
+  const stack = await createStack('images', { QUEUES: 'image', WORKER_CONCURRENCY: `image=${CONCURRENCY}` });
+  const { config, db } = stack;
+  const storage = new DirectoryStorage(config.STORAGE_DIR);
+  const scratch = path.join(path.dirname(config.STORAGE_DIR), 'bare');
+  const redis = createRedis(config, 'producer');
+  redis.on('error', () => {});
+  await waitForRedis(redis);
+  const queues = new Queues(config, redis);
+  const registry = createRegistry();
+  const log = pino({ level: 'silent' });
+  let worker: Awaited<ReturnType<typeof start>> | undefined;
+  try {
+    // Inputs: the same JPEG bytes on disk for the bare loop and as uploaded files for the platform.
+    const jpegs = await Promise.all(Array.from({ length: IMAGES }, (_, i) => photo(i)));
+    const inputs = path.join(scratch, 'in');
+    mkdirSync(inputs, { recursive: true });
+    const paths = jpegs.map((b, i) => {
+      const p = path.join(inputs, `${i}.jpg`);
+      writeFileSync(p, b);
+      return p;
+    });
+    const uploads = await Promise.all(jpegs.map((body) => saveFile(db, storage, { tenant: stack.tenant, body, contentType: 'image/jpeg' })));
+
+    worker = await start(procfile().worker, stack.env, /worker ready/);
+    const rss = sampleRss(worker.pid);
+    let bareSeconds = 0;
+    let platformSeconds = 0;
+    await bareLoop(paths.slice(0, 4), path.join(scratch, 'warm'), config.IMAGE_MAX_PIXELS); // warm libvips in this process
+    for (let round_ = 0; round_ < ROUNDS; round_++) {
+      bareSeconds += await bareLoop(paths, path.join(scratch, `out-${round_}`), config.IMAGE_MAX_PIXELS);
+
+      const t0 = performance.now();
+      const rows = uploads.map((f) => ({
+        type: 'image',
+        state: 'queued' as const,
+        priority: 'normal' as const,
+        payload: JSON.stringify({ file_id: f.id }),
+        max_attempts: 3,
+        callback_url: null,
+        run_at: null,
+      }));
+      const jobs = await submit({ db, queues, registry, log }, stack.tenant, rows);
+      const ids = jobs.map((j) => j.id);
+      for (;;) {
+        const { done } = await db
+          .selectFrom('jobs')
+          .select(sql<number>`count(*) filter (where state in ('succeeded', 'failed'))`.as('done'))
+          .where('id', 'in', ids)
+          .executeTakeFirstOrThrow();
+        if (Number(done) === ids.length) break;
+        await sleep(20);
+      }
+      platformSeconds += (performance.now() - t0) / 1000;
+    }
+    const { first, peak } = rss.stop();
+    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${worker.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    const outcome = await db
+      .selectFrom('jobs')
+      .select(['state', sql<number>`count(*)`.as('n'), sql<number>`max(attempts)`.as('max_attempts')])
+      .where('type', '=', 'image')
+      .groupBy('state')
+      .execute();
+    const failed = outcome.filter((o) => o.state !== 'succeeded').reduce((a, o) => a + Number(o.n), 0);
+    const maxAttempts = Math.max(...outcome.map((o) => Number(o.max_attempts)));
+
+    const total = IMAGES * ROUNDS;
+    const platform = total / platformSeconds;
+    const bare = total / bareSeconds;
+    const worstRss = Math.max(peak, hwm);
+    return {
+      images_per_s: round(platform),
+      images_per_s_anchor: round(bare),
+      images_per_s_unit: 'images/s',
+      images_per_s_target: '≥ 80% of bare sharp',
+      images_per_s_ok: platform >= 0.8 * bare,
+      ratio: round(platform / bare, 3),
+      worker_rss_peak_mib: round(worstRss, 1),
+      worker_rss_peak_mib_unit: 'MiB',
+      worker_rss_peak_mib_target: '< 600',
+      worker_rss_peak_mib_ok: worstRss < 600,
+      worker_rss_start_mib: round(first, 1),
+      jobs_failed: failed,
+      // 1: no job ran twice, so no lock lapsed (renewal kept up while libvips held the cores).
+      max_attempts: maxAttempts,
+      images: total,
+      concurrency: CONCURRENCY,
+      setup: `${IMAGES} × ${ROUNDS} rounds of ${WIDTH}x${HEIGHT} JPEG → thumb/medium/large webp; worker image=${CONCURRENCY}, sharp.concurrency 1`,
+    };
+  } finally {
+    await worker?.stop();
+    await queues.close();
+    redis.disconnect();
+    await stack.close();
+    rmSync(path.dirname(config.STORAGE_DIR), { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const result = await run();
+  console.table(Object.entries(result).map(([metric, value]) => ({ metric, value })));
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}
