@@ -120,9 +120,37 @@ export class Scorer {
   }
 }
 
+/** The `limit` best candidates by score (ties: lower index first), with a bounded min-heap: no per-candidate garbage. */
 function topN(cands: Int32Array, n: number, scores: Float64Array, limit: number) {
-  const list: { movie: number; score: number }[] = [];
-  for (let t = 0; t < n; t++) list.push({ movie: cands[t], score: scores[cands[t]] });
-  list.sort((a, b) => b.score - a.score || a.movie - b.movie);
-  return list.slice(0, limit);
+  const heap = new Int32Array(Math.min(limit, n));
+  let size = 0;
+  // a ranks below b: lower score, or equal score and higher index.
+  const below = (a: number, b: number) => scores[a] < scores[b] || (scores[a] === scores[b] && a > b);
+  for (let t = 0; t < n; t++) {
+    const x = cands[t];
+    if (size < heap.length) {
+      let c = size++;
+      while (c > 0) {
+        const parent = (c - 1) >> 1;
+        if (!below(x, heap[parent])) break;
+        heap[c] = heap[parent];
+        c = parent;
+      }
+      heap[c] = x;
+    } else if (size > 0 && below(heap[0], x)) {
+      let c = 0;
+      for (;;) {
+        const l = 2 * c + 1;
+        if (l >= size) break;
+        const r = l + 1;
+        const m = r < size && below(heap[r], heap[l]) ? r : l;
+        if (!below(heap[m], x)) break;
+        heap[c] = heap[m];
+        c = m;
+      }
+      heap[c] = x;
+    }
+  }
+  const out = Array.from(heap.subarray(0, size), (movie) => ({ movie, score: scores[movie] }));
+  return out.sort((a, b) => b.score - a.score || a.movie - b.movie);
 }
