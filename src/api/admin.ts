@@ -11,11 +11,17 @@ import type { AuditTargetKind } from '../db/types.js';
 import { metricsText, registerQueueDepth } from '../metrics.js';
 import { queueCounts, queueNames, retryFailed, retryOne } from '../queue-controls.js';
 import { SCHEDULES_QUEUE } from '../schedules.js';
+import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
 import { authenticate, type AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { problem, ProblemError } from './errors.js';
 
 export const BOARD_PATH = '/admin/queues';
+/** Queues the platform runs for itself: on the board and in queue depth, not steered through /v1/queues. */
+const INTERNAL_QUEUES: Record<string, string> = {
+  [SCHEDULES_QUEUE]: 'Ticks of the schedules (/v1/schedules); each submits one job',
+  [WEBHOOK_QUEUE]: 'Webhook deliveries of finished jobs (callback_url)',
+};
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Operator auth whose 401 challenges for Basic alone, which every browser answers with a login prompt. */
@@ -57,7 +63,8 @@ export function operatorTools(deps: AppDeps) {
   const guard = operatorGuard(deps);
   const jobQueues = queueNames(deps.registry);
 
-  registerQueueDepth(() => jobQueues.map((name) => ({ name, counts: () => queueCounts(deps.queues, name) })));
+  const allQueues = [...jobQueues, ...Object.keys(INTERNAL_QUEUES)];
+  registerQueueDepth(() => allQueues.map((name) => ({ name, counts: () => queueCounts(deps.queues, name) })));
   app.get('/metrics', guard, async (c) => {
     const { body, contentType } = await metricsText();
     return c.body(body, 200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
@@ -97,7 +104,7 @@ export function operatorTools(deps: AppDeps) {
   createBullBoard({
     queues: [
       ...jobQueues.map((name) => new BullMQAdapter(deps.queues.get(name), { description: deps.registry.get(name)?.description ?? '' })),
-      new BullMQAdapter(deps.queues.get(SCHEDULES_QUEUE), { description: 'Ticks of the schedules (/v1/schedules); each submits one job' }),
+      ...Object.entries(INTERNAL_QUEUES).map(([name, description]) => new BullMQAdapter(deps.queues.get(name), { description })),
     ],
     serverAdapter,
     options: { uiConfig: { boardTitle: 'movie-jobs' } },
