@@ -82,6 +82,8 @@ export interface SynthData {
   userId(u: number): string;
 }
 
+const FIRST_YEAR = 1925;
+const LAST_YEAR = 2025;
 const movieId = (m: number) => `m${String(m + 1).padStart(5, '0')}`;
 const userIdOf = (u: number) => `u${String(u + 1).padStart(5, '0')}`;
 
@@ -105,7 +107,7 @@ export function synthesize(opts: SynthOptions = {}): SynthData {
       const g = GENRES.indexOf(near[Math.floor(rand() * near.length)] as (typeof GENRES)[number]);
       if (!gs.includes(g)) gs.push(g);
     }
-    const year = Math.round(Math.min(2025, Math.max(1925, 2025 - Math.abs(gaussian(rand)) * 22)));
+    const year = Math.round(Math.min(LAST_YEAR, Math.max(FIRST_YEAR, LAST_YEAR - Math.abs(gaussian(rand)) * 22)));
     years[m] = year;
     movieGenres.push(gs);
     // Log-normal popularity: a few blockbusters, a long tail.
@@ -115,10 +117,25 @@ export function synthesize(opts: SynthOptions = {}): SynthData {
     movies.push({ id: movieId(m), title: `${title} (${year})`, genres: gs.map((g) => GENRES[g]), year });
   }
 
+  const comboIndex = new Map<string, number>();
+  const combos: number[][] = [];
+  const movieCombo = Int32Array.from(movieGenres, (gs) => {
+    const key = gs.join(',');
+    let c = comboIndex.get(key);
+    if (c === undefined) {
+      comboIndex.set(key, (c = combos.length));
+      combos.push(gs);
+    }
+    return c;
+  });
+  const comboAff = new Float64Array(combos.length);
+  const comboW = new Float64Array(combos.length);
+  const yearAff = new Float64Array(LAST_YEAR - FIRST_YEAR + 1);
+  const yearW = new Float64Array(yearAff.length);
+
   const users: number[] = [];
   const moviesOut: number[] = [];
   const ratingsOut: number[] = [];
-  const weights = new Float64Array(nMovies);
   const aff = new Float64Array(nMovies);
   const taken = new Uint8Array(nMovies);
   const cumulative = new Float64Array(nMovies);
@@ -143,15 +160,24 @@ export function synthesize(opts: SynthOptions = {}): SynthData {
     // Activity is long-tailed: many light raters, a few heavy ones.
     const n = Math.min(Math.floor(nMovies * 0.4), Math.max(8, Math.round(ratingsPerUser * Math.exp(0.8 * gaussian(rand) - 0.32))));
 
+    // Affinity = genre part (per distinct genre combination) + era part (per year): two lookups per movie.
+    for (let c = 0; c < combos.length; c++) {
+      let t = 0;
+      for (const g of combos[c]) t += taste[g];
+      comboAff[c] = t / combos[c].length;
+    }
+    for (let y = 0; y < yearAff.length; y++) {
+      const d = (FIRST_YEAR + y - era) / eraWidth;
+      yearAff[y] = 0.5 * Math.exp(-0.5 * d * d) - 0.2;
+    }
+    for (let c = 0; c < combos.length; c++) comboW[c] = Math.exp(tasteWeight * comboAff[c]);
+    for (let y = 0; y < yearAff.length; y++) yearW[y] = Math.exp(tasteWeight * yearAff[y]);
     let total = 0;
     for (let m = 0; m < nMovies; m++) {
-      let t = 0;
-      for (const g of movieGenres[m]) t += taste[g];
-      t /= movieGenres[m].length;
-      const d = (years[m] - era) / eraWidth;
-      t += 0.5 * Math.exp(-0.5 * d * d) - 0.2;
-      aff[m] = t;
-      total += weights[m] = popularity[m] * Math.exp(tasteWeight * t);
+      const c = movieCombo[m];
+      const y = years[m] - FIRST_YEAR;
+      aff[m] = comboAff[c] + yearAff[y];
+      total += popularity[m] * comboW[c] * yearW[y];
       cumulative[m] = total;
     }
     // Sample without replacement: draw from the cumulative weights, skipping titles already taken.
