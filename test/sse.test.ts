@@ -1,11 +1,10 @@
-// Live job streams over a real socket: a web process, a worker process, Redis pub/sub between them.
+// Live job streams over a real socket: a web process, workers in the test process, Redis pub/sub between them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 import { openStream, type RawEvent } from './support/sse.js';
 
 let env: TestEnv;
 let web: Proc;
-let worker: Proc;
 let api: ReturnType<typeof client>;
 let key: string;
 let otherKey: string;
@@ -16,12 +15,12 @@ beforeAll(async () => {
   const other = await tenantWithKeys(env);
   key = t.clientKey;
   otherKey = other.clientKey;
-  [web, worker] = await Promise.all([startProcess('web', env.env), startProcess('worker', env.env)]);
+  [web] = await Promise.all([startProcess('web', env.env), env.startWorkers(['test'])]);
   api = client(web.url!, key);
 });
 
 afterAll(async () => {
-  await Promise.all([web?.stop(), worker?.stop()]);
+  await web?.stop();
   await env?.close();
 });
 
