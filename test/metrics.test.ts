@@ -1,7 +1,9 @@
 // Prometheus metrics: the API's /metrics (operator auth) and a worker process's own port; counters move as jobs run.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createApp } from '../src/api/app.js';
 import { client, createTestEnv, ROOT, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
 let env: TestEnv;
@@ -150,4 +152,15 @@ test('the Grafana dashboard queries only metrics that exist', async () => {
   const used = new Set(exprs.flatMap((e) => [...e.matchAll(/(?<![$\w])([a-z][a-z0-9]*_[a-z0-9_]+)(?=\s*[{[)]|$)/g)].map((m) => m[1])));
   expect(used.size).toBeGreaterThan(8);
   for (const name of used) expect(exposed, name).toContain(name);
+});
+
+test('API log lines carry the request id the response names', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const app = createApp({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, registry: env.registry, storage: env.storage, log });
+  const r = await client(app, keys.operatorKey)('GET', '/v1/queues');
+  expect(r.status).toBe(200);
+  const id = r.headers.get('x-request-id');
+  expect(id).toBeTruthy();
+  expect(lines.find((l) => l.req_id === id)).toMatchObject({ status: 200, path: '/v1/queues' });
 });
