@@ -51,20 +51,28 @@ export const image = defineJob({
     if (!source) throw new PermanentError('file_not_found', `no file ${ctx.payload.file_id} for this tenant`);
     // A local path lets libvips read only what it needs (a JPEG header, then shrink-on-load).
     const input = storage.localPath ? storage.localPath(source.storage_key) : await readAll(await storage.get(source.storage_key), source.bytes);
-    await probe(input, config.IMAGE_MAX_PIXELS);
-
     const expiresAt = retentionEnd(config.FILE_RETENTION_DAYS);
-    await extendExpiry(db, source.id, expiresAt);
+    await Promise.all([probe(input, config.IMAGE_MAX_PIXELS), extendExpiry(db, source.id, expiresAt)]);
+
     const variants = ctx.payload.variants ?? DEFAULT_VARIANTS;
     const result: ImageResult = { variants: [] };
+    // Storing a variant (file, row, progress: several round trips) overlaps with rendering the next one, so
+    // the cores stay on pixels; at most one save is in flight and they finish in order.
+    let saving: Promise<void> = Promise.resolve();
     for (const [i, v] of variants.entries()) {
       ctx.signal.throwIfAborted();
       const out = await renderVariant(input, v, config.IMAGE_MAX_PIXELS);
-      const row = await saveFile(db, storage, { tenant: ctx.tenant, body: out.data, contentType: MIME[out.format], jobId: ctx.id, name: v.name, expiresAt });
-      result.variants.push({ name: v.name, file_id: row.id, width: out.width, height: out.height, format: out.format, bytes: out.bytes });
-      // The last step is the ledger's own 100 on success.
-      if (i < variants.length - 1) await ctx.progress(((i + 1) * 100) / variants.length);
+      await saving;
+      saving = (async () => {
+        const row = await saveFile(db, storage, { tenant: ctx.tenant, body: out.data, contentType: MIME[out.format], jobId: ctx.id, name: v.name, expiresAt });
+        result.variants.push({ name: v.name, file_id: row.id, width: out.width, height: out.height, format: out.format, bytes: out.bytes });
+        // The last step is the ledger's own 100 on success.
+        if (i < variants.length - 1) await ctx.progress(((i + 1) * 100) / variants.length);
+      })();
+      // Handled here so a failure while the next variant renders is not an unhandled rejection; awaited below.
+      saving.catch(() => {});
     }
+    await saving;
     return result;
   },
 });
