@@ -1,6 +1,8 @@
 // Live job streams over a real socket: a web process, workers in the test process, Redis pub/sub between them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import { compareEventIds } from '../src/events.js';
+import { makeImage } from './fixtures/images.js';
 import { openStream, type RawEvent } from './support/sse.js';
 
 let env: TestEnv;
@@ -15,7 +17,7 @@ beforeAll(async () => {
   const other = await tenantWithKeys(env);
   key = t.clientKey;
   otherKey = other.clientKey;
-  [web] = await Promise.all([startProcess('web', env.env), env.startWorkers(['test'])]);
+  [web] = await Promise.all([startProcess('web', env.env), env.startWorkers(['test', 'image'])]);
   api = client(web.url!, key);
 });
 
@@ -24,23 +26,54 @@ afterAll(async () => {
   await env?.close();
 });
 
+async function whilePaused<T>(queue: string, fn: () => Promise<T>): Promise<T> {
+  await env.queues.get(queue).pause();
+  try {
+    return await fn();
+  } finally {
+    await env.queues.get(queue).resume();
+  }
+}
+
 const summary = (events: RawEvent[]) => events.map((e) => (e.event === 'progress' ? `progress:${e.data.progress}` : `${e.data.state}`));
 
 describe('GET /v1/jobs/:id/events', () => {
   it('streams queued → running → progress → succeeded in order, then closes', async () => {
-    // Delayed a little so the stream is open before the worker starts it.
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 4, sleep_ms: 400 }, run_at: new Date(Date.now() + 2000).toISOString() });
-    const s = await openStream(web.url!, key, r.body.id);
+    // The queue is paused until the stream is open, so the stream sees the job queued.
+    const { r, s } = await whilePaused('test', async () => {
+      const job = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 4, sleep_ms: 400 } });
+      return { r: job, s: await openStream(web.url!, key, job.body.id) };
+    });
+    await s.ended;
     expect(s.status).toBe(200);
     expect(s.headers['content-type']).toContain('text/event-stream');
-    await s.ended;
-    expect(summary(s.events)).toEqual(['delayed', 'running', 'progress:25', 'progress:50', 'progress:75', 'progress:100', 'succeeded']);
+    expect(summary(s.events)).toEqual(['queued', 'running', 'progress:25', 'progress:50', 'progress:75', 'progress:100', 'succeeded']);
     expect(s.events[0].event).toBe('state');
     expect(s.events.at(-1)).toMatchObject({ event: 'state', data: { id: r.body.id, state: 'succeeded', progress: 100, result: { attempt: 1 } } });
     // Ids increase, so a reconnect can say where it stopped.
     const ids = s.events.slice(1).map((e) => e.id!);
-    expect([...ids].sort((a, b) => (BigInt(a.split('-')[0]) < BigInt(b.split('-')[0]) ? -1 : 1))).toEqual(ids);
+    expect([...ids].sort(compareEventIds)).toEqual(ids);
     expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('streams an image job: queued → running → progress → succeeded with its variants', async () => {
+    const up = await fetch(`${web.url}/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'image/png' }, body: await makeImage('png', 1600, 1200) });
+    expect(up.status).toBe(201);
+    const file = (await up.json()) as { id: string };
+    const { r, s } = await whilePaused('image', async () => {
+      const job = await api('POST', '/v1/jobs', { type: 'image', payload: { file_id: file.id } });
+      return { r: job, s: await openStream(web.url!, key, job.body.id) };
+    });
+    expect(r.status).toBe(202);
+    await s.ended;
+    const states = summary(s.events);
+    expect(states[0]).toBe('queued');
+    expect(states[1]).toBe('running');
+    expect(states.at(-1)).toBe('succeeded');
+    const progress = s.events.filter((e) => e.event === 'progress').map((e) => e.data.progress);
+    expect(progress.length).toBeGreaterThan(0);
+    expect([...progress].sort((a, b) => a - b)).toEqual(progress);
+    expect(s.events.at(-1)!.data.result.variants.map((v: { name: string }) => v.name)).toEqual(['thumb', 'medium', 'large']);
   });
 
   it('starts from a queued job’s current state and follows it to the end', async () => {

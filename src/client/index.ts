@@ -134,6 +134,18 @@ export class JobsClient {
     return this.call('POST', `/v1/jobs/${encodeURIComponent(id)}/retry`);
   }
 
+  /** Uploads bytes (an image for an `image` job); 201 with the file's id. */
+  async upload(bytes: Uint8Array | Blob, contentType: string): Promise<{ id: string; content_type: string; bytes: number; sha256: string }> {
+    const res = await this.fetch(`${this.base}/v1/files`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.opts.apiKey}`, 'content-type': contentType },
+      body: bytes as NonNullable<Parameters<typeof fetch>[1]>['body'],
+    });
+    const parsed = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+    if (!res.ok) throw new ApiError(res.status, parsed);
+    return parsed as { id: string; content_type: string; bytes: number; sha256: string };
+  }
+
   async webhooks(id: string): Promise<WebhookDelivery[]> {
     return (await this.call<{ items: WebhookDelivery[] }>('GET', `/v1/jobs/${encodeURIComponent(id)}/webhooks`)).items;
   }
