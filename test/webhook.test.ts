@@ -99,6 +99,13 @@ describe('webhooks', () => {
     expect(rows.every((r) => r.outcome === 'failed')).toBe(true);
   });
 
+  it('reports a queued job cancelled through the API', async () => {
+    const job = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 60_000).toISOString(), callback_url: `${rx.url}/cancelled` });
+    expect((await api('POST', `/v1/jobs/${job.body.id}/cancel`)).status).toBe(200);
+    await waitFor(() => rx.received.some((r) => r.path === '/cancelled'), { what: 'the webhook' });
+    expect(verify(rx.received.find((r) => r.path === '/cancelled')!)).toMatchObject({ type: 'job.cancelled', data: { id: job.body.id, state: 'cancelled' } });
+  });
+
   it('sends nothing for a job without callback_url', async () => {
     const job = await api('POST', '/v1/jobs', { type: 'test', payload: {} });
     await waitFor(async () => (await api('GET', `/v1/jobs/${job.body.id}`)).body.state === 'succeeded');

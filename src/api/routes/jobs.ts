@@ -6,6 +6,7 @@ import { publishJobEvent } from '../../events.js';
 import { crossTenantReport } from '../../jobs/report.js';
 import { checkSpec, enqueueOrLeave, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
 import { keys } from '../../queues.js';
+import { enqueueWebhook } from '../../webhooks/delivery.js';
 import { tenantScope } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
@@ -220,6 +221,7 @@ export function jobsRoutes(deps: AppDeps) {
       if (cancelled) {
         await deps.queues.get(job.type).remove(job.id).catch(() => 0);
         await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
+        await enqueueWebhook(deps.queues, deps.config, cancelled).catch((err) => deps.log.error({ err, job_id: job.id }, 'webhook enqueue failed'));
         return c.json(ledger.toApiJob(cancelled), 200);
       }
       const running = await ledger.requestCancel(db, job.id);
