@@ -60,7 +60,8 @@ export function rateLimitPerKey(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     }
     await next();
     try {
-      for (const [k, v] of Object.entries(rateHeaders(limit, res))) c.res.headers.set(k, v);
+      // A tenant quota's 429 already says which limit it hit.
+      if (!c.res.headers.has('RateLimit-Limit')) for (const [k, v] of Object.entries(rateHeaders(limit, res))) c.res.headers.set(k, v);
     } catch {
       // A response with immutable headers (a proxied one) goes out without them.
     }
