@@ -1,6 +1,5 @@
 // A report run: rows from a cursor → CSV or PDF → one stored file → optionally a `report_ready` email job.
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { stringify } from 'csv-stringify';
 import * as ledger from '../db/jobs.js';
 import type { FileRow } from '../db/types.js';
