@@ -181,6 +181,12 @@ describe('recommendation jobs', () => {
     expect(c.model.version).toBeGreaterThan(a.model.version);
   });
 
+  it('documents the routes in the OpenAPI document', async () => {
+    const doc = (await client(env.app)('GET', '/openapi.json')).body;
+    for (const path of ['/v1/movies', '/v1/ratings', '/v1/users/{user_id}/recommendations']) expect(Object.keys(doc.paths)).toContain(path);
+    expect(Object.keys(doc.paths['/v1/users/{user_id}/recommendations'])).toEqual(expect.arrayContaining(['get', 'post']));
+  });
+
   it('refuses the internal chunk type and chunk-shaped payloads through the public API', async () => {
     const chunk = await api('POST', '/v1/jobs', { type: 'recommendations-chunk', payload: { user_ids: ['u00001'] } });
     expect(chunk.status).toBe(400);

@@ -75,81 +75,69 @@ export async function train(movies: CatalogMovie[], m: RatingMatrix, version: nu
   const shrink = opts.shrink ?? DEFAULT_SHRINK;
   const nItems = movies.length;
   const w = preferenceWeights(m);
-
-  // Transpose to item-major (users who rated i, with their weights), and each item's norm.
   const popularity = new Int32Array(nItems);
   for (let p = 0; p < m.items.length; p++) popularity[m.items[p]]++;
+
+  // Only positive weights take part in similarities (a zero adds nothing to a dot product): keep those, each user's
+  // row in ascending movie order, so the pair (i, j) can be visited once, from the smaller index.
+  const pPtr = new Int32Array(m.nUsers + 1);
+  const pItems = new Int32Array(m.items.length);
+  const pW = new Float32Array(m.items.length);
+  let np = 0;
+  for (let u = 0; u < m.nUsers; u++) {
+    const from = np;
+    for (let p = m.userPtr[u]; p < m.userPtr[u + 1]; p++) {
+      if (w[p] <= 0) continue;
+      pItems[np] = m.items[p];
+      pW[np++] = w[p];
+    }
+    sortRow(pItems, pW, from, np);
+    pPtr[u + 1] = np;
+  }
+
+  // Item-major view: for each movie, its (user, weight, position in that user's row); and each movie's norm.
+  const count = new Int32Array(nItems);
+  for (let p = 0; p < np; p++) count[pItems[p]]++;
   const itemPtr = new Int32Array(nItems + 1);
-  for (let i = 0; i < nItems; i++) itemPtr[i + 1] = itemPtr[i] + popularity[i];
-  const itemUsers = new Int32Array(m.items.length);
-  const itemW = new Float32Array(m.items.length);
+  for (let i = 0; i < nItems; i++) itemPtr[i + 1] = itemPtr[i] + count[i];
+  const itemUsers = new Int32Array(np);
+  const itemW = new Float32Array(np);
+  const itemPos = new Int32Array(np);
   const fill = itemPtr.slice(0, nItems);
   const norm = new Float64Array(nItems);
   for (let u = 0; u < m.nUsers; u++) {
-    for (let p = m.userPtr[u]; p < m.userPtr[u + 1]; p++) {
-      const i = m.items[p];
+    for (let p = pPtr[u]; p < pPtr[u + 1]; p++) {
+      const i = pItems[p];
       const q = fill[i]++;
       itemUsers[q] = u;
-      itemW[q] = w[p];
-      norm[i] += w[p] * w[p];
+      itemW[q] = pW[p];
+      itemPos[q] = p;
+      norm[i] += pW[p] * pW[p];
     }
   }
   for (let i = 0; i < nItems; i++) norm[i] = Math.sqrt(norm[i]);
 
+  // Every movie's k best neighbours so far, as min-heaps on similarity (the weakest on top).
   const nbr = new Int32Array(nItems * k);
   const sim = new Float32Array(nItems * k);
   const nbrCount = new Uint16Array(nItems);
   const dot = new Float64Array(nItems);
   const co = new Int32Array(nItems);
   const touched = new Int32Array(nItems);
-  const heapI = new Int32Array(k);
-  const heapS = new Float32Array(k);
 
   for (let i = 0; i < nItems; i++) {
     if (opts.tick && i % 250 === 0) await opts.tick();
     if (norm[i] === 0) continue;
-    const nTouched = coRatings(itemPtr[i], itemPtr[i + 1], itemUsers, itemW, m.userPtr, m.items, w, co, dot, touched);
-    // Keep the k most similar in a min-heap on similarity.
-    let size = 0;
+    const nTouched = coRatings(itemPtr[i], itemPtr[i + 1], itemUsers, itemW, itemPos, pPtr, pItems, pW, co, dot, touched);
     for (let t = 0; t < nTouched; t++) {
       const j = touched[t];
       const n = co[j];
       const d = dot[j];
       co[j] = 0;
       dot[j] = 0;
-      if (j === i || d <= 0 || norm[j] === 0) continue;
       const s = (d / (norm[i] * norm[j])) * (n / (n + shrink));
-      if (size < k) {
-        let c = size++;
-        while (c > 0) {
-          const parent = (c - 1) >> 1;
-          if (heapS[parent] <= s) break;
-          heapS[c] = heapS[parent];
-          heapI[c] = heapI[parent];
-          c = parent;
-        }
-        heapS[c] = s;
-        heapI[c] = j;
-      } else if (s > heapS[0]) {
-        let c = 0;
-        for (;;) {
-          const l = 2 * c + 1;
-          if (l >= size) break;
-          const r = l + 1;
-          const m2 = r < size && heapS[r] < heapS[l] ? r : l;
-          if (heapS[m2] >= s) break;
-          heapS[c] = heapS[m2];
-          heapI[c] = heapI[m2];
-          c = m2;
-        }
-        heapS[c] = s;
-        heapI[c] = j;
-      }
-    }
-    nbrCount[i] = size;
-    for (let t = 0; t < size; t++) {
-      nbr[i * k + t] = heapI[t];
-      sim[i * k + t] = heapS[t];
+      offer(nbr, sim, nbrCount, k, i, j, s);
+      offer(nbr, sim, nbrCount, k, j, i, s);
     }
   }
 
@@ -182,16 +170,16 @@ export async function train(movies: CatalogMovie[], m: RatingMatrix, version: nu
 }
 
 /**
- * The hot loop (sum over users of their rating count squared): for every user who rated movie i, add their other
- * ratings to co-rater counts and dot products. A plain function over typed arrays, so V8 compiles it tight.
+ * The hot loop, half of the sum over users of their (positive) rating count squared: for every user who liked
+ * movie i, add the movies after i in their row to co-rater counts and dot products. A plain function over typed
+ * arrays, so V8 compiles it tight.
  */
-function coRatings(from: number, to: number, itemUsers: Int32Array, itemW: Float32Array, userPtr: Int32Array, items: Int32Array, w: Float32Array, co: Int32Array, dot: Float64Array, touched: Int32Array): number {
+function coRatings(from: number, to: number, itemUsers: Int32Array, itemW: Float32Array, itemPos: Int32Array, userPtr: Int32Array, items: Int32Array, w: Float32Array, co: Int32Array, dot: Float64Array, touched: Int32Array): number {
   let nTouched = 0;
   for (let q = from; q < to; q++) {
     const a = itemW[q];
-    const u = itemUsers[q];
-    const end = userPtr[u + 1];
-    for (let p = userPtr[u]; p < end; p++) {
+    const end = userPtr[itemUsers[q] + 1];
+    for (let p = itemPos[q] + 1; p < end; p++) {
       const j = items[p];
       if (co[j] === 0) touched[nTouched++] = j;
       co[j]++;
@@ -199,6 +187,52 @@ function coRatings(from: number, to: number, itemUsers: Int32Array, itemW: Float
     }
   }
   return nTouched;
+}
+
+/** Offers neighbour j with similarity s to movie i's min-heap of its k best. */
+function offer(nbr: Int32Array, sim: Float32Array, size: Uint16Array, k: number, i: number, j: number, s: number) {
+  const base = i * k;
+  const n = size[i];
+  if (n < k) {
+    let c = n;
+    size[i] = n + 1;
+    while (c > 0) {
+      const parent = (c - 1) >> 1;
+      if (sim[base + parent] <= s) break;
+      sim[base + c] = sim[base + parent];
+      nbr[base + c] = nbr[base + parent];
+      c = parent;
+    }
+    sim[base + c] = s;
+    nbr[base + c] = j;
+    return;
+  }
+  if (s <= sim[base]) return;
+  let c = 0;
+  for (;;) {
+    const l = 2 * c + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const m = r < n && sim[base + r] < sim[base + l] ? r : l;
+    if (sim[base + m] >= s) break;
+    sim[base + c] = sim[base + m];
+    nbr[base + c] = nbr[base + m];
+    c = m;
+  }
+  sim[base + c] = s;
+  nbr[base + c] = j;
+}
+
+/** Sorts one row's (item, weight) pairs by item; rows usually arrive sorted, so this is mostly a check. */
+function sortRow(items: Int32Array, w: Float32Array, from: number, to: number) {
+  let sorted = true;
+  for (let p = from + 1; p < to && sorted; p++) sorted = items[p - 1] < items[p];
+  if (sorted) return;
+  const order = Array.from({ length: to - from }, (_, x) => from + x).sort((a, b) => items[a] - items[b]);
+  const it = order.map((p) => items[p]);
+  const ws = order.map((p) => w[p]);
+  items.set(it, from);
+  w.set(ws, from);
 }
 
 /** Builds the compressed rows from (user, item, value) triples that are already grouped by user. */

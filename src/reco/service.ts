@@ -76,6 +76,9 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
     await submit(ctx.deps, ctx.tenant, specs, { parent_id: ctx.id });
     rows = await children();
   }
+  // A fleet started with QUEUES=recommendations alone would leave the chunks waiting: say so where operators look.
+  const chunkWorkers = await ctx.deps.queues.get(CHUNK_TYPE).getWorkersCount().catch(() => -1);
+  if (chunkWorkers === 0) ctx.log.error(`no worker serves the ${CHUNK_TYPE} queue; this batch waits until one does (add it to QUEUES)`);
   let lastDone = -1;
   for (;;) {
     const done = rows.filter((r) => TERMINAL.includes(r.state)).length;
