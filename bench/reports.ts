@@ -82,7 +82,7 @@ async function startWorker(env: Record<string, string>): Promise<{ child: ChildP
   };
 }
 
-export async function run(): Promise<Record<string, number | string>> {
+export async function run(): Promise<Record<string, number | string | boolean>> {
   const rows = Number(process.env.ROWS ?? 1_000_000);
   // KEEP_DB=name reuses a database filled by an earlier run (and keeps it), for looking at query plans.
   const kept = process.env.KEEP_DB;
@@ -110,7 +110,7 @@ export async function run(): Promise<Record<string, number | string>> {
   const registry = createRegistry();
   const log = pino({ level: 'silent' });
   let worker: Awaited<ReturnType<typeof startWorker>> | undefined;
-  const out: Record<string, number | string> = { ledger_rows: rows };
+  const out: Record<string, number | string | boolean> = { ledger_rows: rows };
   try {
     await migrateToLatest(db);
     await waitForRedis(redis);
@@ -155,6 +155,13 @@ export async function run(): Promise<Record<string, number | string>> {
     };
     out.worker_rss_start_mib = +(rssOf(pid) / MiB).toFixed(1);
     await scenario('jobs_csv_all_tenants', { kind: 'jobs', from, to, scope: 'all' });
+    // The target applies to the report over the whole ledger (every tenant: all 1M rows).
+    out.jobs_csv_all_tenants_s_unit = 's';
+    out.jobs_csv_all_tenants_s_target = '< 30 s';
+    out.jobs_csv_all_tenants_s_ok = (out.jobs_csv_all_tenants_s as number) < 30;
+    out.jobs_csv_all_tenants_rss_growth_mib_unit = 'MiB';
+    out.jobs_csv_all_tenants_rss_growth_mib_target = '< 100 MiB';
+    out.jobs_csv_all_tenants_rss_growth_mib_ok = (out.jobs_csv_all_tenants_rss_growth_mib as number) < 100;
     await scenario('jobs_csv_one_tenant', { kind: 'jobs', from, to });
     await scenario('jobs_pdf_all_tenants', { kind: 'jobs', from, to, scope: 'all', format: 'pdf' });
 
