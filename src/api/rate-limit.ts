@@ -165,6 +165,8 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
           charged = cost;
         } catch (err) {
           if (err instanceof RateLimiterRes) {
+            // The counter took the points even though it refused them; a refused request must not cost anything.
+            await mp.reward(principal.tenant, cost).catch(() => undefined);
             throw tooMany(`Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`, err.msBeforeNext / 1000, rateHeaders(mpLimit, err));
           }
           deps.log.warn({ err: String(err) }, 'image quota limiter unavailable');
