@@ -218,3 +218,37 @@ describe('without SMTP_URL', () => {
     expect(mail).toMatchObject({ messageId: '<job-1.abc@movies.test>', subject: 'Hi', text: 'Body', html: '<p>Body</p>' });
   });
 });
+
+describe('rate limit (EMAIL_RATE_PER_SECOND)', () => {
+  let slow: TestEnv;
+  let slowApi: ReturnType<typeof client>;
+  beforeAll(async () => {
+    slow = await createTestEnv('email_rate', { testJobs: false, env: { SMTP_URL: smtp.url, MAIL_FROM: FROM, EMAIL_RATE_PER_SECOND: '5' } });
+    slowApi = client(slow.app, (await tenantWithKeys(slow)).clientKey);
+    await slow.startWorkers(['email']);
+  });
+  afterAll(async () => {
+    await slow?.close();
+  });
+  const finished = (id: string) =>
+    waitFor(async () => {
+      const r = await slowApi('GET', `/v1/jobs/${id}`);
+      return r.body.state === 'succeeded' ? r.body : undefined;
+    }, { what: `job ${id}` });
+
+  it('starts no more jobs per second than configured, and a multi-recipient job holds the queue for its extra messages', async () => {
+    const r = await slowApi('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 11 }, (_, i) => ({ type: 'email', payload: { to: `rate${i}@example.com`, template: 'plain', subject: 's', text: 't' } })) });
+    expect(r.status).toBe(202);
+    const done = await Promise.all(r.body.jobs.map((j: { id: string }) => finished(j.id)));
+    const starts = done.map((j) => Date.parse(j.started_at)).sort((a, b) => a - b);
+    // 11 jobs at 5 per second: at least two full windows between the first start and the last.
+    expect(starts[10] - starts[0]).toBeGreaterThanOrEqual(1_900);
+
+    const many = await slowApi('POST', '/v1/jobs', { type: 'email', payload: { to: Array.from({ length: 10 }, (_, i) => `bulk${i}@example.com`), template: 'plain', subject: 's', text: 't' } });
+    const first = await finished(many.body.id);
+    const next = await slowApi('POST', '/v1/jobs', { type: 'email', payload: { to: 'after@example.com', template: 'plain', subject: 's', text: 't' } });
+    const second = await finished(next.body.id);
+    // 9 messages beyond the job's own slot, at 5 per second: the queue waits about 1.8 s after the big job.
+    expect(Date.parse(second.started_at) - Date.parse(first.finished_at)).toBeGreaterThanOrEqual(1_500);
+  });
+});

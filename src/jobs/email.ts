@@ -99,7 +99,8 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
           state.set(c.recipient, outcome);
         }
         done++;
-        if (todo.length > 1) await ctx.progress((done * 100) / todo.length);
+        // In steps of 10%: each step is a ledger write and a published event.
+        if (todo.length > 1) await ctx.progress(Math.floor((done * 10) / todo.length) * 10);
       }
     };
     await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, todo.length) }, sendNext));
@@ -127,7 +128,7 @@ export const email = defineJob({
   payload: emailPayload,
   attempts: 5,
   backoffMs: 5_000,
-  concurrency: 10,
+  concurrency: 20,
   limiter: (config) => ({ max: config.EMAIL_RATE_PER_SECOND, duration: 1000 }),
   process: processEmail,
   start: (deps) => void mailerFor(deps.config, deps.log),

@@ -1,0 +1,120 @@
+// Email throughput: N `plain` emails through the platform (HTTP bulk submit → ledger → BullMQ → worker process →
+// email ledger → pooled SMTP) against a bare nodemailer loop with the same pool settings, both into one local SMTP
+// sink running in its own process. The platform runs twice: N/50 jobs of 50 recipients (how a mailing goes out),
+// and N jobs of one recipient each (where the per-job ledger and queue work is paid once per message). The bare loop runs before and after the platform and its mean is the anchor, so
+// drift in machine load during the run does not favour either side.
+// Target (issue 4): the platform reaches ≥ 70% of the bare rate. Standalone: `node --import tsx bench/email.ts`
+// (EMAILS=… to change the count).
+import { pathToFileURL } from 'node:url';
+import { sql } from 'kysely';
+import nodemailer from 'nodemailer';
+import { paragraphs, render } from '../src/mail/render.js';
+import { smtpPoolOptions } from '../src/mail/transport.js';
+import { MAX_RECIPIENTS } from '../src/jobs/email.js';
+import { createStack, procfile, round, sleep, start, type Proc } from './lib.js';
+
+const N = Number(process.env.EMAILS ?? 2000);
+const WARMUP = 50;
+const SUBJECT = 'Benchmark';
+const TEXT = 'A short plain message.\n\nSent by the email benchmark.';
+
+async function bareRate(url: string, n: number): Promise<number> {
+  const transport = nodemailer.createTransport(smtpPoolOptions(url));
+  const message = render('plain', { subject: SUBJECT, text: TEXT, paragraphs: paragraphs(TEXT) });
+  const send = (i: number) =>
+    transport.sendMail({ from: 'Bench <bench@movies.test>', to: `user${i}@example.com`, ...message, messageId: `<bare.${i}.${Date.now()}@movies.test>` });
+  await Promise.all(Array.from({ length: WARMUP }, (_, i) => send(i)));
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: n }, (_, i) => send(i)));
+  const seconds = (performance.now() - t0) / 1000;
+  transport.close();
+  return n / seconds;
+}
+
+async function submitAll(web: Proc, key: string, emails: number, perJob: number, tag: string) {
+  const jobs = Array.from({ length: Math.ceil(emails / perJob) }, (_, j) => ({
+    type: 'email',
+    payload: {
+      to: perJob === 1 ? `${tag}${j}@example.com` : Array.from({ length: perJob }, (_, k) => `${tag}${j}.${k}@example.com`),
+      template: 'plain',
+      subject: SUBJECT,
+      text: TEXT,
+    },
+  }));
+  for (let from = 0; from < jobs.length; from += 1000) {
+    const res = await fetch(`${web.url}/v1/jobs/bulk`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jobs: jobs.slice(from, from + 1000) }),
+    });
+    if (res.status !== 202) throw new Error(`bulk submit answered ${res.status}: ${await res.text()}`);
+  }
+}
+
+export async function run(): Promise<Record<string, number | string | boolean>> {
+  const sink = await start('node --import tsx test/support/smtp.ts 0', {}, /smtp sink listening \d+/);
+  const url = `smtp://127.0.0.1:${/smtp sink listening (\d+)/.exec(sink.output())![1]}`;
+  const stack = await createStack('email', { SMTP_URL: url, MAIL_FROM: 'Bench <bench@movies.test>', EMAIL_RATE_PER_SECOND: '100000', QUEUES: 'email' });
+  const procs: Proc[] = [sink];
+  const count = async (q: ReturnType<typeof sql<{ n: number }>>) => Number((await q.execute(stack.db)).rows[0].n);
+  const sent = () => count(sql<{ n: number }>`select count(*)::int as n from email_deliveries where state = 'sent'`);
+  const failed = () => count(sql<{ n: number }>`select count(*)::int as n from jobs where state = 'failed'`);
+  const untilSent = async (n: number) => {
+    const deadline = Date.now() + 600_000;
+    while ((await sent()) < n) {
+      if ((await failed()) > 0) throw new Error('an email job failed during the benchmark');
+      if (Date.now() > deadline) throw new Error('the platform did not finish within 10 minutes');
+      await sleep(25);
+    }
+  };
+  try {
+    const bare1 = await bareRate(url, N);
+
+    const web = await start(procfile().web, stack.env, /API listening/, { port: true });
+    const worker = await start(process.env.BENCH_WORKER_CMD ?? procfile().worker, stack.env, /worker ready/);
+    procs.push(web, worker);
+    let total = WARMUP;
+    await submitAll(web, stack.key, WARMUP, 1, 'warm');
+    await untilSent(total);
+    // Through the platform: from the first submit to the last recipient recorded as sent in the email ledger.
+    const platformRate = async (perJob: number, tag: string) => {
+      const t0 = performance.now();
+      await submitAll(web, stack.key, N, perJob, tag);
+      total += N;
+      await untilSent(total);
+      return N / ((performance.now() - t0) / 1000);
+    };
+    const batched = await platformRate(MAX_RECIPIENTS, 'batch');
+    const single = await platformRate(1, 'single');
+
+    const bare2 = await bareRate(url, N);
+    const anchor = (bare1 + bare2) / 2;
+    return {
+      emails: N,
+      throughput_batched: round(batched, 1),
+      throughput_batched_anchor: round(anchor, 1),
+      throughput_batched_unit: 'msg/s',
+      throughput_batched_target: `≥ 70% of bare nodemailer (${N / MAX_RECIPIENTS} jobs × ${MAX_RECIPIENTS} recipients)`,
+      throughput_batched_ok: batched >= 0.7 * anchor,
+      throughput_single: round(single, 1),
+      throughput_single_anchor: round(anchor, 1),
+      throughput_single_unit: 'msg/s',
+      throughput_single_target: `≥ 70% of bare nodemailer (${N} jobs × 1 recipient)`,
+      throughput_single_ok: single >= 0.7 * anchor,
+      bare_before: round(bare1, 1),
+      bare_after: round(bare2, 1),
+      ratio_batched: round(batched / anchor, 3),
+      ratio_single: round(single / anchor, 3),
+    };
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await stack.close();
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const figures = await run();
+  console.table(figures);
+  console.log(JSON.stringify(figures));
+  process.exit(0);
+}
