@@ -80,6 +80,11 @@ describe('GET /metrics on the API', () => {
     await cl('GET', `/v1/jobs/${flaky.body.id}`);
     await cl('GET', `/v1/jobs/${flaky.body.id}`);
 
+    // The ledger's terminal state comes a moment before BullMQ's completed/failed events the counters listen for.
+    const settled = (s: Samples) =>
+      value(s, 'jobs_completed_total', { type: 'test' }) - value(before, 'jobs_completed_total', { type: 'test' }) >= 4 &&
+      value(s, 'jobs_failed_total', { type: 'test' }) - value(before, 'jobs_failed_total', { type: 'test' }) >= 1;
+    await waitFor(async () => settled(await scrape()), { what: 'the counters to catch up' });
     const after = await scrape();
     const delta = (name: string, labels: Record<string, string> = {}) => value(after, name, labels) - value(before, name, labels);
     expect(delta('jobs_completed_total', { type: 'test' })).toBe(4);
@@ -121,7 +126,11 @@ describe('a worker process', () => {
 
     const job = await cl('POST', '/v1/jobs', { type: 'serial', payload: { sleep_ms: 50 }, priority: 'low' });
     await waitState(job.body.id, 'succeeded');
-    const second = parse(await (await fetch(url)).text());
+    // The ledger says succeeded a moment before BullMQ records the completion the counter listens for.
+    const second = await waitFor(async () => {
+      const s = parse(await (await fetch(url)).text());
+      return value(s, 'jobs_completed_total', { type: 'serial' }) >= 1 && s;
+    }, { what: 'the completion to be counted' });
     expect(value(second, 'jobs_completed_total', { type: 'serial' })).toBe(1);
     expect(value(second, 'job_run_duration_seconds_count', { type: 'serial', priority: 'low' })).toBe(1);
     expect(value(second, 'job_run_duration_seconds_sum', { type: 'serial', priority: 'low' })).toBeGreaterThanOrEqual(0.04);
