@@ -2,9 +2,10 @@
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
-import { bullPrefix, isCluster } from '../src/queues.js';
+import { bullPrefix, createRedis, isCluster } from '../src/queues.js';
 import { client, createTestEnv, startProcess, tenantWithKeys, uniqueName, waitFor, type Proc, type TestEnv } from './helpers.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
 
@@ -13,6 +14,7 @@ let env: TestEnv;
 let web: Proc;
 let worker: Proc;
 let api: ReturnType<typeof client>;
+let key: string;
 const markers = mkdtempSync(path.join(os.tmpdir(), 'cluster-'));
 
 beforeAll(async () => {
@@ -28,9 +30,11 @@ beforeAll(async () => {
   }
   env = await createTestEnv('cluster', { env: { REDIS_URL: cluster.url, REDIS_CLUSTER: 'true', QUEUE_PREFIX: prefix } });
   const t = await tenantWithKeys(env);
-  [web, worker] = await Promise.all([startProcess('web', env.env), startProcess('worker', env.env)]);
-  api = client(web.url!, t.clientKey);
-});
+  const start = { startTimeoutMs: 90_000 };
+  [web, worker] = await Promise.all([startProcess('web', env.env, {}, start), startProcess('worker', env.env, {}, start)]);
+  key = t.clientKey;
+  api = client(web.url!, key);
+}, 240_000);
 
 afterAll(async () => {
   await Promise.all([web?.stop(), worker?.stop()]);
@@ -51,6 +55,12 @@ describe('Redis Cluster', () => {
   it('treats a REDIS_URL listing several nodes as a cluster and spreads the queues over the masters', async () => {
     expect(isCluster(loadConfig({ REDIS_URL: 'redis://a:7000,redis://b:7001' }))).toBe(true);
     expect(isCluster(loadConfig({ REDIS_URL: 'redis://a:7000' }))).toBe(false);
+    // Credentials and TLS of the first URL apply to every node.
+    const c = createRedis(loadConfig({ REDIS_URL: 'rediss://app:s%40cret@127.0.0.1:1,127.0.0.1:2' }), 'producer');
+    c.on('error', () => {});
+    c.disconnect();
+    expect(c).toBeInstanceOf(Cluster);
+    expect((c as Cluster).options.redisOptions).toMatchObject({ username: 'app', password: 's@cret', tls: {} });
     const prod = loadConfig({ REDIS_URL: cluster.url, QUEUE_PREFIX: 'jobs' });
     expect(bullPrefix(prod, 'email')).toBe('{jobs:email}');
     expect(bullPrefix(loadConfig({ QUEUE_PREFIX: 'jobs' }), 'email')).toBe('jobs');
@@ -118,6 +128,17 @@ describe('Redis Cluster', () => {
     expect(retry.status).toBe(202);
     expect(retry.body).toMatchObject({ state: 'queued', attempts: 0 });
     expect((await until(r.body.id, ['failed', 'succeeded'])).state).toBe('failed');
+  });
+
+  it('streams a job\'s changes over SSE: worker → Redis pub/sub and job stream on the cluster → API', async () => {
+    const r = await api('POST', '/v1/jobs', { type: 'serial', payload: { sleep_ms: 900, progress_steps: 3 } });
+    const res = await fetch(`${web.url}/v1/jobs/${r.body.id}/events`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(20_000) });
+    expect(res.status).toBe(200);
+    const text = await res.text(); // the stream ends after the terminal state
+    const events = [...text.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+    expect(events).toContain('progress');
+    expect(events.at(-1)).toBe('state');
+    expect(text).toMatch(/"state":"succeeded"/);
   });
 
   it('re-enqueues jobs missing from Redis, from queues on different masters (reconciler, lock)', async () => {

@@ -216,8 +216,16 @@ export interface Proc {
 const ENTRY = { web: 'src/api/server.ts', worker: 'src/workers/main.ts' } as const;
 const READY = { web: /API listening/, worker: /worker ready/ } as const;
 
-/** Starts a real `web` or `worker` process and waits until it says it is ready. */
-export async function startProcess(kind: 'web' | 'worker', env: Record<string, string>, extra: Record<string, string> = {}): Promise<Proc> {
+/**
+ * Starts a real `web` or `worker` process and waits until it says it is ready (`startTimeoutMs`, 30 s by default;
+ * start-up is slower on a loaded machine).
+ */
+export async function startProcess(
+  kind: 'web' | 'worker',
+  env: Record<string, string>,
+  extra: Record<string, string> = {},
+  opts: { startTimeoutMs?: number } = {},
+): Promise<Proc> {
   const port = kind === 'web' ? await getPort() : undefined;
   const child = spawn(process.execPath, ['--import', 'tsx', ENTRY[kind]], {
     cwd: ROOT,
@@ -234,7 +242,7 @@ export async function startProcess(kind: 'web' | 'worker', env: Record<string, s
       resolve(code ?? (signal ? null : 0));
     }),
   );
-  await waitFor(() => READY[kind].test(out) || child.exitCode !== null, { timeout: 30_000, what: `${kind} to start` });
+  await waitFor(() => READY[kind].test(out) || child.exitCode !== null, { timeout: opts.startTimeoutMs ?? 30_000, what: `${kind} to start` });
   if (child.exitCode !== null) throw new Error(`${kind} exited at start:\n${out}`);
   return {
     child,
