@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { addressProblem } from '../src/mail/address.js';
-import { createMailer } from '../src/mail/transport.js';
+import { createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
 import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
 
@@ -203,7 +203,22 @@ describe('refused at submission', () => {
   });
 });
 
-describe('without SMTP_URL', () => {
+describe('transport', () => {
+  it('treats a refused connection as temporary', async () => {
+    const closed = await startSmtp();
+    await closed.close();
+    const mailer = createMailer(loadConfig({ SMTP_URL: closed.url, MAIL_FROM: FROM }));
+    const err = await mailer.send({ to: 'i@example.com', subject: 'x', text: 'x', html: 'x', messageId: '<x@movies.test>' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    mailer.close();
+    expect(err).toMatchObject({ code: expect.stringMatching(/^E/) });
+    expect(isPermanentSmtpError(err)).toBe(false);
+    expect(isPermanentSmtpError({ responseCode: 421 })).toBe(false);
+    expect(isPermanentSmtpError({ responseCode: 550 })).toBe(true);
+  });
+
   it('writes each message as an .eml file named from its Message-ID; writing again overwrites', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mail-'));
     const mailer = createMailer(loadConfig({ MAIL_DIR: dir, MAIL_FROM: FROM }));

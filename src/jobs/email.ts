@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { addressProblem, normalizeAddress, senderDomain } from '../mail/address.js';
-import { claimDeliveries, messageIdFor, settleDelivery } from '../mail/deliveries.js';
+import { claimDeliveries, messageIdFor, releaseClaims, settleDelivery } from '../mail/deliveries.js';
 import { latestRecommendations } from '../mail/recommendations.js';
 import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
 import { closeMailer, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
@@ -104,6 +104,7 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
       }
     };
     await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, todo.length) }, sendNext));
+    await releaseClaims(db, ctx.id, todo.slice(next).map((c) => c.recipient));
     // The BullMQ limiter counts jobs; a job that sent several messages holds the queue back for the extra ones.
     if (done > 1) await ctx.deps.queues.get('email').rateLimit(Math.ceil(((done - 1) * 1000) / config.EMAIL_RATE_PER_SECOND));
   }

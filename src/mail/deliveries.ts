@@ -57,6 +57,18 @@ export async function settleDelivery(db: Db, jobId: string, recipient: string, s
     .execute();
 }
 
+/** Claimed recipients a run never got to (it was cancelled): known not sent, so the next run need not wonder. */
+export async function releaseClaims(db: Db, jobId: string, recipients: string[]): Promise<void> {
+  if (!recipients.length) return;
+  await db
+    .updateTable('email_deliveries')
+    .set({ state: 'deferred', response: 'not attempted', updated_at: sql`now()` })
+    .where('job_id', '=', jobId)
+    .where('recipient', 'in', recipients)
+    .where('state', '=', 'pending')
+    .execute();
+}
+
 export async function deliveriesOf(db: Db, jobId: string) {
   return db.selectFrom('email_deliveries').selectAll().where('job_id', '=', jobId).orderBy('created_at').execute();
 }
