@@ -15,7 +15,7 @@ let key: string;
 beforeAll(async () => {
   env = await createTestEnv('sse_load');
   key = (await tenantWithKeys(env)).clientKey;
-  web = await startProcess('web', env.env);
+  [web] = await Promise.all([startProcess('web', env.env), env.startWorkers(['test'])]);
   // The in-process app on a real socket, so the test can look at its hub.
   server = serve({ fetch: env.app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise((r) => server.once('listening', r));
@@ -71,6 +71,22 @@ describe('many live streams', () => {
     await Promise.all(streams.slice(30).map((s) => s.ended));
     expect(streams.slice(30).every((s) => s.events.at(-1)!.data.state === 'cancelled')).toBe(true);
     await waitFor(() => env.hub.size === 0, { what: 'the hub to drop ended streams' });
+  });
+
+  it('catches up on events published while its Redis subscriber was reconnecting', async () => {
+    const api = client(local, key);
+    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 50, sleep_ms: 3000 } });
+    const s = await openStream(local, key, r.body.id);
+    await waitFor(() => s.events.some((e) => e.data.progress >= 20), { what: 'some progress' });
+    // Drop the hub's own connection while progress comes every 60 ms (found by its local port); ioredis reconnects and resubscribes.
+    const port = (env.hub as unknown as { subscriber: { stream: { localPort: number } } }).subscriber.stream.localPort;
+    const line = ((await env.redis.call('CLIENT', 'LIST')) as string).split('\n').find((l) => l.includes(`addr=127.0.0.1:${port} `))!;
+    expect(line).toBeTruthy();
+    await env.redis.call('CLIENT', 'KILL', 'ID', /\bid=(\d+)/.exec(line)![1]);
+    await s.ended;
+    const progress = s.events.filter((e) => e.event === 'progress').map((e) => e.data.progress);
+    expect(progress.filter((p) => p > progress[0])).toEqual(Array.from({ length: 50 }, (_, i) => (i + 1) * 2).filter((p) => p > progress[0]));
+    expect(s.events.at(-1)!.data.state).toBe('succeeded');
   });
 
   it('holds 1,000 open streams on one API process within bounded memory', async () => {

@@ -18,6 +18,7 @@ export class EventHub {
   private readonly listeners = new Map<string, Set<JobEventListener>>();
   private readonly subscribed: Promise<unknown>;
   private connectedOnce = false;
+  private gapped = false;
   private closed = false;
 
   constructor(
@@ -27,10 +28,24 @@ export class EventHub {
   ) {
     subscriber.on('error', () => {});
     subscriber.on('message', (ch: string, message: string) => this.dispatch(ch, message));
+    // After a reconnect, live messages are held back until the subscription is confirmed live again; then every
+    // stream reads what it missed from its job's Redis stream, and live delivery resumes after that read.
+    subscriber.on('close', () => {
+      if (this.connectedOnce) this.gapped = true;
+    });
     subscriber.on('ready', () => {
-      // ioredis resubscribes by itself after a reconnect; what was published meanwhile is in the job streams.
-      if (this.connectedOnce) setTimeout(() => this.forEach((l) => l.resync()), 100).unref();
-      this.connectedOnce = true;
+      if (!this.connectedOnce) {
+        this.connectedOnce = true;
+        return;
+      }
+      // ioredis resubscribes by itself; the reply to this one (a no-op repeat) says the subscription is live.
+      subscriber
+        .subscribe(channel)
+        .then(() => {
+          this.gapped = false;
+          this.forEach((l) => l.resync());
+        })
+        .catch(() => {});
     });
     this.subscribed = subscriber.subscribe(channel);
     this.subscribed.catch((err) => log?.warn({ err: String(err) }, 'event hub: subscribe failed'));
@@ -90,7 +105,7 @@ export class EventHub {
   }
 
   private dispatch(channel: string, message: string) {
-    if (channel !== this.channel || this.listeners.size === 0) return;
+    if (channel !== this.channel || this.listeners.size === 0 || this.gapped) return;
     let event: JobEvent;
     try {
       event = JSON.parse(message) as JobEvent;
