@@ -1,0 +1,197 @@
+// The platform's core paths, each beside the bare tool it is built on (issue 10 scenarios 1–4).
+import type autocannon from 'autocannon';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { sql } from 'kysely';
+import { SMTPServer } from 'smtp-server';
+import getPort from 'get-port';
+import { BENCH_CONCURRENCY } from './fixtures/bench-jobs.js';
+import { createStack, load, procfile, round, sleep, start, type Stack } from './lib.js';
+
+const exec = promisify(execFile);
+const WEB_READY = /API listening/;
+const WORKER_READY = /worker ready/;
+
+export interface Row {
+  scenario: string;
+  platform: number;
+  anchor: number | null;
+  unit: string;
+  ratio: number | null;
+  target: string;
+  ok: boolean | null;
+  detail: Record<string, number | string>;
+}
+
+const row = (scenario: string, platform: number, anchor: number | null, unit: string, target: string, ok: boolean | null, detail: Row['detail'] = {}): Row => ({
+  scenario,
+  platform: round(platform),
+  anchor: anchor === null ? null : round(anchor),
+  unit,
+  ratio: anchor ? round(platform / anchor, 3) : null,
+  target,
+  ok,
+  detail,
+});
+
+const post = (stack: Stack, body: unknown) => ({
+  method: 'POST' as const,
+  headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json' },
+  body: JSON.stringify(body),
+});
+
+async function countByState(stack: Stack, type: string) {
+  const rows = await stack.db.selectFrom('jobs').select(['state', (e) => e.fn.countAll<number>().as('n')]).where('type', '=', type).groupBy('state').execute();
+  return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
+}
+
+/** 1. POST /v1/jobs (auth, validation, ledger, enqueue) against a minimal Hono app doing only queue.add. */
+export async function enqueue(duration: number): Promise<Row[]> {
+  const stack = await createStack('enqueue');
+  const web = await start(procfile().web, stack.env, WEB_READY, { port: true });
+  const anchor = await start('node --import tsx bench/anchors/minimal-enqueue.ts', { ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` }, /anchor ready/, { port: true });
+  try {
+    const body = { type: 'noop', payload: { n: 1 } };
+    await load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration: 2 }); // warm-up
+    await load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration: 2 });
+    const p = await load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration });
+    const a = await load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration });
+    return [
+      row('enqueue req/s', p.rps, a.rps, 'req/s', '≥ 40% of anchor', p.rps >= 0.4 * a.rps, { non2xx: p.non2xx, errors: p.errors }),
+      row('enqueue p99', p.p99, a.p99, 'ms', '< 25 ms', p.p99 < 25, { p50: p.p50, anchor_p50: a.p50 }),
+    ];
+  } finally {
+    await Promise.all([web.stop(), anchor.stop()]);
+    await stack.close();
+  }
+}
+
+/** 2. GET /v1/jobs/:id with nothing waiting and with 200,000 jobs waiting in the queue. */
+export async function status(duration: number, backlog = 200_000): Promise<Row[]> {
+  const stack = await createStack('status');
+  const web = await start(procfile().web, stack.env, WEB_READY, { port: true });
+  const headers = { authorization: `Bearer ${stack.key}` };
+  try {
+    const submit = async (n: number) => {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i += 1000) {
+        const res = await fetch(`${web.url}/v1/jobs/bulk`, {
+          method: 'POST',
+          headers: { ...headers, 'content-type': 'application/json' },
+          body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, n - i) }, () => ({ type: 'noop', payload: {} })) }),
+        });
+        if (res.status !== 202) throw new Error(`bulk submit: ${res.status} ${await res.text()}`);
+        ids.push(...((await res.json()) as { jobs: { id: string }[] }).jobs.map((j) => j.id));
+      }
+      return ids;
+    };
+    const ids = await submit(1000);
+    let i = 0;
+    const target = () => ({
+      url: `${web.url}/v1/jobs/${ids[0]}`,
+      headers,
+      requests: [{ setupRequest: (req: autocannon.Request) => ({ ...req, path: `/v1/jobs/${ids[i++ % ids.length]}` }) }],
+    });
+    await load({ ...target(), duration: 2 });
+    const empty = await load({ ...target(), duration });
+    const t0 = performance.now();
+    await submit(backlog);
+    const fillSeconds = (performance.now() - t0) / 1000;
+    const full = await load({ ...target(), duration });
+    return [
+      row('status req/s, 200k waiting vs empty', full.rps, empty.rps, 'req/s', '≥ 80% of empty', full.rps >= 0.8 * empty.rps, { backlog, fill_s: round(fillSeconds, 1) }),
+      row('status p99, 200k waiting', full.p99, empty.p99, 'ms', '< 10 ms', full.p99 < 10, { p50: full.p50 }),
+    ];
+  } finally {
+    await web.stop();
+    await stack.close();
+  }
+}
+
+/** 3. Trivial jobs through the platform's worker runtime (ledger and events) against a bare BullMQ Worker. */
+export async function workerOverhead(jobs = 5000): Promise<Row[]> {
+  const stack = await createStack('worker');
+  const web = await start(procfile().web, stack.env, WEB_READY, { port: true });
+  try {
+    for (let i = 0; i < jobs; i += 1000) {
+      const res = await fetch(`${web.url}/v1/jobs/bulk`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, jobs - i) }, () => ({ type: 'noop', payload: {} })) }),
+      });
+      if (res.status !== 202) throw new Error(`bulk submit: ${res.status}`);
+    }
+    await web.stop();
+    const t0 = performance.now();
+    const worker = await start(procfile().worker, { ...stack.env, QUEUES: 'noop' }, WORKER_READY);
+    let done = 0;
+    while (done < jobs) {
+      await sleep(100);
+      const c = await countByState(stack, 'noop');
+      done = (c.succeeded ?? 0) + (c.failed ?? 0);
+    }
+    const wall = (performance.now() - t0) / 1000;
+    // Process start-up (tsx, connections) is not the runtime's cost: time from the first start to the last finish.
+    const span = await stack.db
+      .selectFrom('jobs')
+      .select((e) => [e.fn.min('started_at').as('first'), e.fn.max('finished_at').as('last')])
+      .where('type', '=', 'noop')
+      .executeTakeFirstOrThrow();
+    const seconds = (new Date(span.last as Date).getTime() - new Date(span.first as Date).getTime()) / 1000;
+    await worker.stop();
+    const bare = JSON.parse(
+      (await exec(process.execPath, ['--import', 'tsx', 'bench/anchors/bare-worker.ts'], { cwd: process.cwd(), env: { ...process.env, ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor`, JOBS: String(jobs), CONCURRENCY: String(BENCH_CONCURRENCY) } })).stdout.trim().split('\n').pop()!,
+    ) as { jobs_per_s: number };
+    const rate = jobs / seconds;
+    return [row('worker jobs/s vs bare BullMQ', rate, bare.jobs_per_s, 'jobs/s', '≥ 50% of anchor', rate >= 0.5 * bare.jobs_per_s, { jobs, concurrency: BENCH_CONCURRENCY, wall_s: round(wall, 1) })];
+  } finally {
+    await web.stop();
+    await stack.close();
+  }
+}
+
+/** 4. Submit → succeeded latency of email jobs at a steady 200 jobs/s, to a local SMTP sink. */
+export async function endToEnd(seconds = 15, rate = 200): Promise<Row[]> {
+  const smtpPort = await getPort();
+  const sink = new SMTPServer({ authOptional: true, disabledCommands: ['STARTTLS'], logger: false, onData: (s, _sess, cb) => s.on('data', () => {}).on('end', () => cb()) });
+  await new Promise<void>((r) => sink.listen(smtpPort, '127.0.0.1', () => r()));
+  const stack = await createStack('e2e', { SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, EMAIL_RATE_PER_SECOND: '100000' });
+  const web = await start(procfile().web, stack.env, WEB_READY, { port: true });
+  const worker = await start(procfile().worker, stack.env, WORKER_READY);
+  try {
+    const send = (i: number) =>
+      fetch(`${web.url}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'email', payload: { to: `user${i}@example.com`, template: 'plain', subject: 'Hi', text: 'Hello' } }),
+      }).then((r) => r.status);
+    const total = seconds * rate;
+    const t0 = performance.now();
+    const pending: Promise<number>[] = [];
+    for (let i = 0; i < total; i++) {
+      const due = t0 + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 1) await sleep(wait);
+      pending.push(send(i));
+    }
+    const statuses = await Promise.all(pending);
+    const accepted = statuses.filter((s) => s === 202).length;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const c = await countByState(stack, 'email');
+      if ((c.succeeded ?? 0) + (c.failed ?? 0) >= accepted || Date.now() > deadline) break;
+      await sleep(200);
+    }
+    const q = await sql<{ p50: number; p99: number; n: number; failed: number }>`
+      select percentile_cont(0.5) within group (order by extract(epoch from finished_at - created_at)) * 1000 as p50,
+             percentile_cont(0.99) within group (order by extract(epoch from finished_at - created_at)) * 1000 as p99,
+             count(*) filter (where state = 'succeeded') as n, count(*) filter (where state = 'failed') as failed
+      from jobs where type = 'email'`.execute(stack.db);
+    const { p50, p99, n, failed } = q.rows[0];
+    return [row(`e2e email p99 at ${rate}/s`, p99, null, 'ms', '< 50 ms', p99 < 50, { p50: round(p50, 1), succeeded: Number(n), failed: Number(failed), submitted: total, accepted })];
+  } finally {
+    await Promise.all([web.stop(), worker.stop()]);
+    await stack.close();
+    await new Promise<void>((r) => sink.close(() => r()));
+  }
+}

@@ -1,0 +1,123 @@
+// npm run bench [-- scenario ...]: the platform beside the bare tools it is built on, in one run.
+// Prints a table, writes bench/results/<time>.json, latest.json and latest.png.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import sharp from 'sharp';
+import * as core from './core.js';
+import type { Row } from './core.js';
+import { ROOT } from './lib.js';
+
+const DURATION = Number(process.env.BENCH_SECONDS ?? 10);
+const BUDGET_MS = Number(process.env.BENCH_BUDGET_S ?? 1500) * 1000;
+
+const scenarios: Record<string, () => Promise<Row[]>> = {
+  enqueue: () => core.enqueue(DURATION),
+  status: () => core.status(DURATION),
+  worker: () => core.workerOverhead(),
+  e2e: () => core.endToEnd(),
+};
+// Each job type's own benchmark, where its module exists: bench/<area>.ts exporting run().
+for (const area of ['email', 'images', 'reports', 'recommendations']) {
+  const file = path.join(ROOT, 'bench', `${area}.ts`);
+  if (!existsSync(file)) continue;
+  scenarios[area] = async () => {
+    const mod = (await import(pathToFileURL(file).href)) as { run: () => Promise<Record<string, number | string | boolean>> };
+    const figures = await mod.run();
+    return toRows(area, figures);
+  };
+}
+
+/** An area's figures become rows: `<name>` with optional `<name>_anchor`, `<name>_target`, `<name>_ok`, `<name>_unit`. */
+function toRows(area: string, f: Record<string, number | string | boolean>): Row[] {
+  const rows: Row[] = [];
+  for (const [k, v] of Object.entries(f)) {
+    if (typeof v !== 'number' || /_(anchor|target|ok|unit)$/.test(k)) continue;
+    const anchor = typeof f[`${k}_anchor`] === 'number' ? (f[`${k}_anchor`] as number) : null;
+    rows.push({
+      scenario: `${area}: ${k}`,
+      platform: Math.round(v * 100) / 100,
+      anchor,
+      unit: String(f[`${k}_unit`] ?? ''),
+      ratio: anchor ? Math.round((v / anchor) * 1000) / 1000 : null,
+      target: String(f[`${k}_target`] ?? ''),
+      ok: typeof f[`${k}_ok`] === 'boolean' ? (f[`${k}_ok`] as boolean) : null,
+      detail: {},
+    });
+  }
+  return rows;
+}
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const unknown = wanted.filter((w) => !scenarios[w]);
+if (unknown.length) {
+  console.error(`unknown scenario(s): ${unknown.join(', ')}; known: ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const selected = wanted.length ? wanted : Object.keys(scenarios);
+const watchdog = setTimeout(() => {
+  console.error(`benchmark exceeded its ${BUDGET_MS / 1000} s budget; stopping`);
+  process.exit(1);
+}, BUDGET_MS);
+watchdog.unref();
+
+const rows: Row[] = [];
+const failures: Record<string, string> = {};
+for (const name of selected) {
+  const t0 = Date.now();
+  process.stderr.write(`running ${name}…\n`);
+  try {
+    rows.push(...(await scenarios[name]()));
+  } catch (err) {
+    failures[name] = (err as Error).stack ?? String(err);
+    process.stderr.write(`  ${name} failed: ${(err as Error).message}\n`);
+  }
+  process.stderr.write(`  ${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+}
+
+const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', mem_gib: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}` };
+const fmt = (n: number | null) => (n === null ? '—' : String(n));
+const lines = [
+  `| scenario | platform | anchor | unit | ratio | target | met |`,
+  `|---|---:|---:|---|---:|---|---|`,
+  ...rows.map((r) => `| ${r.scenario} | ${fmt(r.platform)} | ${fmt(r.anchor)} | ${r.unit} | ${fmt(r.ratio)} | ${r.target} | ${r.ok === null ? '' : r.ok ? 'yes' : 'NO'} |`),
+];
+console.log(`\n${machine.cpus} × ${machine.cpu}, ${machine.mem_gib} GiB, Node ${machine.node}\n`);
+console.log(lines.join('\n'));
+
+const dir = path.join(ROOT, 'bench/results');
+mkdirSync(dir, { recursive: true });
+const result = { at: new Date().toISOString(), machine, rows, failures };
+const stamp = result.at.replace(/[:.]/g, '-');
+writeFileSync(path.join(dir, `${stamp}.json`), JSON.stringify(result, null, 2));
+writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(result, null, 2));
+await sharp(Buffer.from(chart(rows))).png().toFile(path.join(dir, 'latest.png'));
+console.log(`\nwrote bench/results/${stamp}.json, latest.json and latest.png`);
+process.exit(Object.keys(failures).length ? 1 : 0);
+
+/** A bar chart of each ratio against its anchor (1.0 = as fast as the bare tool). */
+function chart(rs: Row[]): string {
+  const withRatio = rs.filter((r) => r.ratio !== null);
+  const w = 900;
+  const barH = 26;
+  const h = 60 + withRatio.length * (barH + 10);
+  const x0 = 330;
+  const scale = (w - x0 - 60) / Math.max(1.2, ...withRatio.map((r) => r.ratio!));
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const bars = withRatio
+    .map((r, i) => {
+      const y = 40 + i * (barH + 10);
+      const color = r.ok === false ? '#d9534f' : '#2e7d32';
+      return `<text x="${x0 - 10}" y="${y + 18}" text-anchor="end" font-size="13">${esc(r.scenario)}</text>
+<rect x="${x0}" y="${y}" width="${Math.max(1, r.ratio! * scale)}" height="${barH}" fill="${color}"/>
+<text x="${x0 + r.ratio! * scale + 6}" y="${y + 18}" font-size="13">${r.ratio}</text>`;
+    })
+    .join('\n');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="20" y="24" font-size="16" font-weight="bold">platform ÷ anchor (higher is better for rates; lower for latencies)</text>
+<line x1="${x0 + scale}" y1="34" x2="${x0 + scale}" y2="${h - 10}" stroke="#999" stroke-dasharray="4"/>
+${bars}
+</svg>`;
+}
