@@ -113,15 +113,32 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       }
       return (performance.now() - t0) / 1000;
     };
+    // CPU time spent per image on each side (all threads): the worker's from /proc, the bare loop's own.
+    const ticks = () => {
+      const f = readFileSync(`/proc/${worker!.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in ms (USER_HZ 100)
+    };
+    let bareCpuMs = 0;
+    let workerCpuMs = 0;
+    const timed = async <T>(fn: () => Promise<T>, side: 'bare' | 'platform') => {
+      const c0 = process.cpuUsage();
+      const w0 = ticks();
+      const r = await fn();
+      if (side === 'bare') {
+        const c = process.cpuUsage(c0);
+        bareCpuMs += (c.user + c.system) / 1000;
+      } else workerCpuMs += ticks() - w0;
+      return r;
+    };
     // Short alternating rounds, the order flipped each time, so a load change on a shared machine hits both sides.
     for (let r = 0; r < ROUNDS; r++) {
       const bare = () => bareLoop(paths, path.join(scratch, `out-${r}`), config.IMAGE_MAX_PIXELS);
       if (r % 2 === 0) {
-        bareSeconds += await bare();
-        platformSeconds += await platformRound();
+        bareSeconds += await timed(bare, 'bare');
+        platformSeconds += await timed(platformRound, 'platform');
       } else {
-        platformSeconds += await platformRound();
-        bareSeconds += await bare();
+        platformSeconds += await timed(platformRound, 'platform');
+        bareSeconds += await timed(bare, 'bare');
       }
     }
     const { first, peak } = rss.stop();
@@ -132,6 +149,12 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       .where('type', '=', 'image')
       .groupBy('state')
       .execute();
+    // Where the time goes: a job's own run (started → finished in the ledger) against a bare image's, per lane.
+    const { run_ms } = await db
+      .selectFrom('jobs')
+      .select(sql<number>`avg(extract(epoch from finished_at - started_at) * 1000)`.as('run_ms'))
+      .where('type', '=', 'image')
+      .executeTakeFirstOrThrow();
     const failed = outcome.filter((o) => o.state !== 'succeeded').reduce((a, o) => a + Number(o.n), 0);
     const maxAttempts = Math.max(...outcome.map((o) => Number(o.max_attempts)));
 
@@ -146,6 +169,11 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       images_per_s_target: '≥ 80% of bare sharp',
       images_per_s_ok: platform >= 0.8 * bare,
       ratio: round(platform / bare, 3),
+      job_run_ms: round(Number(run_ms), 0),
+      bare_image_ms: round((bareSeconds * 1000 * CONCURRENCY) / total, 0),
+      platform_image_ms: round((platformSeconds * 1000 * CONCURRENCY) / total, 0),
+      bare_cpu_ms_per_image: round(bareCpuMs / total, 0),
+      worker_cpu_ms_per_image: round(workerCpuMs / total, 0),
       worker_rss_peak_mib: round(worstRss, 1),
       worker_rss_peak_mib_unit: 'MiB',
       worker_rss_peak_mib_target: '< 600',
