@@ -110,6 +110,23 @@ describe('retry-failed', () => {
   });
 });
 
+describe('job actions', () => {
+  test('cancel and retry through the API are audited with who did them; refused ones are not', async () => {
+    const r = await cl('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 3_600_000).toISOString() });
+    const id = r.body.id as string;
+    expect((await cl('POST', `/v1/jobs/${id}/cancel`)).status).toBe(200);
+    expect((await cl('POST', `/v1/jobs/${id}/cancel`)).status).toBe(409);
+    expect((await op('POST', `/v1/jobs/${id}/retry`)).status).toBe(202);
+    const audit = await op('GET', `/v1/audit?target_kind=job&target=${id}`);
+    expect(audit.body.items.map((e: { action: string; actor: { role: string } }) => [e.action, e.actor.role])).toEqual([
+      ['job.retry', 'operator'],
+      ['job.cancel', 'client'],
+    ]);
+    expect(audit.body.items[1].detail).toMatchObject({ type: 'test', tenant: keys.tenant, state: 'cancelled' });
+    await waitFor(async () => (await jobState(id)) === 'succeeded', { what: 'the retried job to run' });
+  });
+});
+
 describe('GET /v1/audit', () => {
   test('is newest first with cursor pagination', async () => {
     const first = await op('GET', '/v1/audit?limit=2');

@@ -17,7 +17,7 @@ import { healthRoutes } from './routes/health.js';
 import { eventsRoutes } from './routes/events.js';
 import { jobsRoutes } from './routes/jobs.js';
 import { webhooksRoutes } from './routes/webhooks.js';
-import { auditRoutes } from './routes/audit.js';
+import { auditJobActions, auditRoutes } from './routes/audit.js';
 import { queuesRoutes } from './routes/queues.js';
 import { schedulesRoutes } from './routes/schedules.js';
 
@@ -65,6 +65,7 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', authenticate(deps.db, deps.config.API_KEY_SECRET));
   app.use('/v1/*', rateLimitPerKey(deps));
   app.use('/v1/*', tenantQuotas(deps));
+  app.use('/v1/jobs/:id/:action', auditJobActions(deps));
   app.route('/v1', jobsRoutes(deps));
   app.route('/v1', eventsRoutes(deps));
   app.route('/v1', webhooksRoutes(deps));

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { listAudit, toApiAudit } from '../../db/audit.js';
-import { requireOperator } from '../auth.js';
+import type { MiddlewareHandler } from 'hono';
+import { listAudit, recordAudit, toApiAudit } from '../../db/audit.js';
+import { requireOperator, type AuthEnv } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { problems, router, security } from '../openapi.js';
 import { decodeCursor, encodeCursor, ListQuery } from '../params.js';
@@ -55,4 +56,20 @@ export function auditRoutes(deps: AppDeps) {
   );
 
   return app;
+}
+
+/**
+ * Audits what was done to a job through the API (cancel, retry), by whom. Mounted on `/v1/jobs/:id/:action` after
+ * authentication; records only actions that succeeded.
+ */
+export function auditJobActions(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+  return async (c, next) => {
+    // Read before next(): afterwards the params are the handler's, whose pattern has no `action`.
+    const action = c.req.param('action');
+    const id = c.req.param('id')?.toLowerCase();
+    await next();
+    if (c.req.method !== 'POST' || (action !== 'cancel' && action !== 'retry') || !id || c.res.status >= 300) return;
+    const job = await deps.db.selectFrom('jobs').select(['type', 'tenant', 'state']).where('id', '=', id).executeTakeFirst();
+    await recordAudit(deps.db, { actor: c.get('principal'), action: `job.${action}`, target_kind: 'job', target: id, detail: job ?? null });
+  };
 }
