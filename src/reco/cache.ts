@@ -17,14 +17,17 @@ interface Entry {
   scorer?: Scorer;
   loading?: Promise<Model>;
   usedAt: number;
+  /** When the catalog version was last read. */
+  checkedAt: number;
 }
 
 /**
  * A tenant's model is retrained when its catalog version (bumped by every movie or rating write) has moved AND the
- * model is older than `refreshMs`. So: never stale past a write by more than refreshMs, and a steady trickle of
- * ratings cannot make every job retrain. A user's own ratings are read fresh by each job in any case, so their
- * newest rating always counts (as a seed, and as "already seen").
- * Concurrent jobs of one tenant share one training (single flight).
+ * model is older than `refreshMs` (the version is read at most once a second per tenant). So a steady trickle of
+ * ratings cannot make every job retrain. While a newer model trains, jobs keep using the current one (stale while
+ * revalidate): a single user's job never waits for a retraining, only for the very first model of a tenant.
+ * A user's own ratings are read fresh by each job in any case, so their newest rating always counts (as a seed,
+ * and as "already seen"). Concurrent jobs of one tenant share one training (single flight).
  */
 export class ModelCache {
   private readonly entries = new Map<string, Entry>();
@@ -38,35 +41,46 @@ export class ModelCache {
   async get(tenant: string, signal?: AbortSignal): Promise<{ model: Model; scorer: Scorer }> {
     let e = this.entries.get(tenant);
     if (!e) {
-      e = { usedAt: Date.now() };
+      e = { usedAt: Date.now(), checkedAt: 0 };
       this.entries.set(tenant, e);
       this.evict();
     }
-    e.usedAt = Date.now();
-    if (e.model && !e.loading && Date.now() - e.model.builtAt >= this.refreshMs) {
+    const now = (e.usedAt = Date.now());
+    if (e.model && !e.loading && now - e.model.builtAt >= this.refreshMs && now - e.checkedAt >= Math.min(this.refreshMs, 1_000)) {
+      e.checkedAt = now;
       const version = await catalogVersion(this.db, tenant);
-      if (version !== e.model.version) this.load(tenant, e, signal);
+      if (version !== e.model.version && !e.loading) {
+        this.load(tenant, e);
+        // Nobody awaits a background retraining: log its failure; the current model stays in service.
+        e.loading!.catch((err) => this.log?.error({ err, tenant }, 'retraining the recommendation model failed'));
+      }
     }
-    if (!e.model && !e.loading) this.load(tenant, e, signal);
-    if (e.loading) await e.loading;
+    if (!e.model) {
+      if (!e.loading) this.load(tenant, e);
+      await e.loading;
+      // The training is shared, so one job's cancellation does not stop it; the job itself stops here.
+      signal?.throwIfAborted();
+    }
     return { model: e.model!, scorer: e.scorer! };
   }
 
-  private load(tenant: string, e: Entry, signal?: AbortSignal) {
+  private load(tenant: string, e: Entry) {
     e.loading = (async () => {
       const started = Date.now();
       // The version is read first: a write during loading leaves the model one version behind, so it is redone.
       const version = await catalogVersion(this.db, tenant);
       const data = await loadTrainingData(this.db, tenant);
       const loadMs = Date.now() - started;
+      const cpu = process.cpuUsage();
       const model = await train(data.movies, data.matrix, version, {
         tick: async () => {
-          // Yield, so BullMQ can renew locks while a big model trains.
+          // Yield, so BullMQ can renew locks (and other jobs can run) while a big model trains.
           await new Promise((r) => setImmediate(r));
-          signal?.throwIfAborted();
         },
       });
-      this.log?.info({ tenant, version, movies: model.movies.length, users: model.users, ratings: model.ratings, load_ms: loadMs, train_ms: model.trainMs }, 'recommendation model trained');
+      const used = process.cpuUsage(cpu);
+      const trainCpuMs = Math.round((used.user + used.system) / 1000);
+      this.log?.info({ tenant, version, movies: model.movies.length, users: model.users, ratings: model.ratings, load_ms: loadMs, train_ms: model.trainMs, train_cpu_ms: trainCpuMs }, 'recommendation model trained');
       e.model = model;
       e.scorer = new Scorer(model);
       return model;

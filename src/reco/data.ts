@@ -113,8 +113,11 @@ export async function loadTrainingData(db: Q, tenant: string, pageUsers = 2_000)
       }
       const u = users.push(row.u) - 1;
       for (let k = 0; k < ms.length; k++) {
+        const ix = index.get(ms[k]);
+        // A movie added after the catalog was read: the next model will know it.
+        if (ix === undefined) continue;
         user[n] = u;
-        items[n] = index.get(ms[k])!;
+        items[n] = ix;
         values[n] = Number(rs[k]);
         n++;
       }
