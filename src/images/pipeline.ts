@@ -38,10 +38,12 @@ const TIMEOUT_SECONDS = 120;
 let configured = false;
 
 /**
- * Process-wide libvips settings, applied once. On 2 cores the parallelism comes from jobs (worker
- * concurrency 2), one libvips thread each: measured here, more threads per image only contend. Each
- * pipeline holds one libuv thread, so the default pool of 4 leaves room for fs work. The operation cache
- * rarely hits (each variant shrinks on load differently) and `files: 0` keeps no deleted upload open.
+ * Process-wide libvips settings, applied once. On 2 cores the parallelism comes from jobs (image
+ * concurrency 2), one libvips thread each, so two images fill the two cores without threads contending
+ * inside one image (sharp's advice when many images run at once). Each pipeline holds one libuv thread:
+ * the default UV_THREADPOOL_SIZE of 4 leaves two for fs work; raise it with WORKER_CONCURRENCY image=N>2.
+ * The operation cache rarely hits (each variant shrinks on load differently), so it is kept small, and
+ * `files: 0` keeps no deleted upload open.
  */
 export function configureSharp(): void {
   if (configured) return;
