@@ -135,7 +135,6 @@ export function eventsRoutes(deps: AppDeps) {
         const enqueue = (fn: () => Promise<void>) => (chain = chain.then(fn).catch(() => end()));
 
         stream.onAbort(() => end());
-        c.req.raw.signal.addEventListener('abort', () => end(), { once: true });
         pings.add(stream);
         try {
           if (snapshot) await write(snapshot, true);
