@@ -90,3 +90,18 @@ async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
   await enqueueOrLeave(deps, rows);
   await Promise.all(rows.map((r) => publishJobEvent(deps.redis, deps.config, 'state', r)));
 }
+
+/** queued/delayed → cancelled in the ledger, for one job or a whole type (the dashboard's clean, empty, obliterate). */
+export async function cancelWaiting(deps: ControlDeps, type: string, id?: string, states: JobRow['state'][] = ['queued', 'delayed']): Promise<number> {
+  let q = deps.db
+    .updateTable('jobs')
+    .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
+    .where('type', '=', type)
+    .where('state', 'in', states);
+  if (id) q = q.where('id', '=', id);
+  const rows = await q.returningAll().execute();
+  for (let i = 0; i < rows.length; i += 500) {
+    await Promise.all(rows.slice(i, i + 500).map((r) => publishJobEvent(deps.redis, deps.config, 'state', r)));
+  }
+  return rows.length;
+}

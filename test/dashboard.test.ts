@@ -112,6 +112,23 @@ describe('/admin/queues', () => {
     expect(audit.body.items[0].actor).toMatchObject({ role: 'operator', tenant: keys.tenant });
   });
 
+  test("emptying a queue from the dashboard cancels its waiting jobs in the ledger too (else the reconciler would put them back)", async () => {
+    const cl = client(env.app, keys.clientKey);
+    const op = client(env.app, keys.operatorKey);
+    await op('POST', '/v1/queues/serial/pause');
+    const waiting = await cl('POST', '/v1/jobs', { type: 'serial', payload: {} });
+    const later = await cl('POST', '/v1/jobs', { type: 'serial', payload: {}, run_at: new Date(Date.now() + 3_600_000).toISOString() });
+    const ctx = await browser.newContext({ httpCredentials: { username: 'operator', password: keys.operatorKey } });
+    expect((await ctx.request.put(`${base}/admin/queues/api/queues/serial/empty`)).status()).toBe(200);
+    await ctx.close();
+    expect((await cl('GET', `/v1/jobs/${waiting.body.id}`)).body.state).toBe('cancelled');
+    // Drain leaves delayed jobs, and so does the ledger.
+    expect((await cl('GET', `/v1/jobs/${later.body.id}`)).body.state).toBe('delayed');
+    expect((await env.queues.get('serial').getJobCounts('waiting', 'prioritized')).prioritized).toBe(0);
+    expect((await op('GET', '/v1/audit?limit=1')).body.items[0]).toMatchObject({ action: 'dashboard.empty', target: 'serial' });
+    await op('POST', '/v1/queues/serial/resume');
+  });
+
   test('/metrics takes the same operator auth', async () => {
     const ctx = await browser.newContext({ httpCredentials: { username: 'operator', password: keys.operatorKey } });
     const r = await (await ctx.newPage()).goto(`${base}/metrics`);

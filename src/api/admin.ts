@@ -6,10 +6,9 @@ import { HonoAdapter } from '@bull-board/hono';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { recordAudit } from '../db/audit.js';
-import { markCancelled } from '../db/jobs.js';
 import type { AuditTargetKind } from '../db/types.js';
 import { metricsText, registerQueueDepth } from '../metrics.js';
-import { queueCounts, queueNames, retryFailed, retryOne } from '../queue-controls.js';
+import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '../queue-controls.js';
 import { SCHEDULES_QUEUE } from '../schedules.js';
 import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
 import { authenticate, type AuthEnv } from './auth.js';
@@ -94,11 +93,20 @@ export function operatorTools(deps: AppDeps) {
     if (!(await retryOne(deps, id.toLowerCase()))) return next();
     return c.json({}, 200);
   });
+  // Removing waiting jobs in Redis alone would have the reconciler put them back: the ledger cancels them first.
   app.put(`${BOARD_PATH}/api/queues/:queue/:id/clean`, async (c, next) => {
     const { queue, id } = c.req.param();
-    if (jobQueues.includes(queue) && UUID.test(id)) await markCancelled(deps.db, id.toLowerCase(), ['queued', 'delayed']);
+    if (jobQueues.includes(queue) && UUID.test(id)) await cancelWaiting(deps, queue, id.toLowerCase());
     return next();
   });
+  for (const wipe of ['empty', 'obliterate']) {
+    app.put(`${BOARD_PATH}/api/queues/:queue/${wipe}`, async (c, next) => {
+      const queue = c.req.param('queue');
+      // BullMQ's drain (empty) leaves delayed jobs; obliterate takes everything.
+      if (jobQueues.includes(queue)) await cancelWaiting(deps, queue, undefined, wipe === 'empty' ? ['queued'] : ['queued', 'delayed']);
+      return next();
+    });
+  }
 
   const serverAdapter = new HonoAdapter(serveStatic).setBasePath(BOARD_PATH);
   createBullBoard({
