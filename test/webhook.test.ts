@@ -2,6 +2,8 @@
 // WEBHOOK_ALLOW_PRIVATE=true here, since the receiver listens on 127.0.0.1 (webhook-ssrf.test.ts tests the refusal).
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { v7 as uuidv7 } from 'uuid';
+import { sweepOnce } from '../src/webhooks/sweep.js';
 import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 import { startReceiver, type Receiver } from './support/receiver.js';
 
@@ -10,10 +12,12 @@ let rx: Receiver;
 let api: ReturnType<typeof client>;
 let other: ReturnType<typeof client>;
 let secret: string;
+let tenant: string;
 
 beforeAll(async () => {
   env = await createTestEnv('webhook', { env: { WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_BACKOFF_MS: '200', WEBHOOK_TIMEOUT_MS: '1000', WEBHOOK_ATTEMPTS: '5' } });
   const t = await tenantWithKeys(env);
+  tenant = t.tenant;
   api = client(env.app, t.clientKey);
   other = client(env.app, (await tenantWithKeys(env)).clientKey);
   rx = await startReceiver();
@@ -104,6 +108,20 @@ describe('webhooks', () => {
     expect((await api('POST', `/v1/jobs/${job.body.id}/cancel`)).status).toBe(200);
     await waitFor(() => rx.received.some((r) => r.path === '/cancelled'), { what: 'the webhook' });
     expect(verify(rx.received.find((r) => r.path === '/cancelled')!)).toMatchObject({ type: 'job.cancelled', data: { id: job.body.id, state: 'cancelled' } });
+  });
+
+  it('delivers, by the sweep, a job that ended without its webhook being enqueued (a worker died in between)', async () => {
+    const id = uuidv7();
+    const finished = new Date(Date.now() - 60_000);
+    await env.db
+      .insertInto('jobs')
+      .values({ id, tenant, type: 'test', state: 'succeeded', priority: 'normal', payload: '{}', max_attempts: 3, result: '{"ok":true}', callback_url: `${rx.url}/swept`, created_at: finished, started_at: finished, finished_at: finished })
+      .execute();
+    expect(await sweepOnce(env)).toContain(id);
+    await waitFor(() => rx.received.some((r) => r.path === '/swept'), { what: 'the swept webhook' });
+    expect(verify(rx.received.find((r) => r.path === '/swept')!)).toMatchObject({ type: 'job.succeeded', data: { id, result: { ok: true } } });
+    await waitFor(async () => (await deliveries(id)).length === 1);
+    expect(await sweepOnce(env)).not.toContain(id);
   });
 
   it('sends nothing for a job without callback_url', async () => {

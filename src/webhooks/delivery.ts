@@ -13,6 +13,7 @@ import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, createRedis, type Queues } from '../queues.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
+import { startSweep } from './sweep.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
@@ -120,6 +121,8 @@ export function startWebhookWorker(deps: WorkerDeps): Worker<WebhookData> {
     },
   );
   worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));
+  const stopSweep = startSweep(deps);
+  worker.on('closing', stopSweep);
   return worker;
 }
 
