@@ -142,6 +142,10 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       runMs.push(row.finished_at!.getTime() - row.started_at!.getTime());
     }
     const singleCpuMs = ((cpuSeconds(worker.pid) - cpu1) * 1000) / SINGLES;
+    // Context for the latencies: one PostgreSQL round trip from Node on this machine right now (a job makes ~8).
+    let rtt = performance.now();
+    for (let i = 0; i < 50; i++) await sql`select 1`.execute(stack.db);
+    rtt = (performance.now() - rtt) / 50;
     sub.disconnect();
     const mem = rss.stop();
     return {
@@ -172,6 +176,7 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       single_run_p50_ms: round(pct(runMs, 50)),
       single_run_p95_ms: round(pct(runMs, 95)),
       single_worker_cpu_ms_per_job: round(singleCpuMs),
+      pg_round_trip_ms: round(rtt),
       note: 'two cores shared with other processes: indicative figures',
     };
   } finally {
