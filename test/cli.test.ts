@@ -51,7 +51,7 @@ describe('admin CLI', () => {
     const dup = await cli(['tenants', 'create', 'cli-co']);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toMatch(/already exists/);
-  });
+  }, 120_000);
 });
 
 describe('configuration', () => {
@@ -64,10 +64,10 @@ describe('configuration', () => {
     ['WEBHOOK_ALLOW_PRIVATE', 'maybe'],
   ])('stops at start with a message naming %s', async (name, value) => {
     const entry = name === 'QUEUES' ? 'src/workers/main.ts' : 'src/api/server.ts';
-    const r = await exec(process.execPath, ['--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env.env, [name]: value }, timeout: 20_000 }).catch((e) => e);
+    const r = await exec(process.execPath, ['--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env.env, [name]: value }, timeout: 50_000 }).catch((e) => e);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(name);
-  });
+  }, 60_000);
 });
 
 describe('npm start', () => {
@@ -79,7 +79,7 @@ describe('npm start', () => {
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
     try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, { timeout: 45_000, what: `the stack to answer; it said:\n${out}` }).catch((e) => {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, { timeout: 90_000, what: `the stack to answer; it said:\n${out}` }).catch((e) => {
         throw new Error(`${e.message}\n${out}`);
       });
       await waitFor(() => /worker ready/.test(out), { timeout: 30_000, what: 'the worker' });
@@ -97,5 +97,5 @@ describe('npm start', () => {
       const { dropDatabase } = await import('./helpers.js');
       await dropDatabase(dbUrl);
     }
-  });
+  }, 120_000);
 });
