@@ -173,6 +173,7 @@ describe('refused at submission', () => {
   const bad: [string, Record<string, unknown>, string][] = [
     ['CR/LF in the subject (header injection)', { to: 'a@example.com', template: 'plain', subject: 'Hi\r\nBcc: victim@example.com', text: 'x' }, 'payload.subject'],
     ['LF alone in the subject', { to: 'a@example.com', template: 'welcome', subject: 'Hi\nX-Evil: 1' }, 'payload.subject'],
+    ['a NUL in the subject', { to: 'a@example.com', template: 'welcome', subject: 'Hi\u0000there' }, 'payload.subject'],
     ['CR/LF in an address', { to: 'a@example.com\r\nBcc: victim@example.com', template: 'welcome' }, 'payload.to'],
     ['an address with a display name', { to: 'Bob <bob@example.com>', template: 'welcome' }, 'payload.to'],
     ['several addresses in one string', { to: 'a@example.com, b@example.com', template: 'welcome' }, 'payload.to'],

@@ -19,13 +19,13 @@ export const MAX_RECIPIENTS = 50;
 /** Messages of one job in flight at once; the SMTP pool has 5 connections. */
 const SEND_CONCURRENCY = 5;
 
-const noCrLf = (s: string) => !/[\r\n]/.test(s);
+const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 export const emailAddress = z.string().superRefine((v, ctx) => {
   const problem = addressProblem(v);
   if (problem) ctx.addIssue({ code: 'custom', message: `not an acceptable email address: ${problem}` });
 });
 // Header fields: CR or LF would let a value start a new header (header injection), so none may hold one.
-const subject = z.string().min(1).max(200).refine(noCrLf, 'must not contain CR or LF');
+const subject = z.string().min(1).max(200).refine(noControl, 'must not contain CR, LF or other control characters');
 const text = z.string().min(1).max(100_000);
 const to = z.union([emailAddress, z.array(emailAddress).min(1).max(MAX_RECIPIENTS, `at most ${MAX_RECIPIENTS} recipients`)]);
 
