@@ -18,6 +18,10 @@ export function createDb(connectionString: string, max = 10): Db {
   });
   // An idle client losing its server must not crash the process; the pool replaces it.
   pool.on('error', () => {});
+  // pg-pool removes its error listener from a client while it is checked out, and pg emits 'error' on a client
+  // whose socket dies even when the query it was running is rejected: without a listener of our own, PostgreSQL
+  // going away mid-query crashes the process (the query's caller still gets the error and answers 503).
+  pool.on('connect', (client) => client.on('error', () => {}));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
