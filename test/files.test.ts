@@ -1,12 +1,13 @@
 // Uploads and downloads: raw and multipart, sniffed types, sha256, tenancy, the size limit, expiry.
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deleteExpiredFiles, saveFile } from '../src/files.js';
 import { makeImage } from './fixtures/images.js';
-import { client, createTestEnv, startProcess, tenantWithKeys, type Proc, type TestEnv } from './helpers.js';
+import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
 const LIMIT = 200_000;
 let env: TestEnv;
@@ -153,6 +154,21 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
     // The server answers 413 without reading the rest; some clients see the reset before the answer.
     if (!(big instanceof Error)) expect(big.status).toBe(413);
     expect((await api('GET', '/healthz')).status).toBe(200);
+
+    // A client that disconnects mid-upload leaves no row and no partial file, and is no 5xx.
+    const t = await tenantWithKeys(env);
+    const u = new URL(`${web.url}/v1/files`);
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { authorization: `Bearer ${t.clientKey}`, 'content-length': '150000' } });
+    req.on('error', () => {});
+    req.write(Buffer.alloc(60_000, 1));
+    // The partial file exists while the bytes flow...
+    await waitFor(() => storedFiles(t.tenant).length > 0, { what: 'the upload to start' });
+    req.destroy();
+    // ...and is gone once the client has gone.
+    await waitFor(() => storedFiles(t.tenant).length === 0, { what: 'the interrupted upload to be cleaned up' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await countRows(t.tenant)).toBe(0);
+    expect(web.output()).not.toMatch(/unhandled error|"path":"\/v1\/files","status":5/);
   });
 
   it('is in the OpenAPI document', async () => {

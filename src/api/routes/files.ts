@@ -121,6 +121,11 @@ export function filesRoutes(deps: AppDeps) {
         row = multipart ? await saveMultipart(body, type, max, save) : await save(body);
       } catch (err) {
         if (err instanceof TooLargeError) throw tooLarge(max);
+        // The client went away mid-upload: its problem, not a 500 (storage has already removed the partial file).
+        const code = (err as { code?: string }).code;
+        if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error).name === 'AbortError') {
+          throw problem.badRequest('The upload was interrupted.');
+        }
         throw err;
       }
       if (row.bytes === 0) {
