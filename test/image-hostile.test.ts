@@ -5,7 +5,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { probe, configureSharp } from '../src/images/pipeline.js';
+import { configureSharp, probe, renderVariant } from '../src/images/pipeline.js';
 import { hostileSvg, makeImage, makePngBomb } from './fixtures/images.js';
 import { createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
@@ -120,6 +120,25 @@ describe('hostile input to image jobs', () => {
     const webp = await makeImage('webp', 300, 200);
     await expectRefused({ file_id: await upload(webp.subarray(0, Math.floor(webp.length * 0.6))) }, 'image_corrupt');
     await expectRefused({ file_id: await upload(Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7919) % 251))) }, 'unsupported_image');
+  });
+
+  it('names every format cut short as image_corrupt (or unsupported_image when no header is left)', async () => {
+    configureSharp();
+    for (const format of ['jpeg', 'png', 'webp', 'avif', 'gif', 'tiff'] as const) {
+      const bytes = await makeImage(format, 300, 200);
+      for (const keep of [0.1, 0.6]) {
+        const cut = bytes.subarray(0, Math.floor(bytes.length * keep));
+        const err = await probe(cut, 1e7)
+          .then(() => renderVariant(cut, { name: 'x', width: 100 }, 1e7))
+          .then(
+            () => undefined,
+            (e: { code?: string }) => e,
+          );
+        expect(err, `${format} cut at ${keep}`).toBeDefined();
+        expect(['image_corrupt', 'unsupported_image'], `${format} cut at ${keep}`).toContain(err!.code);
+        if (format !== 'tiff') expect(err!.code, `${format} cut at ${keep}`).toBe('image_corrupt');
+      }
+    }
   });
 
   it("fails with file_not_found for another tenant's file or an unknown one", async () => {

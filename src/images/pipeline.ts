@@ -134,7 +134,8 @@ export function imageError(err: unknown): Error {
   if (/unsupported image format|is blocked|not a known file format/i.test(message)) return new PermanentError('unsupported_image', message);
   if (/Input file is missing/i.test(message)) return new PermanentError('file_missing', 'the stored bytes of the file are gone');
   if (/timeout/i.test(message)) return new RetryableError('image_timeout', message);
-  if (/premature end|truncat|corrupt|invalid|bad |read error|not enough|unexpected end|crc|libpng|VipsJpeg|VipsPng|webp|heif|gifload|tiff|decode|Input (file|buffer) has/i.test(message)) {
+  // Decoders' words for bytes that end early or do not parse (seen from jpeg, png, webp, avif, gif loaders).
+  if (/premature end|truncat|corrupt|read error|unable to parse|bad seek|unexpected end|not enough data|crc error|Input (file|buffer) has/i.test(message)) {
     return new PermanentError('image_corrupt', message);
   }
   return err instanceof Error ? err : new Error(message);
