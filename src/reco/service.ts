@@ -1,7 +1,7 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
 import type { RecommendationItem } from '../db/types.js';
 import { markCancelled, TERMINAL } from '../db/jobs.js';
-import { submit } from '../jobs/submit.js';
+import { enqueueOrLeave, submit } from '../jobs/submit.js';
 import type { JobContext, WorkerDeps } from '../jobs/types.js';
 import { cacheResults, modelCache } from './cache.js';
 import { allUsers, storeResults, userRatings, type StoredResult } from './data.js';
@@ -59,7 +59,12 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
   const { db } = ctx.deps;
   const children = () => db.selectFrom('jobs').select(['id', 'state', 'payload', 'result']).where('parent_id', '=', ctx.id).where('tenant', '=', ctx.tenant).execute();
   let rows = await children();
-  if (rows.length === 0) {
+  if (rows.length > 0) {
+    // A rerun (the first run's worker died): it may have died between committing the chunks and enqueueing them.
+    // Adding a BullMQ job whose id exists is a no-op, so re-adding every chunk still waiting is safe.
+    const waiting = await db.selectFrom('jobs').selectAll().where('parent_id', '=', ctx.id).where('state', 'in', ['queued', 'delayed']).execute();
+    await enqueueOrLeave(ctx.deps, waiting);
+  } else {
     const users = await allUsers(db, ctx.tenant);
     if (users.length === 0) return { users: 0, succeeded: 0, failed: 0, chunks: 0 };
     const def = ctx.deps.registry.get(CHUNK_TYPE)!;
