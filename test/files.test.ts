@@ -75,6 +75,10 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
     expect(d.headers.get('content-type')).toBe('image/png');
     expect(d.headers.get('x-content-type-options')).toBe('nosniff');
     expect(d.bytes.equals(png)).toBe(true);
+    expect(d.headers.get('etag')).toBe(`"${sha(png)}"`);
+    const again = await env.app.request(`/v1/files/${r.body.id}`, { headers: { authorization: `Bearer ${a.clientKey}`, 'if-none-match': `"${sha(png)}"` } });
+    expect(again.status).toBe(304);
+    expect((await again.arrayBuffer()).byteLength).toBe(0);
   });
 
   it('stores the multipart field `file`, ignoring other fields', async () => {
