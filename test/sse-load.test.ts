@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keys } from '../src/queues.js';
 import { client, createTestEnv, sleep, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 import { openStream, type RawStream } from './support/sse.js';
 
@@ -24,6 +25,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await web?.stop();
+  (server as import('node:http').Server | undefined)?.closeAllConnections();
   await new Promise((r) => server?.close(r));
   await env?.close();
 });
@@ -51,18 +53,19 @@ function rssBytes(pid: number): number {
   return Number(kb) * 1024;
 }
 
-async function redisClients(): Promise<number> {
-  const list = (await env.redis.call('CLIENT', 'LIST')) as string;
-  return list.split('\n').filter((l) => l.includes('name=movie-jobs:subscriber') && /sub=[1-9]/.test(l)).length;
+/** Connections subscribed to this env's job-event channel (one per API process: the web child and this process). */
+async function subscribers(): Promise<number> {
+  const [, n] = (await env.redis.call('PUBSUB', 'NUMSUB', keys(env.config).events)) as [string, number];
+  return n;
 }
 
 describe('many live streams', () => {
   it('unsubscribes when clients go away or the job ends, and shares one Redis subscription', async () => {
     const ids = await delayedJobs(local, 20);
-    const before = await redisClients();
+    expect(await subscribers()).toBe(2);
     const streams = await openAll(local, [...ids, ...ids]);
     expect(env.hub.size).toBe(40);
-    expect(await redisClients()).toBe(before);
+    expect(await subscribers()).toBe(2);
     for (const s of streams.slice(0, 30)) s.close();
     await waitFor(() => env.hub.size === 10, { what: 'the hub to drop closed streams' });
     // The last ten streams follow ids[10..19]; cancelling ends them.
