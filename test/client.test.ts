@@ -27,6 +27,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const s of servers) (s as import('node:http').Server).closeAllConnections();
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   await env?.close();
 });
