@@ -37,6 +37,7 @@ const RULES: Record<string, Rule> = {
   'GET /v1/jobs/{id}/events': { access: 'tenant', owned: true },
   'POST /v1/jobs/{id}/cancel': { access: 'tenant', owned: true },
   'POST /v1/jobs/{id}/retry': { access: 'tenant', owned: true },
+  'GET /v1/jobs/{id}/webhooks': { access: 'tenant', owned: true },
   'POST /v1/files': { access: 'tenant', raw: { body: 'hello', type: 'text/plain' } },
   'GET /v1/files/{id}': { access: 'tenant', owned: true },
   'GET /v1/webhook-secret': { access: 'tenant' },
@@ -50,6 +51,7 @@ const RULES: Record<string, Rule> = {
   'POST /v1/queues/{name}/resume': { access: 'operator' },
   'POST /v1/queues/{name}/retry-failed': { access: 'operator' },
   'GET /v1/schedules': { access: 'operator' },
+  'GET /v1/schedules/{name}': { access: 'operator' },
   'PUT /v1/schedules/{name}': { access: 'operator', body: () => ({ type: 'test', payload: {}, every_ms: 3_600_000 }) },
   'DELETE /v1/schedules/{name}': { access: 'operator' },
   'GET /v1/audit': { access: 'operator' },
@@ -156,7 +158,7 @@ afterAll(() => env?.close());
 
 describe('authorisation matrix', () => {
   it('finds the routes the app serves', () => {
-    console.info(`authz: ${routes.length} routes × ${WHO.length} principals`);
+    console.info(`authz: ${routes.length} routes × ${WHO.length} principals: ${routes.map((r) => `${r.method} ${r.path}`).join(', ')}`);
     const ids = routes.map((r) => `${r.method} ${r.path}`);
     expect(ids).toEqual(expect.arrayContaining(['POST /v1/jobs', 'GET /v1/jobs/{id}', 'GET /healthz']));
   });
