@@ -3,7 +3,21 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { JobEvent } from '../events.js';
+import { Gauge } from 'prom-client';
+import { registry } from '../metrics.js';
 import { createRedis, keys, type RedisClient } from '../queues.js';
+
+const hubs = new Set<EventHub>();
+new Gauge({
+  name: 'sse_streams_open',
+  help: 'Live job-event (SSE) streams open on this process',
+  registers: [registry],
+  collect() {
+    let n = 0;
+    for (const h of hubs) n += h.size;
+    this.set(n);
+  },
+});
 
 export interface JobEventListener {
   /** A change of the job, in publish order. */
@@ -48,6 +62,7 @@ export class EventHub {
         .catch(() => {});
     });
     this.subscribed = subscriber.subscribe(channel);
+    hubs.add(this);
     this.subscribed.catch((err) => log?.warn({ err: String(err) }, 'event hub: subscribe failed'));
   }
 
@@ -95,6 +110,7 @@ export class EventHub {
   /** Ends every stream and drops the connection. */
   async close(): Promise<void> {
     this.closed = true;
+    hubs.delete(this);
     this.forEach((l) => l.close());
     this.listeners.clear();
     this.subscriber.disconnect();

@@ -4,18 +4,22 @@
 // with exponential backoff and survive restarts. Every try is a row in webhook_deliveries. The message id
 // (`webhook-id`) is the same on every try of one message, so receivers can drop repeats.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Counter } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, WebhookDeliveryRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
+import { registry } from '../metrics.js';
 import { bullPrefix, createRedis, type Queues } from '../queues.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
 import { startSweep } from './sweep.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
+
+const tries = new Counter({ name: 'webhook_deliveries_total', help: 'Webhook delivery tries by outcome', labelNames: ['outcome'], registers: [registry] });
 
 export interface WebhookData {
   job_id: string;
@@ -64,8 +68,9 @@ export async function deliverOnce(deps: Pick<WorkerDeps, 'config' | 'db' | 'log'
   const signature = new Webhook(tenant.webhook_secret).sign(id, now, body);
   const headers = { 'webhook-id': id, 'webhook-timestamp': String(Math.floor(now.getTime() / 1000)), 'webhook-signature': signature };
   const started = performance.now();
-  const record = (outcome: 'delivered' | 'failed' | 'refused', status_code: number | null, error: string | null) =>
-    db
+  const record = async (outcome: 'delivered' | 'failed' | 'refused', status_code: number | null, error: string | null) => {
+    tries.inc({ outcome });
+    await db
       .insertInto('webhook_deliveries')
       .values({
         job_id: row.id,
@@ -80,6 +85,7 @@ export async function deliverOnce(deps: Pick<WorkerDeps, 'config' | 'db' | 'log'
         duration_ms: Math.round(performance.now() - started),
       })
       .execute();
+  };
 
   let status: number;
   try {
