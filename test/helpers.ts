@@ -242,7 +242,11 @@ export async function startProcess(
       resolve(code ?? (signal ? null : 0));
     }),
   );
-  await waitFor(() => READY[kind].test(out) || child.exitCode !== null, { timeout: opts.startTimeoutMs ?? 30_000, what: `${kind} to start` });
+  await waitFor(() => READY[kind].test(out) || child.exitCode !== null, { timeout: opts.startTimeoutMs ?? 30_000, what: `${kind} to start` }).catch((err) => {
+    // A process that missed its start-up deadline must not become ready later and take jobs behind the test's back.
+    child.kill('SIGKILL');
+    throw err;
+  });
   if (child.exitCode !== null) throw new Error(`${kind} exited at start:\n${out}`);
   return {
     child,
