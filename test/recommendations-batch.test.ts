@@ -95,6 +95,29 @@ describe('batch recommendations', () => {
     expect(got.body.items).toHaveLength(10);
   });
 
+  it('cancelling a batch cancels the chunks that have not started', async () => {
+    await sql`create function slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.2); return new; end $$`.execute(env.db);
+    await sql`create trigger slow_insert before insert on recommendations for each row execute function slow_insert()`.execute(env.db);
+    try {
+      // Every user has a row by now, so the upsert's insert trigger fires for each: 2 s per chunk.
+      const r = await api('POST', '/v1/jobs', { type: 'recommendations', payload: { all_users: true } });
+      await waitFor(async () => (await children(r.body.id)).some((k) => k.state === 'running'), { what: 'a chunk to start' });
+      expect((await api('POST', `/v1/jobs/${r.body.id}/cancel`)).status).toBe(202);
+      const parent = await waitFor(async () => {
+        const j = (await api('GET', `/v1/jobs/${r.body.id}`)).body;
+        return j.state === 'cancelled' ? j : undefined;
+      });
+      expect(parent.state).toBe('cancelled');
+      const kids = await waitFor(async () => {
+        const k = await children(r.body.id);
+        return k.every((x) => ['succeeded', 'failed', 'cancelled'].includes(x.state)) ? k : undefined;
+      });
+      expect(kids.filter((k) => k.state === 'cancelled').length).toBeGreaterThanOrEqual(1);
+    } finally {
+      await sql`drop trigger slow_insert on recommendations`.execute(env.db);
+    }
+  });
+
   it('a batch over a tenant with no ratings succeeds with zero users', async () => {
     const t = await tenantWithKeys(env);
     const empty = client(env.app, t.clientKey);
