@@ -137,6 +137,9 @@ export function eventsRoutes(deps: AppDeps) {
         stream.onAbort(() => end());
         pings.add(stream);
         try {
+          // Sends the headers at once even when a resumed stream has nothing to replay, and tells EventSource how
+          // soon to reconnect if the connection drops.
+          await stream.write('retry: 2000\n\n');
           if (snapshot) await write(snapshot, true);
           for (const e of replay) await write(e);
           // Drop buffered events the snapshot already contains (up to the last one equal to it).
