@@ -17,8 +17,8 @@ interface Op {
 }
 
 /** Requests per run, shared by however many operations the document lists, so the file's time stays bounded. */
-const IN_PROCESS_BUDGET = 1500;
-const HTTP_BUDGET = 400;
+const IN_PROCESS_BUDGET = 1000;
+const HTTP_BUDGET = 250;
 
 let env: TestEnv;
 let web: Proc;
