@@ -5,6 +5,7 @@ import * as ledger from '../db/jobs.js';
 import type { JobError, JobRow } from '../db/types.js';
 import { publishJobEvent } from '../events.js';
 import { instrumentWorker } from '../metrics.js';
+import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
 import { DbGuard } from './db-guard.js';
 import type { BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -43,6 +44,10 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
 
   async function emit(kind: 'state' | 'progress', row: JobRow | undefined) {
     if (row) await publishJobEvent(redis, config, kind, row);
+    // A job with a callback that has just ended: its webhook goes on the `webhooks` queue.
+    if (kind === 'state' && row?.callback_url) {
+      await enqueueWebhook(deps.queues, config, row).catch((err) => log.error({ err, job_id: row.id }, 'webhook enqueue failed'));
+    }
   }
 
   async function run(def: JobDefinition, job: Job<BullData>, token: string | undefined, signal: AbortSignal | undefined) {
@@ -141,6 +146,8 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
     dbGuard.watch(worker);
     workers.push(worker);
   }
+  // Webhook deliveries are served by every worker process, whatever queues it serves.
+  workers.push(startWebhookWorker(deps));
 
   // Cancellation of running jobs: the API publishes the id; whichever worker holds it aborts the processor.
   const subscriber: RedisClient = createRedis(config, 'subscriber');
