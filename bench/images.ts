@@ -3,6 +3,7 @@
 // loop's images/s, and the worker process's RSS stays < 600 MiB throughout (sampled every 100 ms, and VmHWM).
 // Standalone: `node --import tsx bench/images.ts` (IMAGES=… per round, ROUNDS=…, IMAGE_CONCURRENCY=…).
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
@@ -172,6 +173,10 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       job_run_ms: round(Number(run_ms), 0),
       bare_image_ms: round((bareSeconds * 1000 * CONCURRENCY) / total, 0),
       platform_image_ms: round((platformSeconds * 1000 * CONCURRENCY) / total, 0),
+      // On an idle 2-core machine both sides are CPU-bound, so this is what the wall ratio tends to; on a
+      // shared one the wall ratio swings with other processes' load (see load_avg_1m).
+      cpu_ratio: round(bareCpuMs / workerCpuMs, 3),
+      load_avg_1m: round(os.loadavg()[0], 1),
       bare_cpu_ms_per_image: round(bareCpuMs / total, 0),
       worker_cpu_ms_per_image: round(workerCpuMs / total, 0),
       worker_rss_peak_mib: round(worstRss, 1),
