@@ -33,7 +33,7 @@ const uploadContent = {
   '*/*': { schema: binary },
 };
 
-/** What the bytes are; undefined when file-type does not know them (text, SVG, unknown binary). */
+/** What the bytes are; application/octet-stream when file-type does not know them (text, SVG, unknown binary). */
 export async function sniff(head: Buffer): Promise<string> {
   const t = head.length ? await fileTypeFromBuffer(head) : undefined;
   return t?.mime ?? 'application/octet-stream';
