@@ -27,10 +27,17 @@ afterAll(async () => {
   await redis?.stop();
 });
 
+/** A process; a start that times out on a loaded machine is tried again rather than failing the test. */
 async function start(kind: 'web' | 'worker', extra: Record<string, string> = {}) {
-  const p = await startProcess(kind, env.env, extra);
-  procs.push(p);
-  return p;
+  for (let tries = 1; ; tries++) {
+    try {
+      const p = await startProcess(kind, env.env, extra);
+      procs.push(p);
+      return p;
+    } catch (err) {
+      if (tries >= 3 || !/timed out/.test(String(err))) throw err;
+    }
+  }
 }
 
 async function http(base: string, method: string, pathname: string, body?: unknown, headers: Record<string, string> = {}) {
@@ -123,8 +130,9 @@ describe('the API killed between its commit and its enqueue', () => {
       const row = await waitFor(() => env.db.selectFrom('jobs').selectAll().where('idempotency_key', '=', idem).executeTakeFirst(), { timeout: 10_000, what: 'the ledger commit' });
       await web.stop('SIGKILL');
       expect(await pending).toBeInstanceOf(Error); // the client never got an answer
-      await admin.call('CLIENT', 'UNPAUSE');
+      // Reads are not paused: the job is in the ledger and not in Redis, and nobody is left to enqueue it.
       expect(await admin.exists(`${env.config.QUEUE_PREFIX}:test:${row.id}`)).toBe(0);
+      await admin.call('CLIENT', 'UNPAUSE');
 
       // A worker's reconciler finds the committed job missing from Redis and enqueues it.
       await start('worker');
