@@ -106,7 +106,7 @@ export async function jobsInFlight(db: Db, tenant: string, cap: number): Promise
   return rows[0]?.n ?? 0;
 }
 
-/** Megapixels of one uploaded image, from its header only; 0 when it is missing or not an image (the job will say so). */
+/** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
 async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
   if (fileId.length > 64) return 0;
   const row = await deps.db.selectFrom('files').select(['storage_key']).where('id', '=', fileId).where('tenant', '=', tenant).executeTakeFirst();
@@ -114,7 +114,9 @@ async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promis
   try {
     const input = deps.storage.localPath ? deps.storage.localPath(row.storage_key) : await streamToBuffer(await deps.storage.get(row.storage_key));
     const meta = await sharp(input, { limitInputPixels: false }).metadata();
-    return ((meta.width ?? 0) * (meta.height ?? 0)) / 1e6;
+    const pixels = (meta.width ?? 0) * (meta.height ?? 0);
+    // Above IMAGE_MAX_PIXELS the worker refuses the image before decoding it: no work to charge for.
+    return pixels > deps.config.IMAGE_MAX_PIXELS ? 0 : pixels / 1e6;
   } catch {
     return 0;
   }
