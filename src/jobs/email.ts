@@ -69,7 +69,8 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   const mailer = mailerFor(config, log);
   const recipients = [...new Set([ctx.payload.to].flat().map(normalizeAddress))];
   const domain = senderDomain(config.MAIL_FROM);
-  const claims = await claimDeliveries(db, ctx.id, recipients, recipients.map((r) => messageIdFor(ctx.id, r, domain)));
+  // Half the BullMQ lock: a dead run's claims are older than that by the time its job is picked up again.
+  const claims = await claimDeliveries(db, ctx.id, recipients, recipients.map((r) => messageIdFor(ctx.id, r, domain)), config.WORKER_LOCK_MS / 2);
 
   const state = new Map(claims.map((c) => [c.recipient, c.attempts === null ? c.prev_state! : ('pending' as string)]));
   const todo = claims.filter((c) => c.attempts !== null);
@@ -114,7 +115,7 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   const rejected = by('rejected');
   const unsent = recipients.length - accepted.length - rejected.length;
   if (unsent && !ctx.signal.aborted) {
-    throw new RetryableError('smtp_temporary', `${unsent} of ${recipients.length} recipient(s) not delivered yet (${lastTemporary ?? 'interrupted'}); will retry`);
+    throw new RetryableError('smtp_temporary', `${unsent} of ${recipients.length} recipient(s) not delivered yet (${lastTemporary ?? 'interrupted, or being sent by another run'}); will retry`);
   }
   if (!accepted.length && rejected.length) {
     throw new PermanentError('recipients_rejected', `the server rejected every recipient${lastPermanent ? `: ${lastPermanent}` : ''}`);

@@ -22,11 +22,12 @@ export interface Claim {
 
 /**
  * One statement per run: inserts the recipients not yet in the ledger and re-claims those still pending or deferred,
- * returning every recipient with its previous state. Settled rows (sent, rejected) are left alone, which is what
+ * returning every recipient with its previous state. Settled rows (sent, rejected) and fresh claims of another run
+ * (pending for less than `leaseMs`) are left alone, which is what
  * makes a retry skip them. `prev` reads the snapshot from before the upsert, so it tells a fresh row from a row a
  * crashed run had claimed (prev_state 'pending': the outcome of that send is unknown).
  */
-export async function claimDeliveries(db: Db, jobId: string, recipients: string[], messageIds: string[]): Promise<Claim[]> {
+export async function claimDeliveries(db: Db, jobId: string, recipients: string[], messageIds: string[], leaseMs: number): Promise<Claim[]> {
   const { rows } = await sql<Claim>`
     with input as (
       select * from unnest(${recipients}::text[], ${messageIds}::text[]) with ordinality as r(recipient, message_id, ord)
@@ -39,7 +40,10 @@ export async function claimDeliveries(db: Db, jobId: string, recipients: string[
       select ${jobId}, recipient, 'pending', message_id from input
       on conflict (job_id, recipient) do update
         set state = 'pending', attempts = email_deliveries.attempts + 1, updated_at = now()
-        where email_deliveries.state in ('pending', 'deferred')
+        where email_deliveries.state = 'deferred'
+          -- A pending claim younger than the lease may belong to a run still sending (its BullMQ lock lapsed while it
+          -- was alive): leave it, and this run retries later. An older one belongs to a run that died.
+          or (email_deliveries.state = 'pending' and email_deliveries.updated_at < now() - make_interval(secs => ${leaseMs / 1000}))
       returning recipient, attempts
     )
     select i.recipient, i.message_id, p.state as prev_state, p.response as prev_response, c.attempts
