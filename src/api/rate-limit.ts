@@ -4,7 +4,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { sql } from 'kysely';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import sharp from 'sharp';
+import { probe } from '../images/pipeline.js';
 import type { Principal } from '../auth/keys.js';
 import type { Db } from '../db/index.js';
 import { LIVE } from '../db/jobs.js';
@@ -113,10 +113,10 @@ async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promis
   if (!row) return 0;
   try {
     const input = deps.storage.localPath ? deps.storage.localPath(row.storage_key) : await streamToBuffer(await deps.storage.get(row.storage_key));
-    const meta = await sharp(input, { limitInputPixels: false }).metadata();
-    const pixels = (meta.width ?? 0) * (meta.height ?? 0);
-    // Above IMAGE_MAX_PIXELS the worker refuses the image before decoding it: no work to charge for.
-    return pixels > deps.config.IMAGE_MAX_PIXELS ? 0 : pixels / 1e6;
+    // The image pipeline's own header probe: untrusted bytes meet only the allowed libvips loaders. It throws
+    // above IMAGE_MAX_PIXELS, where the worker refuses the image before decoding it: no work to charge for.
+    const { width, height } = await probe(input, deps.config.IMAGE_MAX_PIXELS);
+    return (width * height) / 1e6;
   } catch {
     return 0;
   }
