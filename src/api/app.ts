@@ -17,6 +17,8 @@ import { healthRoutes } from './routes/health.js';
 import { eventsRoutes } from './routes/events.js';
 import { jobsRoutes } from './routes/jobs.js';
 import { webhooksRoutes } from './routes/webhooks.js';
+import { catalogRoutes } from './routes/catalog.js';
+import { recommendationsRoutes } from './routes/recommendations.js';
 import { auditJobActions, auditRoutes } from './routes/audit.js';
 import { queuesRoutes } from './routes/queues.js';
 import { schedulesRoutes } from './routes/schedules.js';
@@ -67,14 +69,16 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', tenantQuotas(deps));
   app.use('/v1/jobs/:id/:action', auditJobActions(deps));
   app.route('/v1', jobsRoutes(deps));
-  app.route('/v1', eventsRoutes(deps));
-  app.route('/v1', webhooksRoutes(deps));
   app.route('/v1', filesRoutes(deps));
+  app.route('/v1', catalogRoutes(deps));
+  app.route('/v1', recommendationsRoutes(deps));
   app.route('/v1', queuesRoutes(deps));
   app.route('/v1', schedulesRoutes(deps));
   app.route('/v1', auditRoutes(deps));
   // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
   app.route('/', operatorTools(deps));
+  app.route('/v1', eventsRoutes(deps));
+  app.route('/v1', webhooksRoutes(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API key from `npm run cli -- keys create`' });
   app.doc31('/openapi.json', {
