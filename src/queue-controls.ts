@@ -1,7 +1,7 @@
 // What operators do to queues, shared by /v1/queues and the dashboard. Retries go through the ledger: a BullMQ
 // retry alone would reach a worker that finds the ledger row failed and skips it.
 import { sql } from 'kysely';
-import type { Db } from './db/index.js';
+import { resetForRetry } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
 import { publishJobEvent } from './events.js';
 import type { JobRegistry } from './jobs/registry.js';
@@ -44,7 +44,7 @@ export async function queueInfo(queues: Queues, name: string): Promise<QueueInfo
 export async function retryFailed(deps: ControlDeps, type: string, batch = 500): Promise<number> {
   let total = 0;
   for (;;) {
-    const rows = await resetFailed(deps.db, type, undefined, batch);
+    const rows = await resetForRetry(deps.db, { type, limit: batch, states: ['failed'] });
     if (rows.length === 0) break;
     await requeue(deps, rows);
     total += rows.length;
@@ -55,33 +55,9 @@ export async function retryFailed(deps: ControlDeps, type: string, batch = 500):
 
 /** One failed or cancelled job again (the dashboard's per-job retry). Undefined when it is not retryable. */
 export async function retryOne(deps: ControlDeps, id: string): Promise<JobRow | undefined> {
-  const [row] = await resetFailed(deps.db, undefined, id, 1, ['failed', 'cancelled']);
+  const [row] = await resetForRetry(deps.db, { id, limit: 1 });
   if (row) await requeue(deps, [row]);
   return row;
-}
-
-async function resetFailed(db: Db, type: string | undefined, id: string | undefined, limit: number, states = ['failed']): Promise<JobRow[]> {
-  let pick = db.selectFrom('jobs').select('id').where('state', 'in', states as JobRow['state'][]);
-  if (type) pick = pick.where('type', '=', type);
-  if (id) pick = pick.where('id', '=', id);
-  return db
-    .updateTable('jobs')
-    .set({
-      state: 'queued',
-      progress: 0,
-      attempts: 0,
-      result: null,
-      error: null,
-      cancel_requested: false,
-      started_at: null,
-      finished_at: null,
-      run_at: null,
-      updated_at: sql<Date>`now()`,
-    })
-    .where('id', 'in', pick.orderBy('id').limit(limit))
-    .where('state', 'in', states as JobRow['state'][])
-    .returningAll()
-    .execute();
 }
 
 async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {

@@ -188,8 +188,18 @@ export async function requestCancel(db: Q, id: string): Promise<JobRow | undefin
     .executeTakeFirst();
 }
 
-/** failed or cancelled → queued, with a fresh set of attempts. */
-export async function resetForRetry(db: Q, id: string): Promise<JobRow | undefined> {
+/**
+ * failed (or cancelled) → queued with a fresh set of attempts: one job by id, or up to `limit` of a type. Returns
+ * the rows it reset; the caller re-enqueues them.
+ */
+export async function resetForRetry(
+  db: Q,
+  f: { id?: string; type?: string; limit: number; states?: JobState[] },
+): Promise<JobRow[]> {
+  const states = f.states ?? ['failed', 'cancelled'];
+  let pick = db.selectFrom('jobs').select('id').where('state', 'in', states);
+  if (f.type) pick = pick.where('type', '=', f.type);
+  if (f.id) pick = pick.where('id', '=', f.id);
   return db
     .updateTable('jobs')
     .set({
@@ -204,10 +214,10 @@ export async function resetForRetry(db: Q, id: string): Promise<JobRow | undefin
       run_at: null,
       updated_at: sql<Date>`now()`,
     })
-    .where('id', '=', id)
-    .where('state', 'in', ['failed', 'cancelled'])
+    .where('id', 'in', pick.orderBy('id').limit(f.limit))
+    .where('state', 'in', states)
     .returningAll()
-    .executeTakeFirst();
+    .execute();
 }
 
 /**

@@ -4,7 +4,8 @@ import * as ledger from '../../db/jobs.js';
 import type { JobRow } from '../../db/types.js';
 import { publishJobEvent } from '../../events.js';
 import { crossTenantReport } from '../../jobs/report.js';
-import { checkSpec, enqueueOrLeave, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
+import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
+import { retryOne } from '../../queue-controls.js';
 import { keys } from '../../queues.js';
 import { enqueueWebhook } from '../../webhooks/delivery.js';
 import { tenantScope } from '../auth.js';
@@ -247,12 +248,8 @@ export function jobsRoutes(deps: AppDeps) {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
       if (job.state !== 'failed' && job.state !== 'cancelled') throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, { state: job.state });
       assertRedisUp(deps);
-      const row = await ledger.resetForRetry(db, job.id);
+      const row = await retryOne(deps, job.id);
       if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
-      // The finished BullMQ job still holds this id; it must go before the id can be queued again.
-      await deps.queues.get(row.type).remove(row.id).catch(() => 0);
-      await enqueueOrLeave(deps, [row]);
-      await publishJobEvent(deps.redis, deps.config, 'state', row);
       return c.json(ledger.toApiJob(row), 202);
     },
   );
