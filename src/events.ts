@@ -33,10 +33,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 return id`;
 
+type Publisher = RedisClient & { publishJobEvent(key: string, maxLen: number, message: string, ttlMs: number, channel: string): Promise<string> };
+const withScript = new WeakSet<object>();
+
+/** The client with the script defined: ioredis sends it by SHA (EVALSHA), not its whole text each time. */
+function publisher(redis: RedisClient): Publisher {
+  if (!withScript.has(redis)) {
+    redis.defineCommand('publishJobEvent', { numberOfKeys: 1, lua: PUBLISH });
+    withScript.add(redis);
+  }
+  return redis as Publisher;
+}
+
 /** Publishes a change; a lost publish only delays a live view (the ledger has the truth), so errors are swallowed. */
 export async function publishJobEvent(redis: RedisClient, config: Config, event: JobEventKind, row: JobRow): Promise<void> {
   const message: JobEvent = { event, job: toApiJob(row) };
-  await redis.eval(PUBLISH, 1, jobEventsKey(config, row.id), EVENT_MAXLEN, JSON.stringify(message), EVENT_TTL_MS, keys(config).events).catch(() => {});
+  await publisher(redis)
+    .publishJobEvent(jobEventsKey(config, row.id), EVENT_MAXLEN, JSON.stringify(message), EVENT_TTL_MS, keys(config).events)
+    .catch(() => {});
 }
 
 /** Events of a job after `afterId` (exclusive; "0" for all), oldest first. */

@@ -106,11 +106,11 @@ export async function listJobs(db: Q, f: ListFilter): Promise<JobRow[]> {
 }
 
 /**
- * Called when a worker starts a run. Returns undefined when the job must not run (already terminal,
- * cancelled, or unknown to the ledger).
+ * Called when workers start runs, for many jobs in one statement (the worker's group commit); rows come back in
+ * `ids` order. A job that must not run (terminal, cancelled, or unknown to the ledger) comes back undefined.
  */
-export async function markRunning(db: Q, id: string): Promise<JobRow | undefined> {
-  return db
+export async function markRunningMany(db: Q, ids: string[]): Promise<(JobRow | undefined)[]> {
+  const rows = await db
     .updateTable('jobs')
     .set({
       state: 'running',
@@ -118,11 +118,27 @@ export async function markRunning(db: Q, id: string): Promise<JobRow | undefined
       started_at: sql<Date>`coalesce(started_at, now())`,
       updated_at: sql<Date>`now()`,
     })
-    .where('id', '=', id)
+    .where('id', 'in', ids)
     .where('state', 'in', LIVE)
     .where('cancel_requested', '=', false)
     .returningAll()
-    .executeTakeFirst();
+    .execute();
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.map((id) => byId.get(id));
+}
+
+/** Runs that succeeded, many in one statement; rows come back in input order. */
+export async function markSucceededMany(db: Q, done: { id: string; result: unknown }[]): Promise<(JobRow | undefined)[]> {
+  const ids = done.map((d) => d.id);
+  const results = done.map((d) => JSON.stringify(d.result ?? null));
+  const { rows } = await sql<JobRow>`
+    update jobs set state = 'succeeded', progress = 100, result = v.result::jsonb, error = null,
+      finished_at = now(), updated_at = now()
+    from (select unnest(${ids}::uuid[]) as id, unnest(${results}::text[]) as result) v
+    where jobs.id = v.id and jobs.state in ('queued', 'delayed', 'running')
+    returning jobs.*`.execute(db);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.map((id) => byId.get(id));
 }
 
 export async function setProgress(db: Q, id: string, progress: number): Promise<JobRow | undefined> {
@@ -131,23 +147,6 @@ export async function setProgress(db: Q, id: string, progress: number): Promise<
     .set({ progress, updated_at: sql<Date>`now()` })
     .where('id', '=', id)
     .where('state', '=', 'running')
-    .returningAll()
-    .executeTakeFirst();
-}
-
-export async function markSucceeded(db: Q, id: string, result: unknown): Promise<JobRow | undefined> {
-  return db
-    .updateTable('jobs')
-    .set({
-      state: 'succeeded',
-      progress: 100,
-      result: JSON.stringify(result ?? null),
-      error: null,
-      finished_at: sql<Date>`now()`,
-      updated_at: sql<Date>`now()`,
-    })
-    .where('id', '=', id)
-    .where('state', 'in', LIVE)
     .returningAll()
     .executeTakeFirst();
 }

@@ -7,6 +7,7 @@ import { publishJobEvent } from '../events.js';
 import { instrumentWorker } from '../metrics.js';
 import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
 import { DbGuard } from './db-guard.js';
+import { groupCommit } from '../group-commit.js';
 import type { BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
@@ -41,6 +42,10 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
   const { config, db, redis, log } = deps;
   const workers: Worker[] = [];
   const dbGuard = new DbGuard(db, log);
+  // Jobs that start or finish together (concurrency > 1) share one UPDATE: a statement and a commit per batch, not
+  // per job. Nothing waits for a batch to fill; a lone job goes out at once.
+  const markRunning = groupCommit((ids: string[]) => ledger.markRunningMany(db, ids));
+  const markSucceeded = groupCommit((done: { id: string; result: unknown }[]) => ledger.markSucceededMany(db, done));
 
   async function emit(kind: 'state' | 'progress', row: JobRow | undefined) {
     if (row) await publishJobEvent(redis, config, kind, row);
@@ -53,7 +58,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
   async function run(def: JobDefinition, job: Job<BullData>, token: string | undefined, signal: AbortSignal | undefined) {
     const id = job.id!;
     const jlog = log.child({ job_id: id, type: def.type, tenant: job.data?.tenant });
-    const row = await ledger.markRunning(db, id);
+    const row = await markRunning(id);
     if (!row) {
       // Terminal, cancelled before it started, or unknown to the ledger: nothing to do, and no retry.
       const current = await ledger.findJob(db, id);
@@ -69,7 +74,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
     const started = Date.now();
-    jlog.info({ attempt: row.attempts }, 'job started');
+    jlog.debug({ attempt: row.attempts }, 'job started');
     try {
       const payload = def.payload.parse(row.payload);
       let lastProgress = -1;
@@ -94,7 +99,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
         },
       });
       if (controller.signal.aborted) throw new Cancelled('cancelled');
-      const done = await ledger.markSucceeded(db, id, result);
+      const done = await markSucceeded({ id, result });
       await emit('state', done);
       jlog.info({ ms: Date.now() - started }, 'job succeeded');
       return result;
