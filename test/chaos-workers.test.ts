@@ -57,7 +57,7 @@ async function states(ids: string[]): Promise<Record<string, number>> {
 }
 
 describe('workers SIGKILLed every few seconds', () => {
-  it('runs 1,000 mixed jobs to succeeded, and sends each email once (a resend only after an unrecorded outcome, same Message-ID)', { timeout: 240_000 }, async () => {
+  it('runs 1,000 mixed jobs to succeeded, and sends each email once (a resend only after an unrecorded outcome, same Message-ID)', { timeout: 480_000 }, async () => {
     const withEmail = Boolean(env.registry.get('email')?.process);
     const specs = Array.from({ length: 1000 }, (_, i) => {
       if (withEmail && i % 10 === 0) return { type: 'email', payload: { to: `user${i}@example.com`, template: 'plain', subject: `chaos ${i}`, text: 'hello' } };
@@ -100,7 +100,9 @@ describe('workers SIGKILLed every few seconds', () => {
         expect(r.status).toBe(202);
         ids.push(...r.body.jobs.map((j: { id: string }) => j.id));
       }
-      await waitFor(async () => (await states(ids)).succeeded === ids.length, { timeout: 200_000, interval: 500, what: 'all 1,000 jobs to succeed' });
+      await waitFor(async () => (await states(ids)).succeeded === ids.length, { timeout: 420_000, interval: 500, what: 'all 1,000 jobs to succeed' }).catch(async (err) => {
+        throw new Error(`${(err as Error).message}; states: ${JSON.stringify(await states(ids))}`);
+      });
     } finally {
       done = true;
       await chaos;

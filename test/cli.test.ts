@@ -84,9 +84,19 @@ describe('npm start', () => {
       });
       await waitFor(() => /worker ready/.test(out), { timeout: 30_000, what: 'the worker' });
       expect(out).toContain(`http://localhost:${port}/docs`);
+      // Ctrl-C reaches the whole foreground process group, as in a terminal.
       process.kill(-child.pid!, 'SIGINT');
-      const code = await new Promise((r) => child.on('exit', r));
-      expect(code).not.toBeNull();
+      await new Promise((r) => child.on('exit', r));
+      // Every process of the stack is gone (signal 0 to the group fails once none is left), and the port is closed.
+      const groupAlive = () => {
+        try {
+          process.kill(-child.pid!, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      await waitFor(() => !groupAlive(), { timeout: 30_000, what: 'every stack process to exit' });
       await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
     } finally {
       try {
