@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import { SMTPServer } from 'smtp-server';
 import getPort from 'get-port';
 import { BENCH_CONCURRENCY } from './fixtures/bench-jobs.js';
-import { createStack, load, procfile, round, sleep, start, type Stack } from './lib.js';
+import { createStack, load, procfile, ROOT, round, sleep, start, type Stack } from './lib.js';
 
 const exec = promisify(execFile);
 const WEB_READY = /API listening/;
@@ -49,7 +49,7 @@ async function countByState(stack: Stack, type: string) {
 export async function enqueue(duration: number): Promise<Row[]> {
   const stack = await createStack('enqueue');
   const web = await start(procfile().web, stack.env, WEB_READY, { port: true });
-  const anchor = await start('node --import tsx bench/anchors/minimal-enqueue.ts', { ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` }, /anchor ready/, { port: true });
+  const anchor = await start(`node --import tsx ${ROOT}/bench/anchors/minimal-enqueue.ts`, { ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` }, /anchor ready/, { port: true });
   try {
     const body = { type: 'noop', payload: { n: 1 } };
     await load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration: 2 }); // warm-up

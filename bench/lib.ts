@@ -38,7 +38,7 @@ export async function createStack(label: string, extra: Record<string, string> =
     TENANT_MAX_IN_FLIGHT: '0',
     STORAGE_DIR: path.join(ROOT, 'var/bench', name, 'files'),
     MAIL_DIR: path.join(ROOT, 'var/bench', name, 'mail'),
-    JOB_MODULES: 'bench/fixtures/bench-jobs.ts',
+    JOB_MODULES: path.join(ROOT, 'bench/fixtures/bench-jobs.ts'),
     WORKER_METRICS_PORT: '0',
     ...extra,
   };
@@ -108,7 +108,8 @@ process.on('exit', () => live.forEach((c) => c.kill('SIGKILL')));
 export async function start(command: string, env: Record<string, string>, ready: RegExp, opts: { port?: boolean } = {}): Promise<Proc> {
   const port = opts.port ? await getPort() : undefined;
   const child = spawn('sh', ['-c', `exec ${command}`], {
-    cwd: ROOT,
+    // BENCH_APP_ROOT runs the processes of another checkout (an older commit) under the same harness: before/after.
+    cwd: process.env.BENCH_APP_ROOT ?? ROOT,
     env: { ...process.env, ...env, LOG_LEVEL: 'info', ...(port ? { PORT: String(port) } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
