@@ -87,7 +87,7 @@ export async function deletePrefix(config: Config, pattern: string) {
 /** The Procfile's command lines by process name. */
 export function procfile(): Record<string, string> {
   return Object.fromEntries(
-    readFileSync(path.join(ROOT, 'Procfile'), 'utf8')
+    readFileSync(path.join(process.env.BENCH_APP_ROOT ?? ROOT, 'Procfile'), 'utf8')
       .split('\n')
       .filter((l) => /^\w+:/.test(l))
       .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]),

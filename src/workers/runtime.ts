@@ -44,8 +44,9 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
   const dbGuard = new DbGuard(db, log);
   // Jobs that start or finish together (concurrency > 1) share one UPDATE: a statement and a commit per batch, not
   // per job. Nothing waits for a batch to fill; a lone job goes out at once.
-  const markRunning = groupCommit((ids: string[]) => ledger.markRunningMany(db, ids));
-  const markSucceeded = groupCommit((done: { id: string; result: unknown }[]) => ledger.markSucceededMany(db, done));
+  // One statement in flight at a time: the others gather behind it into the next batch.
+  const markRunning = groupCommit((ids: string[]) => ledger.markRunningMany(db, ids), { maxInFlight: 1 });
+  const markSucceeded = groupCommit((done: { id: string; result: unknown }[]) => ledger.markSucceededMany(db, done), { maxInFlight: 1 });
 
   async function emit(kind: 'state' | 'progress', row: JobRow | undefined) {
     if (row) await publishJobEvent(redis, config, kind, row);
