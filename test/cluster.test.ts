@@ -6,7 +6,7 @@ import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { bullPrefix, createRedis, isCluster } from '../src/queues.js';
-import { client, createTestEnv, startProcess, tenantWithKeys, uniqueName, waitFor, type Proc, type TestEnv } from './helpers.js';
+import { client, createTestEnv, jobInState, type Proc, startProcess, tenantWithKeys, type TestEnv, uniqueName, waitFor } from './helpers.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
 
 let cluster: RedisClusterHandle;
@@ -42,14 +42,7 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const until = (id: string, states: string[], timeout = 20_000) =>
-  waitFor(
-    async () => {
-      const r = await api('GET', `/v1/jobs/${id}`);
-      return states.includes(r.body.state) ? r.body : undefined;
-    },
-    { timeout, what: `job ${id} to reach ${states.join('|')}` },
-  );
+const until = (id: string, states: string[], timeout?: number) => jobInState(api, id, states, timeout);
 
 describe('Redis Cluster', () => {
   it('treats a REDIS_URL listing several nodes as a cluster and spreads the queues over the masters', async () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { addressProblem } from '../src/mail/address.js';
 import { createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
-import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
+import { client, createTestEnv, jobInState, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
 
 const FROM = 'Movie Jobs <noreply@movies.test>';
@@ -37,14 +37,7 @@ const submit = async (payload: Record<string, unknown>) => {
   return r.body.id as string;
 };
 
-const until = (id: string, states: string[], timeout = 20_000) =>
-  waitFor(
-    async () => {
-      const r = await api('GET', `/v1/jobs/${id}`);
-      return states.includes(r.body.state) ? r.body : undefined;
-    },
-    { timeout, what: `job ${id} to reach ${states.join('|')}` },
-  );
+const until = (id: string, states: string[], timeout?: number) => jobInState(api, id, states, timeout);
 
 const arrived = async (messageId: string) => {
   const got = smtp.byMessageId(messageId);

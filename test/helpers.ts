@@ -184,6 +184,17 @@ export function client(target: { request: (path: string, init?: RequestInit) => 
   };
 }
 
+/** Polls GET /v1/jobs/:id until the job is in one of `states`; returns the job. */
+export function jobInState(api: ReturnType<typeof client>, id: string, states: string[], timeout = 20_000) {
+  return waitFor(
+    async () => {
+      const r = await api('GET', `/v1/jobs/${id}`);
+      return states.includes(r.body.state) ? r.body : undefined;
+    },
+    { timeout, what: `job ${id} to reach ${states.join('|')}` },
+  );
+}
+
 export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, opts: { timeout?: number; interval?: number; what?: string } = {}): Promise<T> {
   const deadline = Date.now() + (opts.timeout ?? 20_000);
   let last: unknown;

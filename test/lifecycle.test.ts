@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import { client, createTestEnv, jobInState, type Proc, startProcess, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
 
 let env: TestEnv;
 let web: Proc;
@@ -23,14 +23,7 @@ afterAll(async () => {
   await env?.close();
 });
 
-const until = (id: string, states: string[], timeout = 20_000) =>
-  waitFor(
-    async () => {
-      const r = await api('GET', `/v1/jobs/${id}`);
-      return states.includes(r.body.state) ? r.body : undefined;
-    },
-    { timeout, what: `job ${id} to reach ${states.join('|')}` },
-  );
+const until = (id: string, states: string[], timeout?: number) => jobInState(api, id, states, timeout);
 
 describe('job lifecycle over HTTP with a real worker', () => {
   it('runs a job to succeeded with its result', async () => {
