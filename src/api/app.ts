@@ -75,10 +75,10 @@ export function createApp(deps: AppDeps) {
   app.route('/v1', queuesRoutes(deps));
   app.route('/v1', schedulesRoutes(deps));
   app.route('/v1', auditRoutes(deps));
-  // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
-  app.route('/', operatorTools(deps));
   app.route('/v1', eventsRoutes(deps));
   app.route('/v1', webhooksRoutes(deps));
+  // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
+  app.route('/', operatorTools(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API key from `npm run cli -- keys create`' });
   app.doc31('/openapi.json', {
