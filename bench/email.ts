@@ -5,30 +5,20 @@
 // drift in machine load during the run does not favour either side.
 // Target (issue 4): the platform reaches ≥ 70% of the bare rate. Standalone: `node --import tsx bench/email.ts`
 // (EMAILS=… to change the count).
-import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import nodemailer from 'nodemailer';
 import { paragraphs, render } from '../src/mail/render.js';
 import { smtpPoolOptions } from '../src/mail/transport.js';
 import { MAX_RECIPIENTS } from '../src/jobs/email.js';
-import { createStack, procfile, round, sleep, start, type Proc } from './lib.js';
+import { cpuSeconds, createStack, procfile, round, sleep, start, type Proc } from './lib.js';
 
 const N = Number(process.env.EMAILS ?? 2000);
 const WARMUP = 50;
 const SUBJECT = 'Benchmark';
 const TEXT = 'A short plain message.\n\nSent by the email benchmark.';
 
-/** CPU time (user + system) a process has used, in ms, from /proc. */
-function cpuMs(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return 0;
-  }
-}
-const CLOCK_TICKS = 100;
+const cpuMs = (pid: number) => cpuSeconds(pid) * 1000;
 
 /** Wall-clock rates swing with whatever else the machine runs; CPU per message does much less, so both are reported. */
 type Measured = { rate: number; cpuPerMsg: number };

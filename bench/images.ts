@@ -15,7 +15,7 @@ import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
 import { createRedis, Queues, waitForRedis } from '../src/queues.js';
 import { DirectoryStorage } from '../src/storage.js';
-import { createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
+import { cpuSeconds, createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
 
 const IMAGES = Number(process.env.IMAGES ?? 16);
 const ROUNDS = Number(process.env.ROUNDS ?? 4);
@@ -115,10 +115,7 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       return (performance.now() - t0) / 1000;
     };
     // CPU time spent per image on each side (all threads): the worker's from /proc, the bare loop's own.
-    const ticks = () => {
-      const f = readFileSync(`/proc/${worker!.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in ms (USER_HZ 100)
-    };
+    const ticks = () => cpuSeconds(worker!.pid) * 1000;
     let bareCpuMs = 0;
     let workerCpuMs = 0;
     const timed = async <T>(fn: () => Promise<T>, side: 'bare' | 'platform') => {

@@ -24,10 +24,12 @@ export interface Stack {
 }
 
 /** A fresh database and queue prefix for one benchmark run, with a tenant and a client key. */
-export async function createStack(label: string, extra: Record<string, string> = {}): Promise<Stack> {
+export async function createStack(label: string, extra: Record<string, string> = {}, opts: { keepDatabase?: string } = {}): Promise<Stack> {
   const name = `bench_${label}_${Date.now().toString(36)}`;
+  // keepDatabase: reuse (and keep) a named database across runs, for data that is slow to generate.
+  const dbName = opts.keepDatabase ?? name;
   const env: Record<string, string> = {
-    DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${name}`,
+    DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${dbName}`,
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     QUEUE_PREFIX: name,
     LOG_LEVEL: 'warn',
@@ -47,7 +49,7 @@ export async function createStack(label: string, extra: Record<string, string> =
   const db = createDb(config.DATABASE_URL, 4);
   await migrateToLatest(db);
   const tenant = 'bench';
-  await createTenant(db, tenant);
+  if (!(await db.selectFrom('tenants').select('id').where('id', '=', tenant).executeTakeFirst())) await createTenant(db, tenant);
   const { key } = await createKey(db, config.API_KEY_SECRET, tenant, 'client');
   return {
     env,
@@ -57,7 +59,7 @@ export async function createStack(label: string, extra: Record<string, string> =
     tenant,
     async close() {
       await db.destroy();
-      await dropDatabase(config.DATABASE_URL);
+      if (!opts.keepDatabase) await dropDatabase(config.DATABASE_URL);
       await deletePrefix(config, `${name}*`);
     },
   };
@@ -144,6 +146,16 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** CPU time (user + system, all threads) a process has used so far, in seconds; 0 once it has exited. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime in USER_HZ (100)
+  } catch {
+    return 0;
+  }
 }
 
 /** Samples a process's RSS every 100 ms until stopped; returns the peak and the first sample. */

@@ -18,62 +18,17 @@ import { submit } from '../src/jobs/submit.js';
 import { createRedis, keys, Queues, waitForRedis } from '../src/queues.js';
 import { writeSynthetic } from '../src/reco/data.js';
 import { synthesize } from '../src/reco/synth.js';
-import { deletePrefix, dropDatabase, procfile, ROOT, round, sampleRss, sleep, start } from './lib.js';
+import { cpuSeconds, createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
 
 const USERS = Number(process.env.USERS ?? 10_000);
 const MOVIES = Number(process.env.MOVIES ?? 5_000);
 const PER_USER = Number(process.env.PER_USER ?? 100);
 const SINGLES = 60;
 
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** A database (fresh, or the kept one) with a tenant, and a fresh queue prefix. */
-async function setup() {
-  const keep = process.env.RECO_BENCH_KEEP === '1';
-  const run = `bench_reco_${Date.now().toString(36)}`;
-  const dbName = keep ? 'bench_reco_keep' : run;
-  const env: Record<string, string> = {
-    DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${dbName}`,
-    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-    QUEUE_PREFIX: run,
-    LOG_LEVEL: 'warn',
-    NODE_ENV: 'production',
-    RATE_LIMIT_PER_MINUTE: '0',
-    STORAGE_DIR: path.join(ROOT, 'var/bench', run, 'files'),
-    MAIL_DIR: path.join(ROOT, 'var/bench', run, 'mail'),
-    WORKER_METRICS_PORT: '0',
-    RECO_CHUNK_USERS: '500',
-  };
-  const config = loadConfig(env);
-  await ensureDatabase(config.DATABASE_URL);
-  const db = createDb(config.DATABASE_URL, 4);
-  await migrateToLatest(db);
-  const tenant = 'bench';
-  if (!(await db.selectFrom('tenants').select('id').where('id', '=', tenant).executeTakeFirst())) {
-    await createTenant(db, tenant);
-    await createKey(db, config.API_KEY_SECRET, tenant, 'client');
-  }
-  return {
-    env,
-    config,
-    db,
-    tenant,
-    async close() {
-      await db.destroy();
-      if (!keep) await dropDatabase(config.DATABASE_URL);
-      await deletePrefix(config, `${run}*`);
-    },
-  };
-}
-
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 export async function run(): Promise<Record<string, number | string | boolean>> {
-  const stack = await setup();
+  const stack = await createStack('reco', { RECO_CHUNK_USERS: '500' }, { keepDatabase: process.env.RECO_BENCH_KEEP === '1' ? 'bench_reco_keep' : undefined });
   const redis = createRedis(stack.config, 'producer');
   redis.on('error', () => {});
   await waitForRedis(redis);

@@ -3,14 +3,15 @@
 // Standalone: `node --import tsx bench/reports.ts` (ROWS=… to change the ledger size; RAW=1 adds the raw pipe).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { pipeline, Readable } from 'node:stream';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { pino } from 'pino';
 import { stringify } from 'csv-stringify';
 import pg from 'pg';
+import { ROOT, rssMiB } from './lib.js';
 import { createTenant } from '../src/auth/keys.js';
 import { loadConfig } from '../src/config.js';
 import { createDb, type Db } from '../src/db/index.js';
@@ -21,13 +22,9 @@ import { createRedis, Queues, waitForRedis } from '../src/queues.js';
 import { cursorRows } from '../src/reports/cursor.js';
 import { DirectoryStorage } from '../src/storage.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MiB = 1024 * 1024;
 
-function rssOf(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : 0;
-}
+const rssOf = (pid: number) => rssMiB(pid) * MiB;
 
 /** Types, states and error codes in realistic proportions, spread evenly over 30 days, with UUIDv7-shaped ids. */
 async function fillLedger(db: Db, tenants: string[], rows: number, start: Date) {
