@@ -98,6 +98,15 @@ describe('idempotency', () => {
     expect(b1.body.id).not.toBe(first.body.id);
   });
 
+  it('frees a key after 24 hours for a new job', async () => {
+    const body = { type: 'test', payload: { value: 'old' } };
+    const first = await apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'k-old' });
+    await env.db.updateTable('jobs').set({ created_at: new Date(Date.now() - 25 * 3600 * 1000) }).where('id', '=', first.body.id).execute();
+    const later = await apiA('POST', '/v1/jobs', { type: 'test', payload: { value: 'new' } }, { 'idempotency-key': 'k-old' });
+    expect(later.status).toBe(202);
+    expect(later.body.id).not.toBe(first.body.id);
+  });
+
   it('makes one job of concurrent requests with the same key', async () => {
     const body = { type: 'test', payload: { value: 'race' } };
     const replies = await Promise.all(Array.from({ length: 8 }, () => apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'race-1' })));

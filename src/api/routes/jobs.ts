@@ -41,6 +41,7 @@ export const JobSchema = z
 const JobSpecSchema = jobSpec.meta({ id: 'JobSubmission', description: 'One job. `payload` is checked against the schema of its `type`.' });
 
 const jobContent = { 'application/json': { schema: JobSchema } };
+const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;
 
 /** Every error for one job spec, or the ledger row to insert. */
 function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number)[]) {
@@ -108,10 +109,14 @@ export function jobsRoutes(deps: AppDeps) {
       let job: JobRow | undefined;
       if (key) {
         const hash = requestHash(spec);
-        await ledger.expireIdempotencyKey(db, principal.tenant, key);
         const replay = async () => {
           const first = await ledger.findByIdempotencyKey(db, principal.tenant, key);
           if (!first) return undefined;
+          // A key names its first job for 24 h; after that it is free for a new one.
+          if (Date.now() - first.created_at.getTime() > IDEMPOTENCY_WINDOW_MS) {
+            await ledger.expireIdempotencyKey(db, principal.tenant, key);
+            return undefined;
+          }
           if (first.request_hash !== hash) throw problem.conflict('This Idempotency-Key was used with a different request body.');
           return c.json(ledger.toApiJob(first), 200, { Location: `/v1/jobs/${first.id}` });
         };
