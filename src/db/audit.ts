@@ -1,6 +1,6 @@
 // The audit log: operator actions on queues, jobs and schedules, newest first.
 import type { Kysely, Transaction } from 'kysely';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from '../ids.js';
 import type { Principal } from '../auth/keys.js';
 import type { AuditRow, AuditTargetKind, Database } from './types.js';
 
@@ -29,7 +29,7 @@ export async function recordAudit(db: Q, e: AuditEntry): Promise<AuditRow> {
   return db
     .insertInto('audit_log')
     .values({
-      id: uuidv7(),
+      id: newId(),
       actor_key_id: e.actor?.keyId ?? null,
       actor_tenant: e.actor?.tenant ?? null,
       actor_role: e.actor?.role ?? null,

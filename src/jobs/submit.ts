@@ -1,7 +1,7 @@
 // Accepting work: validate against the registry, commit ledger rows, then enqueue.
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from '../ids.js';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
@@ -74,7 +74,7 @@ export function requestHash(body: unknown): string {
 export async function submit(deps: SubmitDeps, tenant: string, rows: Omit<NewJobRow, 'id' | 'tenant'>[], extra: Partial<NewJobRow> = {}): Promise<JobRow[]> {
   const inserted = await ledger.insertJobs(
     deps.db,
-    rows.map((r) => ({ ...r, ...extra, id: uuidv7(), tenant })),
+    rows.map((r) => ({ ...r, ...extra, id: newId(), tenant })),
   );
   await enqueueOrLeave(deps, inserted);
   return inserted;
@@ -102,5 +102,5 @@ export function groupSubmitter(deps: SubmitDeps) {
     await enqueueOrLeave(deps, rows);
     return rows;
   });
-  return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => add(await insert({ ...row, id: uuidv7(), tenant }));
+  return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => add(await insert({ ...row, id: newId(), tenant }));
 }
