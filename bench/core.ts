@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import { SMTPServer } from 'smtp-server';
 import getPort from 'get-port';
 import { BENCH_CONCURRENCY } from './fixtures/bench-jobs.js';
-import { createStack, load, procfile, ROOT, round, sleep, start, type Stack } from './lib.js';
+import { cpuSeconds, createStack, load, procfile, ROOT, round, sleep, start, type LoadResult, type Stack } from './lib.js';
 
 const exec = promisify(execFile);
 const WEB_READY = /API listening/;
@@ -54,10 +54,16 @@ export async function enqueue(duration: number): Promise<Row[]> {
     const body = { type: 'noop', payload: { n: 1 } };
     await load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration: 2 }); // warm-up
     await load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration: 2 });
-    const p = await load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration });
-    const a = await load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration });
+    // CPU per request of the serving process: steadier than req/s when other work shares the machine.
+    const cpuPerRequest = async (pid: number, run: () => Promise<LoadResult>) => {
+      const cpu0 = cpuSeconds(pid);
+      const r = await run();
+      return { ...r, cpuUs: round(((cpuSeconds(pid) - cpu0) * 1e6) / Math.max(1, r.total)) };
+    };
+    const p = await cpuPerRequest(web.pid, () => load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration }));
+    const a = await cpuPerRequest(anchor.pid, () => load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration }));
     return [
-      row('enqueue req/s', p.rps, a.rps, 'req/s', '≥ 40% of anchor', p.rps >= 0.4 * a.rps, { non2xx: p.non2xx, errors: p.errors }),
+      row('enqueue req/s', p.rps, a.rps, 'req/s', '≥ 40% of anchor', p.rps >= 0.4 * a.rps, { non2xx: p.non2xx, errors: p.errors, cpu_us_per_req: p.cpuUs, anchor_cpu_us_per_req: a.cpuUs }),
       row('enqueue p99', p.p99, a.p99, 'ms', '< 25 ms', p.p99 < 25, { p50: p.p50, anchor_p50: a.p50 }),
     ];
   } finally {

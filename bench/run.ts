@@ -85,6 +85,8 @@ const lines = [
 ];
 console.log(`\n${machine.cpus} × ${machine.cpu}, ${machine.mem_gib} GiB, Node ${machine.node}\n`);
 console.log(lines.join('\n'));
+const details = rows.filter((r) => Object.keys(r.detail).length).map((r) => `  ${r.scenario}: ${Object.entries(r.detail).map(([k, v]) => `${k}=${v}`).join(', ')}`);
+if (details.length) console.log(`\n${details.join('\n')}`);
 
 const dir = path.join(ROOT, 'bench/results');
 mkdirSync(dir, { recursive: true });
