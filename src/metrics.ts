@@ -122,15 +122,27 @@ export function registerQueueDepth(source: () => { name: string; counts(): Promi
 
 /** Counts API requests by route pattern (never the raw path, which would explode the label set). */
 export function httpMetrics(): MiddlewareHandler {
+  // The label children of each method × route × status, looked up by one string: prom-client would otherwise
+  // hash a labels object twice per request.
+  const children = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
   return async (c, next) => {
     const start = performance.now();
     try {
       await next();
     } finally {
       // The last matched route is the handler's pattern, even when a middleware answered first (a 401).
-      const labels = { method: c.req.method, route: routePath(c, -1) || 'unmatched', status: String(c.res.status) };
-      httpRequests.inc(labels);
-      httpDuration.observe(labels, (performance.now() - start) / 1000);
+      const method = c.req.method;
+      const route = routePath(c, -1) || 'unmatched';
+      const status = c.res.status;
+      const key = `${method} ${status} ${route}`;
+      let child = children.get(key);
+      if (!child) {
+        const labels = { method, route, status: String(status) };
+        child = { count: httpRequests.labels(labels), duration: httpDuration.labels(labels) };
+        children.set(key, child);
+      }
+      child.count.inc();
+      child.duration.observe((performance.now() - start) / 1000);
     }
   };
 }
