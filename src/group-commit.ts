@@ -2,11 +2,26 @@
 // One multi-row statement costs little more than a single-row one, so under load this multiplies throughput;
 // with no load every call goes out at once, alone, so it adds no latency.
 
-export function groupCommit<T, R>(write: (items: T[]) => Promise<R[]>, opts: { maxBatch?: number; maxInFlight?: number } = {}) {
+export interface GroupCommitOptions {
+  /** Items per write, at most. */
+  maxBatch?: number;
+  /** Writes under way at once; calls beyond gather into the next batch. */
+  maxInFlight?: number;
+  /**
+   * 'turn': a call that finds a write slot free still waits for the rest of this turn of the event loop
+   * (setImmediate), so callers woken together (a batch of jobs resuming after the same reply) share one write instead
+   * of the first going alone. Costs at most one turn of latency. Default 'none': a free slot writes at once.
+   */
+  gather?: 'none' | 'turn';
+}
+
+export function groupCommit<T, R>(write: (items: T[]) => Promise<R[]>, opts: GroupCommitOptions = {}) {
   const maxBatch = opts.maxBatch ?? 500;
   const maxInFlight = opts.maxInFlight ?? 4;
+  const gatherTurn = opts.gather === 'turn';
   let waiting: { item: T; resolve: (r: R) => void; reject: (e: unknown) => void }[] = [];
   let inFlight = 0;
+  let scheduled = false;
 
   const flush = () => {
     while (inFlight < maxInFlight && waiting.length) {
@@ -25,9 +40,18 @@ export function groupCommit<T, R>(write: (items: T[]) => Promise<R[]>, opts: { m
     }
   };
 
+  const flushLater = () => {
+    scheduled = false;
+    flush();
+  };
+
   return (item: T): Promise<R> =>
     new Promise<R>((resolve, reject) => {
       waiting.push({ item, resolve, reject });
-      flush();
+      if (!gatherTurn) flush();
+      else if (!scheduled && inFlight < maxInFlight) {
+        scheduled = true;
+        setImmediate(flushLater);
+      }
     });
 }

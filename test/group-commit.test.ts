@@ -39,4 +39,15 @@ describe('groupCommit', () => {
     expect(Math.max(...sizes)).toBeLessThanOrEqual(3);
     expect(sizes.reduce((a, b) => a + b)).toBe(10);
   });
+
+  it("with gather 'turn', callers of one turn share the first write instead of the first going alone", async () => {
+    const sizes: number[] = [];
+    const write = groupCommit(async (items: number[]) => (sizes.push(items.length), items), { gather: 'turn' });
+    await Promise.all(Array.from({ length: 6 }, (_, i) => write(i)));
+    expect(sizes).toEqual([6]);
+    const eager = groupCommit(async (items: number[]) => (sizes.push(items.length), items));
+    sizes.length = 0;
+    await Promise.all(Array.from({ length: 6 }, (_, i) => eager(i)));
+    expect(sizes[0]).toBe(1);
+  });
 });
