@@ -94,13 +94,15 @@ export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<
  * that row is committed.
  */
 export function groupSubmitter(deps: SubmitDeps) {
-  const insert = groupCommit(async (rows: NewJobRow[]) => {
-    const byId = new Map((await ledger.insertJobs(deps.db, rows)).map((r) => [r.id, r]));
-    return rows.map((r) => byId.get(r.id)!);
-  });
-  const add = groupCommit(async (rows: JobRow[]) => {
-    await enqueueOrLeave(deps, rows);
-    return rows;
-  });
+  // Requests parsed in the same turn of the event loop share a batch: without gathering, the first few callers of
+  // each turn went out alone (a statement or a script each) while the rest waited for them.
+  const insert = groupCommit((rows: NewJobRow[]) => ledger.insertJobs(deps.db, rows), { gather: 'turn' });
+  const add = groupCommit(
+    async (rows: JobRow[]) => {
+      await enqueueOrLeave(deps, rows);
+      return rows;
+    },
+    { gather: 'turn' },
+  );
   return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => add(await insert({ ...row, id: newId(), tenant }));
 }
