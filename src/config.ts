@@ -63,6 +63,8 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   WORKER_METRICS_PORT: int(0, 65535).default(9464),
   RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
+  /** How long a status read may be answered from memory when no job event said it changed (0: always the ledger). */
+  STATUS_CACHE_MS: int(0, 60_000).default(1000),
   /** Per tenant: jobs queued, delayed or running at once (0: no cap). Operators are exempt. */
   TENANT_MAX_IN_FLIGHT: int(0, 100_000_000).default(10_000),
   /** Per tenant: source megapixels × variants submitted as image jobs per minute (0: no cap). Operators are exempt. */

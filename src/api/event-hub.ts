@@ -8,6 +8,7 @@ import { registry } from '../metrics.js';
 import { createRedis, keys, type RedisClient } from '../queues.js';
 
 const hubs = new Set<EventHub>();
+const JOB_ID_MARK = '"job":{"id":"';
 new Gauge({
   name: 'sse_streams_open',
   help: 'Live job-event (SSE) streams open on this process',
@@ -28,8 +29,18 @@ export interface JobEventListener {
   close(): void;
 }
 
+/** Sees every job event this process receives (raw, unparsed), and every gap in them. */
+export interface JobChangeWatcher {
+  /** A job changed; `message` is the published JSON, which starts with the stream id, the kind and the job's id. */
+  change(jobId: string, message: string): void;
+  /** Events may be missed from now on until `live` is true again (the subscriber lost its connection). */
+  gap(): void;
+}
+
 export class EventHub {
   private readonly listeners = new Map<string, Set<JobEventListener>>();
+  private readonly watchers = new Set<JobChangeWatcher>();
+  private live = false;
   private readonly subscribed: Promise<unknown>;
   private connectedOnce = false;
   private gapped = false;
@@ -46,6 +57,8 @@ export class EventHub {
     // stream reads what it missed from its job's Redis stream, and live delivery resumes after that read.
     subscriber.on('close', () => {
       if (this.connectedOnce) this.gapped = true;
+      this.live = false;
+      for (const w of this.watchers) w.gap();
     });
     subscriber.on('ready', () => {
       if (!this.connectedOnce) {
@@ -57,17 +70,30 @@ export class EventHub {
         .subscribe(channel)
         .then(() => {
           this.gapped = false;
+          this.live = !this.closed;
           this.forEach((l) => l.resync());
         })
         .catch(() => {});
     });
     this.subscribed = subscriber.subscribe(channel);
+    this.subscribed.then(() => (this.live = !this.closed && !this.gapped)).catch(() => {});
     hubs.add(this);
     this.subscribed.catch((err) => log?.warn({ err: String(err) }, 'event hub: subscribe failed'));
   }
 
   static create(config: Config, log?: Logger): EventHub {
     return new EventHub(createRedis(config, 'subscriber'), keys(config).events, log);
+  }
+
+  /** True while every job event published reaches this process. */
+  get receiving(): boolean {
+    return this.live;
+  }
+
+  /** Adds a watcher of every job change (the status cache); returns its removal. */
+  watch(watcher: JobChangeWatcher): () => void {
+    this.watchers.add(watcher);
+    return () => this.watchers.delete(watcher);
   }
 
   /** Open streams (listeners) on this process. */
@@ -110,6 +136,8 @@ export class EventHub {
   /** Ends every stream and drops the connection. */
   async close(): Promise<void> {
     this.closed = true;
+    this.live = false;
+    for (const w of this.watchers) w.gap();
     hubs.delete(this);
     this.forEach((l) => l.close());
     this.listeners.clear();
@@ -121,7 +149,16 @@ export class EventHub {
   }
 
   private dispatch(channel: string, message: string) {
-    if (channel !== this.channel || this.listeners.size === 0 || this.gapped) return;
+    if (channel !== this.channel) return;
+    if (this.watchers.size) {
+      // `{"id":"<stream id>","event":"…","job":{"id":"<uuid>",…`: the job's id without parsing the whole event.
+      const at = message.indexOf(JOB_ID_MARK);
+      if (at >= 0) {
+        const jobId = message.slice(at + JOB_ID_MARK.length, at + JOB_ID_MARK.length + 36);
+        for (const w of this.watchers) w.change(jobId, message);
+      }
+    }
+    if (this.listeners.size === 0 || this.gapped) return;
     let event: JobEvent;
     try {
       event = JSON.parse(message) as JobEvent;

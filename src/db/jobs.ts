@@ -81,6 +81,12 @@ export async function findJob(db: Q, id: string, tenant?: string): Promise<JobRo
   return q.executeTakeFirst();
 }
 
+/** Jobs by id, any tenant, in no particular order: one fixed statement for a batch of status reads. */
+export async function findJobsByIds(db: Q, ids: string[]): Promise<JobRow[]> {
+  const { rows } = await sql<JobRow>`select * from jobs where id = any(${ids}::uuid[])`.execute(db);
+  return rows;
+}
+
 export async function findByIdempotencyKey(db: Q, tenant: string, key: string): Promise<JobRow | undefined> {
   return db
     .selectFrom('jobs')

@@ -9,6 +9,7 @@ import { retryOne } from '../../queue-controls.js';
 import { keys } from '../../queues.js';
 import { enqueueWebhook } from '../../webhooks/delivery.js';
 import { tenantScope } from '../auth.js';
+import { JobCache } from '../job-cache.js';
 import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
@@ -76,6 +77,9 @@ export function jobsRoutes(deps: AppDeps) {
   const app = router();
   const { db } = deps;
   const submitOne = groupSubmitter(deps);
+
+  // Status reads: from memory while no job event says the job changed, else one batched primary-key lookup.
+  const cache = new JobCache(deps.hub, (ids) => ledger.findJobsByIds(db, ids), deps.config.STATUS_CACHE_MS);
 
   const ownJob = async (id: string, principal: Principal): Promise<JobRow> => {
     const row = await ledger.findJob(db, assertUuid(id), tenantScope(principal));
@@ -202,7 +206,12 @@ export function jobsRoutes(deps: AppDeps) {
       request: { params: JobIdParam },
       responses: { 200: { description: 'The job', content: jobContent }, ...problems(401, 404) },
     }),
-    async (c) => c.json(ledger.toApiJob(await ownJob(c.req.valid('param').id, c.get('principal'))), 200),
+    async (c) => {
+      const job = await cache.get(assertUuid(c.req.valid('param').id));
+      const scope = tenantScope(c.get('principal'));
+      if (!job || (scope !== undefined && job.tenant !== scope)) throw problem.notFound('job');
+      return c.json(job, 200);
+    },
   );
 
   app.openapi(
@@ -224,6 +233,7 @@ export function jobsRoutes(deps: AppDeps) {
       assertRedisUp(deps);
       // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
       const cancelled = await ledger.markCancelled(db, job.id, ['queued', 'delayed']);
+      cache.forget(job.id);
       if (cancelled) {
         await deps.queues.get(job.type).remove(job.id).catch(() => 0);
         await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
@@ -254,6 +264,7 @@ export function jobsRoutes(deps: AppDeps) {
       if (job.state !== 'failed' && job.state !== 'cancelled') throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, { state: job.state });
       assertRedisUp(deps);
       const row = await retryOne(deps, job.id);
+      cache.forget(job.id);
       if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
       return c.json(ledger.toApiJob(row), 202);
     },
