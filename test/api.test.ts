@@ -96,6 +96,12 @@ describe('idempotency', () => {
     const b1 = await apiB('POST', '/v1/jobs', body, { 'idempotency-key': 'k-1' });
     expect(b1.status).toBe(202);
     expect(b1.body.id).not.toBe(first.body.id);
+    // At most 200 characters, and documented.
+    const long = await apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'k'.repeat(201) });
+    expect(long.status).toBe(400);
+    expect(long.body.errors).toEqual([{ path: 'idempotency-key', message: expect.any(String) }]);
+    const doc = (await (await env.app.request('/openapi.json')).json()) as { paths: Record<string, { post: { parameters?: { name: string; in: string }[] } }> };
+    expect(doc.paths['/v1/jobs'].post.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'Idempotency-Key', in: 'header' })]));
   });
 
   it('frees a key after 24 hours for a new job', async () => {

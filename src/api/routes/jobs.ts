@@ -95,8 +95,17 @@ export function jobsRoutes(deps: AppDeps) {
       security,
       request: {
         body: { required: true, content: { 'application/json': { schema: JobSpecSchema } } },
-        headers: z.object({ 'idempotency-key': z.string().min(1).max(200).optional() }),
       },
+      // Documented here and checked in the handler: a header schema makes the validator copy every request header.
+      parameters: [
+        {
+          in: 'header',
+          name: 'Idempotency-Key',
+          required: false,
+          description: 'Names this submission for 24 h: a repeat with the same body answers 200 with the first job.',
+          schema: { type: 'string', minLength: 1, maxLength: 200 },
+        },
+      ],
       responses: {
         200: { description: 'The job first submitted with this Idempotency-Key', content: jobContent },
         202: { description: 'Accepted: the job is in the ledger', content: jobContent },
@@ -104,12 +113,15 @@ export function jobsRoutes(deps: AppDeps) {
       },
     }),
     async (c) => {
+      const key = c.req.header('idempotency-key');
+      if (key !== undefined && (key.length < 1 || key.length > 200)) {
+        throw problem.validation([{ path: 'idempotency-key', message: 'must be 1 to 200 characters' }]);
+      }
       const spec = c.req.valid('json');
       const principal = c.get('principal');
       const [row] = validateSpecs(deps, [spec], []);
       assertScopeAllowed([spec], principal);
       assertRedisUp(deps);
-      const key = c.req.valid('header')['idempotency-key'];
       let job: JobRow | undefined;
       if (key) {
         const hash = requestHash(spec);
