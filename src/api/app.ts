@@ -41,7 +41,7 @@ export function createApp(deps: AppDeps) {
     await next();
     const ms = Math.round((performance.now() - start) * 10) / 10;
     if (c.res.status >= 500) log.error({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
-    else log.debug({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
+    else if (log.isLevelEnabled('debug')) log.debug({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
   });
 
   app.route('/', healthRoutes(deps));
