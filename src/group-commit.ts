@@ -13,6 +13,12 @@ export interface GroupCommitOptions {
    * of the first going alone. Costs at most one turn of latency. Default 'none': a free slot writes at once.
    */
   gather?: 'none' | 'turn';
+  /**
+   * A batch of several items whose write fails with an error this accepts is written again one item at a time, so an
+   * item the write refuses (a value the database rejects) fails only its own caller. Errors it refuses (a lost
+   * connection: every item would fail alike) fail the whole batch at once. Default: no retry, the batch fails.
+   */
+  isolate?: (err: unknown) => boolean;
 }
 
 export function groupCommit<T, R>(write: (items: T[]) => Promise<R[]>, opts: GroupCommitOptions = {}) {
@@ -31,7 +37,10 @@ export function groupCommit<T, R>(write: (items: T[]) => Promise<R[]>, opts: Gro
       write(batch.map((b) => b.item))
         .then(
           (out) => batch.forEach((b, i) => b.resolve(out[i])),
-          (err) => batch.forEach((b) => b.reject(err)),
+          async (err) => {
+            if (!(batch.length > 1 && opts.isolate?.(err))) return batch.forEach((b) => b.reject(err));
+            for (const b of batch) await write([b.item]).then((out) => b.resolve(out[0]), b.reject);
+          },
         )
         .finally(() => {
           inFlight--;

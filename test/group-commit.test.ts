@@ -32,6 +32,24 @@ describe('groupCommit', () => {
     expect(await write('c')).toBe('c');
   });
 
+  it('with isolate, writes a failed batch again item by item, so a bad item fails only its caller', async () => {
+    const batches: string[][] = [];
+    const write = groupCommit(
+      async (items: string[]) => {
+        batches.push(items);
+        if (items.includes('bad')) throw new Error('rejected value');
+        return items.map((s) => s.toUpperCase());
+      },
+      { maxInFlight: 1, isolate: (err) => (err as Error).message === 'rejected value' },
+    );
+    const first = write('a');
+    const rest = [write('b'), write('bad'), write('c')];
+    expect(await first).toBe('A');
+    const settled = await Promise.allSettled(rest);
+    expect(settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message))).toEqual(['B', 'rejected value', 'C']);
+    expect(batches).toEqual([['a'], ['b', 'bad', 'c'], ['b'], ['bad'], ['c']]);
+  });
+
   it('caps the batch size', async () => {
     const sizes: number[] = [];
     const write = groupCommit(async (items: number[]) => (sizes.push(items.length), items), { maxBatch: 3, maxInFlight: 1 });
