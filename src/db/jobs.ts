@@ -125,40 +125,70 @@ export async function listJobs(db: Q, f: ListFilter): Promise<JobRow[]> {
   return q.orderBy('id', 'desc').limit(f.limit).execute();
 }
 
+// The worker's hot path: fixed statement text (arrays, not one placeholder per id), so each batch costs PostgreSQL
+// the same parse whatever its size, and kysely compiles nothing per batch.
+const startRuns = (ids: string[]) => sql<JobRow>`
+    update jobs set state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()
+    where id = any(${ids}::uuid[]) and state in ('queued', 'delayed', 'running') and cancel_requested = false
+    returning jobs.*`;
+
+const finishRuns = (done: { id: string; result: unknown }[]) => sql<JobRow>`
+    update jobs set state = 'succeeded', progress = 100, result = v.result::jsonb, error = null,
+      finished_at = now(), updated_at = now()
+    from unnest(${done.map((d) => d.id)}::uuid[], ${done.map((d) => JSON.stringify(d.result ?? null))}::text[]) as v(id, result)
+    where jobs.id = v.id and jobs.state in ('queued', 'delayed', 'running')
+    returning jobs.*`;
+
+function inOrder(ids: readonly string[], rows: readonly JobRow[]): (JobRow | undefined)[] {
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.map((id) => byId.get(id));
+}
+
 /**
  * Called when workers start runs, for many jobs in one statement (the worker's group commit); rows come back in
  * `ids` order. A job that must not run (terminal, cancelled, or unknown to the ledger) comes back undefined.
  */
 export async function markRunningMany(db: Q, ids: string[]): Promise<(JobRow | undefined)[]> {
-  const rows = await db
-    .updateTable('jobs')
-    .set({
-      state: 'running',
-      attempts: sql<number>`attempts + 1`,
-      started_at: sql<Date>`coalesce(started_at, now())`,
-      updated_at: sql<Date>`now()`,
-    })
-    .where('id', 'in', ids)
-    .where('state', 'in', LIVE)
-    .where('cancel_requested', '=', false)
-    .returningAll()
-    .execute();
-  const byId = new Map(rows.map((r) => [r.id, r]));
-  return ids.map((id) => byId.get(id));
+  if (ids.length === 0) return [];
+  const { rows } = await startRuns(ids).execute(db);
+  return inOrder(ids, rows);
 }
 
 /** Runs that succeeded, many in one statement; rows come back in input order. */
 export async function markSucceededMany(db: Q, done: { id: string; result: unknown }[]): Promise<(JobRow | undefined)[]> {
-  const ids = done.map((d) => d.id);
-  const results = done.map((d) => JSON.stringify(d.result ?? null));
-  const { rows } = await sql<JobRow>`
-    update jobs set state = 'succeeded', progress = 100, result = v.result::jsonb, error = null,
-      finished_at = now(), updated_at = now()
-    from (select unnest(${ids}::uuid[]) as id, unnest(${results}::text[]) as result) v
-    where jobs.id = v.id and jobs.state in ('queued', 'delayed', 'running')
-    returning jobs.*`.execute(db);
-  const byId = new Map(rows.map((r) => [r.id, r]));
-  return ids.map((id) => byId.get(id));
+  if (done.length === 0) return [];
+  const { rows } = await finishRuns(done).execute(db);
+  return inOrder(
+    done.map((d) => d.id),
+    rows,
+  );
+}
+
+/**
+ * markRunningMany and markSucceededMany in one statement (one round trip, one commit), for a worker whose runs start
+ * and end together. A job in both lists (it cannot be, unless a run is reported twice) goes as two statements, in
+ * that order: one statement may not change a row twice.
+ */
+export async function markRunningAndSucceededMany(
+  db: Q,
+  ids: string[],
+  done: { id: string; result: unknown }[],
+): Promise<{ running: (JobRow | undefined)[]; succeeded: (JobRow | undefined)[] }> {
+  const starting = new Set(ids);
+  if (!ids.length || !done.length || done.some((d) => starting.has(d.id))) {
+    return { running: await markRunningMany(db, ids), succeeded: await markSucceededMany(db, done) };
+  }
+  const { rows } = await sql<JobRow & { op: 'r' | 's' }>`
+    with r as (${startRuns(ids)}), s as (${finishRuns(done)})
+    select 'r' as op, * from r union all select 's' as op, * from s`.execute(db);
+  const pick = (op: 'r' | 's') => rows.filter((row) => row.op === op).map(({ op: _, ...row }) => row as JobRow);
+  return {
+    running: inOrder(ids, pick('r')),
+    succeeded: inOrder(
+      done.map((d) => d.id),
+      pick('s'),
+    ),
+  };
 }
 
 export async function setProgress(db: Q, id: string, progress: number): Promise<JobRow | undefined> {
