@@ -8,7 +8,9 @@
  */
 import { z } from 'zod';
 import { addressProblem, normalizeAddress, senderDomain } from '../mail/address.js';
-import { claimDeliveries, messageIdFor, releaseClaims, settleDelivery } from '../mail/deliveries.js';
+import { isDbUnavailable, type Db } from '../db/index.js';
+import { groupCommit } from '../group-commit.js';
+import { claimDeliveriesMany, messageIdFor, releaseClaims, settleDeliveries, type Claim, type ClaimRequest, type Settlement } from '../mail/deliveries.js';
 import { latestRecommendations } from '../mail/recommendations.js';
 import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
 import { closeMailer, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
@@ -64,13 +66,37 @@ async function content(ctx: JobContext<EmailPayload>): Promise<Rendered> {
   }
 }
 
+// Claims and outcomes of concurrent runs share statements (group commit): one round trip and one commit per batch,
+// not per message. Each caller still waits for its own write to commit, so every message is claimed before it is sent
+// and settled before its run goes on, as when each went alone.
+const ledgers = new WeakMap<Db, { claim: Map<number, (r: ClaimRequest) => Promise<Claim[]>>; settle: (s: Settlement) => Promise<void> }>();
+
+// A value the database refuses fails its own run only; a lost connection fails the batch (and the DbGuard pauses).
+const isolate = (err: unknown) => !isDbUnavailable(err);
+
+function deliveryLedger(db: Db, leaseMs: number) {
+  let l = ledgers.get(db);
+  if (!l) {
+    const settle = groupCommit(async (list: Settlement[]) => (await settleDeliveries(db, list), list.map(() => undefined)), { maxInFlight: 1, isolate });
+    l = { claim: new Map(), settle };
+    ledgers.set(db, l);
+  }
+  let claim = l.claim.get(leaseMs);
+  if (!claim) {
+    claim = groupCommit((runs: ClaimRequest[]) => claimDeliveriesMany(db, runs, leaseMs), { maxInFlight: 1, isolate });
+    l.claim.set(leaseMs, claim);
+  }
+  return { claim, settle: l.settle };
+}
+
 async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult> {
   const { config, db, log } = ctx.deps;
   const mailer = mailerFor(config, log);
   const recipients = [...new Set([ctx.payload.to].flat().map(normalizeAddress))];
   const domain = senderDomain(config.MAIL_FROM);
   // Half the BullMQ lock: a dead run's claims are older than that by the time its job is picked up again.
-  const claims = await claimDeliveries(db, ctx.id, recipients, recipients.map((r) => messageIdFor(ctx.id, r, domain)), config.WORKER_LOCK_MS / 2);
+  const deliveries = deliveryLedger(db, config.WORKER_LOCK_MS / 2);
+  const claims = await deliveries.claim({ jobId: ctx.id, recipients, messageIds: recipients.map((r) => messageIdFor(ctx.id, r, domain)) });
 
   const state = new Map(claims.map((c) => [c.recipient, c.attempts === null ? c.prev_state! : ('pending' as string)]));
   const todo = claims.filter((c) => c.attempts !== null);
@@ -90,13 +116,13 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
           const d = await mailer.send({ to: c.recipient, subject: message.subject, text: message.text, html: message.html, messageId: c.message_id, headers: { 'X-Job-Id': ctx.id } });
           const outcome = d.accepted.length ? 'sent' : 'rejected';
           if (outcome === 'rejected') lastPermanent = d.response;
-          await settleDelivery(db, ctx.id, c.recipient, outcome, d.response);
+          await deliveries.settle({ jobId: ctx.id, recipient: c.recipient, state: outcome, response: d.response });
           state.set(c.recipient, outcome);
         } catch (err) {
           const outcome = isPermanentSmtpError(err) ? 'rejected' : 'deferred';
           if (outcome === 'rejected') lastPermanent = smtpErrorText(err);
           else lastTemporary = smtpErrorText(err);
-          await settleDelivery(db, ctx.id, c.recipient, outcome, smtpErrorText(err));
+          await deliveries.settle({ jobId: ctx.id, recipient: c.recipient, state: outcome, response: smtpErrorText(err) });
           state.set(c.recipient, outcome);
         }
         done++;
