@@ -1,37 +1,47 @@
-// CPU profile of a Procfile process under one benchmark load: `npm run bench:profile -- enqueue|status|worker`.
+// CPU profile of a Procfile process under one benchmark load: `npm run bench:profile -- enqueue|status|worker|email`.
 // Prints where self time goes (by function and by package) and leaves the .cpuprofile for Chrome DevTools.
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createStack, load, procfile, ROOT, sleep, start } from './lib.js';
+import { createStack, load, procfile, ROOT, sleep, start, type Proc } from './lib.js';
 
 const scenario = process.argv[2] ?? 'enqueue';
 const dir = path.join(ROOT, 'bench/results/profiles', `${scenario}-${Date.now().toString(36)}`);
 mkdirSync(dir, { recursive: true });
 const profiled = (cmd: string) => cmd.replace(/^node /, `node --cpu-prof --cpu-prof-dir=${dir} `);
 
-const stack = await createStack(`prof_${scenario}`);
+// email: 4,000 `plain` emails, one recipient per job (bench/email.ts's costliest case; PER_JOB=50 for a mailing), into
+// the benchmark's SMTP sink process.
+const sink: Proc | undefined = scenario === 'email' ? await start('node --import tsx test/support/smtp.ts 0', {}, /smtp sink listening \d+/) : undefined;
+const smtp: Record<string, string> = sink ? { SMTP_URL: `smtp://127.0.0.1:${/smtp sink listening (\d+)/.exec(sink.output())![1]}`, MAIL_FROM: 'Bench <bench@movies.test>', EMAIL_RATE_PER_SECOND: '100000' } : {};
+const stack = await createStack(`prof_${scenario}`, smtp);
 const auth = { authorization: `Bearer ${stack.key}` };
-const bulk = async (url: string, n: number) => {
+const noop = () => ({ type: 'noop', payload: {} });
+const bulk = async (url: string, n: number, job: (i: number) => unknown = noop) => {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 1000) {
     const res = await fetch(`${url}/v1/jobs/bulk`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, n - i) }, () => ({ type: 'noop', payload: {} })) }),
+      body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, n - i) }, (_, k) => job(i + k)) }),
     });
     ids.push(...((await res.json()) as { jobs: { id: string }[] }).jobs.map((j) => j.id));
   }
   return ids;
 };
 try {
-  if (scenario === 'worker') {
+  if (scenario === 'worker' || scenario === 'email') {
+    // PER_JOB=50: the mailing case, 50 recipients per job.
+    const perJob = Number(process.env.PER_JOB ?? 1);
+    const n = scenario === 'worker' ? 10_000 : 4_000 / perJob;
+    const to = (i: number) => (perJob === 1 ? `user${i}@example.com` : Array.from({ length: perJob }, (_, k) => `user${i}.${k}@example.com`));
+    const email = (i: number) => ({ type: 'email', payload: { to: to(i), template: 'plain', subject: 'Benchmark', text: 'A short plain message.' } });
     const web = await start(procfile().web, stack.env, /API listening/, { port: true });
-    await bulk(web.url!, 10_000);
+    await bulk(web.url!, n, scenario === 'worker' ? noop : email);
     await web.stop();
-    const worker = await start(profiled(procfile().worker), { ...stack.env, QUEUES: 'noop' }, /worker ready/);
+    const worker = await start(profiled(procfile().worker), { ...stack.env, QUEUES: scenario === 'worker' ? 'noop' : 'email' }, /worker ready/);
     for (;;) {
-      const { n } = await stack.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).where('state', '=', 'succeeded').executeTakeFirstOrThrow();
-      if (Number(n) >= 10_000) break;
+      const { n: done } = await stack.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).where('state', '=', 'succeeded').executeTakeFirstOrThrow();
+      if (Number(done) >= n) break;
       await sleep(100);
     }
     await worker.stop();
@@ -50,6 +60,7 @@ try {
   }
 } finally {
   await stack.close();
+  await sink?.stop();
 }
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
