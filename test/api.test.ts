@@ -1,5 +1,8 @@
 // The jobs API in process: auth, tenancy, idempotency, validation, limits, pagination, dependencies down.
+import { connect } from 'node:net';
+import { serve } from '@hono/node-server';
 import getPort from 'get-port';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createApp } from '../src/api/app.js';
@@ -243,5 +246,29 @@ describe('dependencies down', () => {
     isProblem(r, 503);
     expect(Date.now() - t0).toBeLessThan(3000);
     await db.destroy();
+  });
+});
+
+describe('a client that hangs up mid-body', () => {
+  it('is not taken for PostgreSQL being down: no 503 warning, and the server goes on', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) });
+    const app = createApp({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, registry: env.registry, storage: env.storage, log });
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+    await new Promise((r) => server.once('listening', r));
+    const { port } = server.address() as { port: number };
+    try {
+      const socket = connect(port, '127.0.0.1');
+      await new Promise((r) => socket.once('connect', r));
+      socket.write(`POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.clientKey}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n{"type":"te\r\n`);
+      await new Promise((r) => setTimeout(r, 100));
+      socket.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(lines.join('')).not.toMatch(/PostgreSQL unavailable|unhandled error/);
+      const after = await fetch(`http://127.0.0.1:${port}/v1/jobs`, { headers: { authorization: `Bearer ${a.clientKey}` } });
+      expect(after.status).toBe(200);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });

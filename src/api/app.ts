@@ -1,4 +1,5 @@
 // The HTTP API: thin routes over the ledger and the queues. createApp(deps) has no side effects.
+import type { IncomingMessage } from 'node:http';
 import { Scalar } from '@scalar/hono-api-reference';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
@@ -114,6 +115,13 @@ export function createApp(deps: AppDeps) {
     }
     if (isZodError(err)) return problemResponse(c, 400, { slug: 'validation', detail: 'The request is not valid.', errors: fieldErrors(err) });
     if (isDataException(err)) return problemResponse(c, 400, { slug: 'unstorable', detail: 'The request holds a value that cannot be stored (e.g. a NUL character, or a number or date out of range).' });
+    // The client hung up mid-request (its body read fails with ECONNRESET): nobody will read the answer, and it is
+    // not PostgreSQL being down.
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    if (incoming && (incoming.destroyed || incoming.readableAborted)) {
+      log.debug({ err: String(err), req_id: c.get('requestId') }, 'client closed the request');
+      return problemResponse(c, 400, { slug: 'interrupted', detail: 'The request was interrupted.' });
+    }
     if (isDbUnavailable(err)) {
       log.warn({ err: String(err), req_id: c.get('requestId') }, 'PostgreSQL unavailable');
       return problemResponse(c, 503, { slug: 'unavailable', detail: 'The database (PostgreSQL) is unreachable; try again shortly.' }, { 'Retry-After': '5' });
