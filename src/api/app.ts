@@ -118,7 +118,7 @@ export function createApp(deps: AppDeps) {
     // The client hung up mid-request (its body read fails with ECONNRESET): nobody will read the answer, and it is
     // not PostgreSQL being down.
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-    if (incoming && (incoming.destroyed || incoming.readableAborted)) {
+    if (incoming && !incoming.complete && incoming.destroyed) {
       log.debug({ err: String(err), req_id: c.get('requestId') }, 'client closed the request');
       return problemResponse(c, 400, { slug: 'interrupted', detail: 'The request was interrupted.' });
     }
