@@ -130,14 +130,23 @@ export async function deleteExpiredFiles(db: Db, storage: Storage, retentionDays
   return rows.length;
 }
 
+/** A write still unfinished after this long was abandoned (its process died): uploads and results take far less. */
+export const PARTIAL_WRITE_MAX_AGE_MS = 3_600_000;
+
 /** The worker's periodic sweep: a pass now, then one per interval, each pass looping while batches are full. */
 export function startFileSweeper(deps: { db: Db; storage: Storage; log: Logger; retentionDays: number }, intervalMs = 10 * 60_000): { stop(): Promise<void> } {
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
+  let passes = 0;
   const pass = async () => {
     let total = 0;
     for (let n = 500; n === 500 && !stopped; total += n) n = await deleteExpiredFiles(deps.db, deps.storage, deps.retentionDays, 500);
     if (total) deps.log.info({ deleted: total }, 'expired files deleted');
+    // Once an hour (at the default interval): partial writes left by a process killed mid-write, an hour after.
+    if (passes++ % Math.max(1, Math.round(3_600_000 / intervalMs)) === 0 && deps.storage.sweepPartial) {
+      const partial = await deps.storage.sweepPartial(PARTIAL_WRITE_MAX_AGE_MS);
+      if (partial) deps.log.info({ deleted: partial }, 'abandoned partial writes deleted');
+    }
   };
   const tick = () => {
     if (!stopped) running = running.then(pass).catch((err) => deps.log.error({ err }, 'file sweep failed'));

@@ -22,6 +22,8 @@ export interface Storage {
   localPath?(key: string): string;
   delete(key: string): Promise<void>;
   exists(key: string): Promise<boolean>;
+  /** Removes partial writes older than `olderThanMs` (a process killed mid-write leaves one); returns how many. */
+  sweepPartial?(olderThanMs: number): Promise<number>;
 }
 
 export class TooLargeError extends Error {
@@ -73,6 +75,22 @@ export class DirectoryStorage implements Storage {
 
   async delete(key: string): Promise<void> {
     await fs.rm(this.localPath(key), { force: true });
+  }
+
+  async sweepPartial(olderThanMs: number): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    const names = await fs.readdir(this.root, { recursive: true }).catch(() => [] as string[]);
+    for (const name of names) {
+      if (!/\.[0-9a-f]{12}\.tmp$/.test(name)) continue;
+      const p = path.join(this.root, name);
+      const stat = await fs.stat(p).catch(() => undefined);
+      if (stat?.isFile() && stat.mtimeMs < cutoff) {
+        await fs.rm(p, { force: true });
+        removed++;
+      }
+    }
+    return removed;
   }
 
   async exists(key: string): Promise<boolean> {

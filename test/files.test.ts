@@ -1,11 +1,12 @@
 // Uploads and downloads: raw and multipart, sniffed types, sha256, tenancy, the size limit, expiry.
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deleteExpiredFiles, saveFile } from '../src/files.js';
+import { deleteExpiredFiles, PARTIAL_WRITE_MAX_AGE_MS, saveFile } from '../src/files.js';
 import { makeImage } from './fixtures/images.js';
 import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
@@ -199,5 +200,19 @@ describe('expiry', () => {
     expect(left.map((r) => r.id).sort()).toEqual([live.id, newNoExpiry.id].sort());
     expect(storedFiles(t.tenant).sort()).toEqual([live.id, newNoExpiry.id].sort());
     expect((await download(t.clientKey, expired.id)).status).toBe(404);
+  });
+
+  it('removes partial writes abandoned an hour ago, and nothing else', async () => {
+    const dir = path.join(env.storage.root, 'sweep-test');
+    await mkdir(dir, { recursive: true });
+    const old = path.join(dir, 'object.0123456789ab.tmp');
+    const fresh = path.join(dir, 'object.ba9876543210.tmp');
+    const kept = path.join(dir, 'object');
+    for (const f of [old, fresh, kept]) await writeFile(f, 'x');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    await utimes(old, twoHoursAgo, twoHoursAgo);
+    await utimes(kept, twoHoursAgo, twoHoursAgo);
+    expect(await env.storage.sweepPartial(PARTIAL_WRITE_MAX_AGE_MS)).toBe(1);
+    expect(readdirSync(dir).sort()).toEqual(['object', 'object.ba9876543210.tmp']);
   });
 });
