@@ -117,7 +117,8 @@ describe('GET /metrics on the API', () => {
 
 describe('a worker process', () => {
   test('serves its own metrics on WORKER_METRICS_PORT (0 = any free port), and its counters move', async () => {
-    worker = await startProcess('worker', env.env, { QUEUES: 'serial' });
+    // Per-job lines ("job started", "job succeeded") are debug-level: a busy worker would write one per job.
+    worker = await startProcess('worker', env.env, { QUEUES: 'serial', LOG_LEVEL: 'debug' });
     const port = await waitFor(() => /worker metrics on :(\d+)/.exec(worker!.output())?.[1], { what: 'the metrics port in the log' });
     const url = `http://127.0.0.1:${port}/metrics`;
     const first = parse(await (await fetch(url)).text());
