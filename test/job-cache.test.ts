@@ -34,6 +34,20 @@ describe('status cache', () => {
     expect((await api('GET', `/v1/jobs/${job.id}`)).body.progress).toBe(42);
   });
 
+  it('re-reads a job that is still being polled before its entry lapses, so a change without an event shows within the TTL', async () => {
+    const { body: job } = await api('POST', '/v1/jobs', { type: 'test', payload: {} });
+    await api('GET', `/v1/jobs/${job.id}`);
+    await sneak(job.id, 5);
+    const t0 = Date.now();
+    let seen = 0;
+    while (seen !== 5 && Date.now() - t0 < 3 * TTL) {
+      seen = (await api('GET', `/v1/jobs/${job.id}`)).body.progress;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(seen).toBe(5);
+    expect(Date.now() - t0).toBeLessThan(TTL + 200);
+  });
+
   it('drops an entry when the job event arrives, so the next read sees the ledger', async () => {
     const { body: job } = await api('POST', '/v1/jobs', { type: 'test', payload: {} });
     expect((await api('GET', `/v1/jobs/${job.id}`)).body.progress).toBe(0);
