@@ -52,8 +52,8 @@ export class JobCache {
           for (const id of ids) this.reading.delete(id);
         }
       },
-      // Small batches: each row costs the event loop ~0.1 ms to parse and shape, and a batch holds up every other
-      // request while it does (64 per batch: p99 11–12 ms; 16: 8–9 ms, in `npm run bench -- status`).
+      // Small batches measured better for the tail: 64 rows per read gave p99 11–12 ms, 16 rows 8–9 ms
+      // (`npm run bench -- status`, 64 connections).
       { gather: 'turn', maxInFlight: 2, maxBatch: 16 },
     );
   }
