@@ -6,7 +6,8 @@ import path from 'node:path';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ledger from '../src/db/jobs.js';
-import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import { reconcileOnce } from '../src/workers/reconciler.js';
+import { client, createTestEnv, silentLog, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 import { privateRedis, type PrivateRedis } from './support/private-redis.js';
 
 let redis: PrivateRedis;
@@ -84,5 +85,34 @@ describe('recovery', () => {
     await until(r.body.id, 'succeeded');
     // The interrupted run may finish too (at-least-once); the ledger still shows one success.
     expect((await ledger.findJob(env.db, r.body.id))!.state).toBe('succeeded');
+  });
+
+  it("settles a job that BullMQ finished but whose last ledger write was lost (e.g. PostgreSQL was down just then)", async () => {
+    const running = await env.startWorkers(['test']);
+    try {
+      const ok = await api('POST', '/v1/jobs', { type: 'test', payload: { value: 7 } });
+      const bad = await api('POST', '/v1/jobs', { type: 'test', payload: { permanent: true } });
+      await until(ok.body.id, 'succeeded');
+      await until(bad.body.id, 'failed');
+      const okResult = (await ledger.findJob(env.db, ok.body.id))!.result;
+      // The lost write: the ledger still says running, long past the grace period.
+      await env.db
+        .updateTable('jobs')
+        .set({ state: 'running', result: null, error: null, finished_at: null, updated_at: new Date(Date.now() - 3_600_000) })
+        .where('id', 'in', [ok.body.id, bad.body.id])
+        .execute();
+      const r = await reconcileOnce({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, storage: env.storage, registry: env.registry, log: silentLog }, env.registry, 1_000);
+      expect(r.settled.sort()).toEqual([ok.body.id, bad.body.id].sort());
+      expect(r.requeued).toEqual([]);
+      const [okRow, badRow] = await Promise.all([ledger.findJob(env.db, ok.body.id), ledger.findJob(env.db, bad.body.id)]);
+      expect(okRow).toMatchObject({ state: 'succeeded', result: okResult });
+      expect(okRow!.finished_at).toBeInstanceOf(Date);
+      expect(badRow).toMatchObject({ state: 'failed', error: { code: 'test_permanent', message: 'this payload can never succeed' } });
+      // A second pass has nothing to do.
+      const again = await reconcileOnce({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, storage: env.storage, registry: env.registry, log: silentLog }, env.registry, 1_000);
+      expect(again.settled).toEqual([]);
+    } finally {
+      await running.close(1_000);
+    }
   });
 });

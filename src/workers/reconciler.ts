@@ -1,7 +1,11 @@
-// Closes the dual write: a ledger job that should be in Redis but is not gets enqueued again.
+// Closes the dual write: a ledger job that should be in Redis but is not gets enqueued again, and a ledger job still
+// live although BullMQ has finished it (its worker's last ledger write failed, e.g. PostgreSQL was down just then)
+// gets the outcome BullMQ recorded.
 import { randomUUID } from 'node:crypto';
 import * as ledger from '../db/jobs.js';
+import { publishJobEvent } from '../events.js';
 import { enqueue } from '../jobs/enqueue.js';
+import { enqueueWebhook } from '../webhooks/delivery.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
@@ -15,6 +19,8 @@ const FULL_SCAN_EVERY_MS = 10 * 60_000;
 export interface ReconcileResult {
   checked: number;
   requeued: string[];
+  /** Live in the ledger, finished in BullMQ: the ledger now says what BullMQ recorded. */
+  settled: string[];
   /** Rows changed before this were checked; the next incremental pass starts here. */
   horizon: Date;
 }
@@ -26,45 +32,84 @@ export interface ReconcileResult {
 export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, graceMs: number, since?: Date): Promise<ReconcileResult> {
   const { db, queues } = deps;
   const horizon = await ledger.dbNowMinus(db, graceMs);
-  const result: ReconcileResult = { checked: 0, requeued: [], horizon };
+  const result: ReconcileResult = { checked: 0, requeued: [], settled: [], horizon };
   let after: string | undefined;
   for (;;) {
     const rows = await ledger.liveJobsChangedBetween(db, horizon, since, after, BATCH);
     if (rows.length === 0) break;
     after = rows[rows.length - 1].id;
     const known = rows.filter((r) => registry.get(r.type));
-    const missing = await missingFromRedis(deps, known);
+    const { missing, finished } = await inRedis(deps, known);
     if (missing.length) {
       await enqueue(queues, registry, missing);
       result.requeued.push(...missing.map((r) => r.id));
     }
+    for (const f of finished) if (await settle(deps, f)) result.settled.push(f.row.id);
     result.checked += rows.length;
     if (rows.length < BATCH) break;
   }
   return result;
 }
 
+interface Finished {
+  row: JobRow;
+  /** BullMQ's return value (completed) or failure reason (failed). */
+  outcome: { completed: true; returnvalue: string } | { completed: false; failedReason: string };
+}
+
 /**
- * The rows whose BullMQ job key is gone. One pipeline per queue: on a cluster each queue lives in its own slot
- * (see bullPrefix), and a cluster pipeline may only touch keys that one node serves.
+ * Where each row's BullMQ job is: gone (missing), finished (completed or failed), or anything else. One HMGET per job,
+ * one pipeline per queue: on a cluster each queue lives in its own slot (see bullPrefix), and a cluster pipeline may
+ * only touch keys that one node serves.
  */
-async function missingFromRedis({ redis, config }: WorkerDeps, rows: JobRow[]): Promise<JobRow[]> {
+async function inRedis({ redis, config }: WorkerDeps, rows: JobRow[]): Promise<{ missing: JobRow[]; finished: Finished[] }> {
   const byType = new Map<string, JobRow[]>();
   for (const r of rows) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
-  const missing = await Promise.all(
+  const missing: JobRow[] = [];
+  const finished: Finished[] = [];
+  await Promise.all(
     [...byType].map(async ([type, list]) => {
       const prefix = bullPrefix(config, type);
       const pipeline = redis.pipeline();
-      for (const r of list) pipeline.exists(`${prefix}:${type}:${r.id}`);
-      const exists = (await pipeline.exec()) ?? [];
-      return list.filter((_, i) => {
-        const [err, n] = exists[i] ?? [];
+      for (const r of list) pipeline.hmget(`${prefix}:${type}:${r.id}`, 'name', 'finishedOn', 'returnvalue', 'failedReason');
+      const replies = (await pipeline.exec()) ?? [];
+      list.forEach((row, i) => {
+        const [err, fields] = replies[i] ?? [];
         if (err) throw err;
-        return n !== 1;
+        const [name, finishedOn, returnvalue, failedReason] = fields as (string | null)[];
+        if (name === null) missing.push(row);
+        // finishedOn is set when BullMQ moves a job to completed or failed for good (not between attempts).
+        else if (finishedOn !== null) {
+          finished.push({ row, outcome: returnvalue !== null ? { completed: true, returnvalue } : { completed: false, failedReason: failedReason ?? 'failed' } });
+        }
       });
     }),
   );
-  return missing.flat();
+  return { missing, finished };
+}
+
+/** Writes BullMQ's outcome to a ledger row still live, publishes it and sends its webhook; false if the row moved meanwhile. */
+async function settle(deps: WorkerDeps, { row, outcome }: Finished): Promise<boolean> {
+  const { db, redis, config, queues, log } = deps;
+  let done: JobRow | undefined;
+  if (outcome.completed) {
+    let result: unknown = null;
+    try {
+      result = JSON.parse(outcome.returnvalue);
+    } catch {
+      result = outcome.returnvalue;
+    }
+    [done] = await ledger.markSucceededMany(db, [{ id: row.id, result }]);
+  } else {
+    // The runtime fails a job for good as "<code>: <message>".
+    const m = /^([a-z][a-z0-9_]*): ([\s\S]*)$/.exec(outcome.failedReason);
+    done = await ledger.markFailed(db, row.id, { code: m?.[1] ?? 'processor_error', message: (m?.[2] ?? outcome.failedReason).slice(0, 2000) }, true);
+  }
+  if (!done) return false;
+  log.warn({ job_id: row.id, type: row.type, state: done.state }, 'reconciler: the ledger missed the end of this job; it now says what BullMQ recorded');
+  await publishJobEvent(redis, config, 'state', done);
+  await enqueueWebhook(queues, config, done).catch((err) => log.error({ err, job_id: row.id }, 'webhook enqueue failed'));
+  return true;
 }
 
 /** Runs a pass every interval; a Redis lock keeps it to one process at a time across the fleet. */
