@@ -211,15 +211,24 @@ export async function endToEnd(seconds = 15, rate = 200, warmupSeconds = 3): Pro
     const ids = await steady(seconds, 1_000_000);
     await finished(ids);
     const cpuMsPerJob = (pid: number, from: number) => round(((cpuSeconds(pid) - from) * 1000) / Math.max(1, ids.length));
-    const q = await sql<{ p50: number; p99: number; n: number; failed: number }>`
+    // Where the time goes: submit → started (API, queue, pickup, start write) and started → finished (the email run).
+    const q = await sql<{ p50: number; p99: number; wait_p50: number; wait_p99: number; run_p50: number; run_p99: number; n: number; failed: number }>`
       select percentile_cont(0.5) within group (order by extract(epoch from finished_at - created_at)) * 1000 as p50,
              percentile_cont(0.99) within group (order by extract(epoch from finished_at - created_at)) * 1000 as p99,
+             percentile_cont(0.5) within group (order by extract(epoch from started_at - created_at)) * 1000 as wait_p50,
+             percentile_cont(0.99) within group (order by extract(epoch from started_at - created_at)) * 1000 as wait_p99,
+             percentile_cont(0.5) within group (order by extract(epoch from finished_at - started_at)) * 1000 as run_p50,
+             percentile_cont(0.99) within group (order by extract(epoch from finished_at - started_at)) * 1000 as run_p99,
              count(*) filter (where state = 'succeeded') as n, count(*) filter (where state = 'failed') as failed
       from jobs where id = any(${ids}::uuid[])`.execute(stack.db);
-    const { p50, p99, n, failed } = q.rows[0];
+    const { p50, p99, wait_p50, wait_p99, run_p50, run_p99, n, failed } = q.rows[0];
     return [
       row(`e2e email p99 at ${rate}/s`, p99, null, 'ms', '< 50 ms', p99 < 50, {
         p50: round(p50, 1),
+        submit_to_start_p50: round(wait_p50, 1),
+        submit_to_start_p99: round(wait_p99, 1),
+        start_to_finish_p50: round(run_p50, 1),
+        start_to_finish_p99: round(run_p99, 1),
         succeeded: Number(n),
         failed: Number(failed),
         submitted: seconds * rate,
