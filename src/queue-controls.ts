@@ -3,7 +3,7 @@
 import { sql } from 'kysely';
 import { resetForRetry } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
-import { publishJobEvent } from './events.js';
+import { publishJobEvents } from './events.js';
 import type { JobRegistry } from './jobs/registry.js';
 import { enqueueOrLeave } from './jobs/submit.js';
 import type { WorkerDeps } from './jobs/types.js';
@@ -64,7 +64,7 @@ async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
   // The finished BullMQ job still holds each id; it must go before the id can be queued again.
   await Promise.all(rows.map((r) => deps.queues.get(r.type).remove(r.id).catch(() => 0)));
   await enqueueOrLeave(deps, rows);
-  await Promise.all(rows.map((r) => publishJobEvent(deps.redis, deps.config, 'state', r)));
+  await publishAll(deps, rows);
 }
 
 /** queued/delayed → cancelled in the ledger, for one job or a whole type (the dashboard's clean, empty, obliterate). */
@@ -76,8 +76,11 @@ export async function cancelWaiting(deps: ControlDeps, type: string, id?: string
     .where('state', 'in', states);
   if (id) q = q.where('id', '=', id);
   const rows = await q.returningAll().execute();
-  for (let i = 0; i < rows.length; i += 500) {
-    await Promise.all(rows.slice(i, i + 500).map((r) => publishJobEvent(deps.redis, deps.config, 'state', r)));
-  }
+  await publishAll(deps, rows);
   return rows.length;
+}
+
+/** The rows' state events, 500 to a Redis round trip. */
+async function publishAll(deps: ControlDeps, rows: JobRow[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += 500) await publishJobEvents(deps.redis, deps.config, rows.slice(i, i + 500).map((row) => ({ kind: 'state' as const, row })));
 }
