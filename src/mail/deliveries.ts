@@ -20,18 +20,6 @@ export interface Claim {
   attempts: number | null;
 }
 
-/**
- * One statement per run: inserts the recipients not yet in the ledger and re-claims those still pending or deferred,
- * returning every recipient with its previous state. Settled rows (sent, rejected) and fresh claims of another run
- * (pending for less than `leaseMs`) are left alone, which is what
- * makes a retry skip them. `prev` reads the snapshot from before the upsert, so it tells a fresh row from a row a
- * crashed run had claimed (prev_state 'pending': the outcome of that send is unknown).
- */
-export async function claimDeliveries(db: Db, jobId: string, recipients: string[], messageIds: string[], leaseMs: number): Promise<Claim[]> {
-  const [claims] = await claimDeliveriesMany(db, [{ jobId, recipients, messageIds }], leaseMs);
-  return claims;
-}
-
 export interface ClaimRequest {
   jobId: string;
   recipients: string[];
@@ -39,9 +27,12 @@ export interface ClaimRequest {
 }
 
 /**
- * claimDeliveries for several runs in one statement (runs of different jobs starting together share a round trip and a
- * commit); each run gets its own claims, in its recipients' order. Every claim is committed before this returns, so
- * claim-before-send holds for each run as for one.
+ * Claims the recipients of one or more runs: inserts those not yet in the ledger and re-claims those still pending or
+ * deferred, returning every recipient with its previous state. Settled rows (sent, rejected) and fresh claims of
+ * another run (pending for less than `leaseMs`) are left alone, which is what makes a retry skip them. `prev` reads the
+ * snapshot from before the upsert, so it tells a fresh row from a row a crashed run had claimed (prev_state 'pending':
+ * the outcome of that send is unknown). Runs of different jobs starting together share one statement and one commit;
+ * each run gets its own claims, in its recipients' order, all committed before this returns (claim before send).
  */
 export async function claimDeliveriesMany(db: Db, runs: ClaimRequest[], leaseMs: number): Promise<Claim[][]> {
   const out: Claim[][] = runs.map(() => []);
@@ -93,10 +84,6 @@ export interface Settlement {
   recipient: string;
   state: 'sent' | 'deferred' | 'rejected';
   response: string;
-}
-
-export async function settleDelivery(db: Db, jobId: string, recipient: string, state: Settlement['state'], response: string): Promise<void> {
-  await settleDeliveries(db, [{ jobId, recipient, state, response }]);
 }
 
 /** Outcomes of several sends in one statement (sends of concurrent runs ending together share a commit). */
