@@ -69,9 +69,7 @@ export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
       ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
       ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[])
     returning *`.execute(db);
-  if (rows.length === 1) return inserted;
-  const byId = new Map(inserted.map((r) => [r.id, r]));
-  return rows.map((r) => byId.get(r.id)!);
+  return rows.length === 1 ? inserted : (inOrder(rows.map((r) => r.id), inserted) as JobRow[]);
 }
 
 /** A job by id; with `tenant`, only that tenant's (another tenant's job is "not found"). */
