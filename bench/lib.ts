@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import getPort from 'get-port';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { createKey, createTenant } from '../src/auth/keys.js';
 import { loadConfig, type Config } from '../src/config.js';
@@ -47,6 +48,8 @@ export async function createStack(label: string, extra: Record<string, string> =
   const config = loadConfig(env);
   await ensureDatabase(config.DATABASE_URL);
   const db = createDb(config.DATABASE_URL, 4);
+  // The previous scenario's writes are flushed now, not by a checkpoint in the middle of this one.
+  await sql`checkpoint`.execute(db);
   await migrateToLatest(db);
   const tenant = 'bench';
   if (!(await db.selectFrom('tenants').select('id').where('id', '=', tenant).executeTakeFirst())) await createTenant(db, tenant);
@@ -83,6 +86,9 @@ export async function deletePrefix(config: Config, pattern: string) {
     cursor = next;
     if (found.length) await r.unlink(...found);
   } while (cursor !== '0');
+  // UNLINK frees in a background thread: let it finish, so the next scenario does not share the CPU with it.
+  const deadline = Date.now() + 30_000;
+  while (/lazyfree_pending_objects:([1-9]\d*)/.test(await r.info('memory')) && Date.now() < deadline) await sleep(100);
   r.disconnect();
 }
 
