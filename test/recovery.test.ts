@@ -94,6 +94,9 @@ describe('recovery', () => {
       const bad = await api('POST', '/v1/jobs', { type: 'test', payload: { permanent: true } });
       await until(ok.body.id, 'succeeded');
       await until(bad.body.id, 'failed');
+      // BullMQ records the end just after the ledger does.
+      const queue = env.queues.get('test');
+      for (const id of [ok.body.id, bad.body.id]) await waitFor(async () => (await queue.getJob(id))?.finishedOn, { what: `BullMQ to finish ${id}` });
       const okResult = (await ledger.findJob(env.db, ok.body.id))!.result;
       // The lost write: the ledger still says running, long past the grace period.
       await env.db
