@@ -10,6 +10,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues.js';
+import { errorOfReason } from './runtime.js';
 
 const BATCH = 1000;
 /** Overlap between incremental passes, for transactions that committed an older updated_at late. */
@@ -101,9 +102,7 @@ async function settle(deps: WorkerDeps, { row, outcome }: Finished): Promise<boo
     }
     [done] = await ledger.markSucceededMany(db, [{ id: row.id, result }]);
   } else {
-    // The runtime fails a job for good as "<code>: <message>".
-    const m = /^([a-z][a-z0-9_]*): ([\s\S]*)$/.exec(outcome.failedReason);
-    done = await ledger.markFailed(db, row.id, { code: m?.[1] ?? 'processor_error', message: (m?.[2] ?? outcome.failedReason).slice(0, 2000) }, true);
+    done = await ledger.markFailed(db, row.id, errorOfReason(outcome.failedReason), true);
   }
   if (!done) return false;
   log.warn({ job_id: row.id, type: row.type, state: done.state }, 'reconciler: the ledger missed the end of this job; it now says what BullMQ recorded');

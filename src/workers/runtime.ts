@@ -30,6 +30,16 @@ export function errorOf(err: unknown): JobError {
   return { code: typeof e?.code === 'string' ? e.code : 'processor_error', message };
 }
 
+/**
+ * The ledger error for a failure BullMQ recorded as text (its `failedReason`): a job that stalled too often, or the
+ * runtime's own "<code>: <message>" of a permanent error, or else a processor error.
+ */
+export function errorOfReason(reason: string): JobError {
+  if (/stalled/i.test(reason)) return { code: 'stalled', message: reason.slice(0, 2000) };
+  const m = /^([a-z][a-z0-9_]*): ([\s\S]*)$/.exec(reason);
+  return { code: m?.[1] ?? 'processor_error', message: (m?.[2] ?? reason).slice(0, 2000) };
+}
+
 function isPermanent(err: unknown): boolean {
   return err instanceof PermanentError || err instanceof ZodError || err instanceof UnrecoverableError;
 }
