@@ -45,7 +45,8 @@ describe('status cache', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(seen).toBe(5);
-    expect(Date.now() - t0).toBeLessThan(TTL + 200);
+    // Within the TTL, plus a ledger read's time on a loaded machine.
+    expect(Date.now() - t0).toBeLessThan(TTL + 500);
   });
 
   it('drops an entry when the job event arrives, so the next read sees the ledger', async () => {
