@@ -87,30 +87,36 @@ describe('recovery', () => {
     expect((await ledger.findJob(env.db, r.body.id))!.state).toBe('succeeded');
   });
 
-  it("settles a job that BullMQ finished but whose last ledger write was lost (e.g. PostgreSQL was down just then)", async () => {
+  it("settles jobs that BullMQ finished (succeeded, failed, cancelled) but whose last ledger write was lost", async () => {
     const running = await env.startWorkers(['test']);
     try {
       const ok = await api('POST', '/v1/jobs', { type: 'test', payload: { value: 7 } });
       const bad = await api('POST', '/v1/jobs', { type: 'test', payload: { permanent: true } });
+      const stopped = await api('POST', '/v1/jobs', { type: 'test', payload: { sleep_ms: 10_000 } });
       await until(ok.body.id, 'succeeded');
       await until(bad.body.id, 'failed');
+      await until(stopped.body.id, 'running');
+      expect((await api('POST', `/v1/jobs/${stopped.body.id}/cancel`)).status).toBe(202);
+      await until(stopped.body.id, 'cancelled');
       // BullMQ records the end just after the ledger does.
       const queue = env.queues.get('test');
-      for (const id of [ok.body.id, bad.body.id]) await waitFor(async () => (await queue.getJob(id))?.finishedOn, { what: `BullMQ to finish ${id}` });
+      const ids = [ok.body.id, bad.body.id, stopped.body.id];
+      for (const id of ids) await waitFor(async () => (await queue.getJob(id))?.finishedOn, { what: `BullMQ to finish ${id}` });
       const okResult = (await ledger.findJob(env.db, ok.body.id))!.result;
       // The lost write: the ledger still says running, long past the grace period.
       await env.db
         .updateTable('jobs')
         .set({ state: 'running', result: null, error: null, finished_at: null, updated_at: new Date(Date.now() - 3_600_000) })
-        .where('id', 'in', [ok.body.id, bad.body.id])
+        .where('id', 'in', ids)
         .execute();
       const r = await reconcileOnce({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, storage: env.storage, registry: env.registry, log: silentLog }, env.registry, 1_000);
-      expect(r.settled.sort()).toEqual([ok.body.id, bad.body.id].sort());
+      expect(r.settled.sort()).toEqual([...ids].sort());
       expect(r.requeued).toEqual([]);
       const [okRow, badRow] = await Promise.all([ledger.findJob(env.db, ok.body.id), ledger.findJob(env.db, bad.body.id)]);
       expect(okRow).toMatchObject({ state: 'succeeded', result: okResult });
       expect(okRow!.finished_at).toBeInstanceOf(Date);
       expect(badRow).toMatchObject({ state: 'failed', error: { code: 'test_permanent', message: 'this payload can never succeed' } });
+      expect((await ledger.findJob(env.db, stopped.body.id))?.state).toBe('cancelled');
       // A second pass has nothing to do.
       const again = await reconcileOnce({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, storage: env.storage, registry: env.registry, log: silentLog }, env.registry, 1_000);
       expect(again.settled).toEqual([]);

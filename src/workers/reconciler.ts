@@ -101,6 +101,9 @@ async function settle(deps: WorkerDeps, { row, outcome }: Finished): Promise<boo
       result = outcome.returnvalue;
     }
     [done] = await ledger.markSucceededMany(db, [{ id: row.id, result }]);
+  } else if (outcome.failedReason === 'cancelled') {
+    // The runtime ends a cancelled run with this reason, after its own ledger write (which is what was lost).
+    done = await ledger.markCancelled(db, row.id);
   } else {
     done = await ledger.markFailed(db, row.id, errorOfReason(outcome.failedReason), true);
   }
