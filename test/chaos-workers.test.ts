@@ -100,13 +100,28 @@ describe('workers SIGKILLed every few seconds', () => {
         expect(r.status).toBe(202);
         ids.push(...r.body.jobs.map((j: { id: string }) => j.id));
       }
-      await waitFor(async () => (await states(ids)).succeeded === ids.length, { timeout: 420_000, interval: 500, what: 'all 1,000 jobs to succeed' }).catch(async (err) => {
+      const ended = async () => {
+        const s = await states(ids);
+        return (s.succeeded ?? 0) + (s.failed ?? 0) === ids.length;
+      };
+      await waitFor(ended, { timeout: 420_000, interval: 500, what: 'all 1,000 jobs to end' }).catch(async (err) => {
         throw new Error(`${(err as Error).message}; states: ${JSON.stringify(await states(ids))}`);
       });
     } finally {
       done = true;
       await chaos;
       await Promise.all(replacements);
+    }
+    // A job whose worker was killed under it three times is, by design, taken for a poison job (BullMQ's
+    // maxStalledCount): it ends failed as 'stalled' rather than crash-looping. With a kill every 2 s a healthy job can be
+    // that unlucky now and then. Nothing else may fail, and such a job runs to success when retried.
+    const failed = await env.db.selectFrom('jobs').select(['id', 'error']).where('id', 'in', ids).where('state', '=', 'failed').execute();
+    expect(failed.map((f) => (f.error as { code?: string } | null)?.code)).toEqual(failed.map(() => 'stalled'));
+    expect(failed.length).toBeLessThanOrEqual(5);
+    if (failed.length) {
+      // The workers still alive when the chaos stopped run them.
+      for (const f of failed) expect((await post(`/v1/jobs/${f.id}/retry`, {})).status).toBe(202);
+      await waitFor(async () => (await states(ids)).succeeded === ids.length, { timeout: 60_000, what: 'the retried jobs to succeed' });
     }
     const seconds = (Date.now() - started) / 1000;
     expect(await states(ids)).toEqual({ succeeded: 1000 });
@@ -132,7 +147,7 @@ describe('workers SIGKILLed every few seconds', () => {
       // Each kill can interrupt at most the sends in flight in that worker.
       expect(resent).toBeLessThanOrEqual(kills * env.registry.get('email')!.concurrency);
     }
-    console.info(`chaos-workers: 1000 jobs in ${seconds.toFixed(1)} s with ${kills} worker SIGKILLs; ${reruns} jobs ran their work twice (at least once); email ${withEmail ? `included (100 jobs, ${resent} resent after a kill inside the SMTP exchange)` : 'NOT included (no email processor yet)'}`);
+    console.info(`chaos-workers: 1000 jobs in ${seconds.toFixed(1)} s with ${kills} worker SIGKILLs; ${failed.length} failed as stalled and succeeded on retry; ${reruns} jobs ran their work twice (at least once); email ${withEmail ? `included (100 jobs, ${resent} resent after a kill inside the SMTP exchange)` : 'NOT included (no email processor yet)'}`);
   });
 });
 
