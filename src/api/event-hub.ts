@@ -29,11 +29,10 @@ export interface JobEventListener {
   close(): void;
 }
 
-/** Sees every job event this process receives (raw, unparsed), and every gap in them. */
+/** Told of every job event this process receives (by job id, without parsing the event), and of every gap in them. */
 export interface JobChangeWatcher {
-  /** A job changed; `message` is the published JSON, which starts with the stream id, the kind and the job's id. */
-  change(jobId: string, message: string): void;
-  /** Events may be missed from now on until `live` is true again (the subscriber lost its connection). */
+  change(jobId: string): void;
+  /** Events may be missed from now on, until `receiving` is true again (the subscriber lost its connection). */
   gap(): void;
 }
 
@@ -90,10 +89,9 @@ export class EventHub {
     return this.live;
   }
 
-  /** Adds a watcher of every job change (the status cache); returns its removal. */
-  watch(watcher: JobChangeWatcher): () => void {
+  /** Adds a watcher of every job change (the status cache) for the hub's lifetime. */
+  watch(watcher: JobChangeWatcher): void {
     this.watchers.add(watcher);
-    return () => this.watchers.delete(watcher);
   }
 
   /** Open streams (listeners) on this process. */
@@ -155,7 +153,7 @@ export class EventHub {
       const at = message.indexOf(JOB_ID_MARK);
       if (at >= 0) {
         const jobId = message.slice(at + JOB_ID_MARK.length, at + JOB_ID_MARK.length + 36);
-        for (const w of this.watchers) w.change(jobId, message);
+        for (const w of this.watchers) w.change(jobId);
       }
     }
     if (this.listeners.size === 0 || this.gapped) return;

@@ -76,10 +76,6 @@ export class JobCache {
     return this.load(id);
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   private usable(): boolean {
     return this.ttlMs > 0 && this.hub?.receiving === true;
   }
