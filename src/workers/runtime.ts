@@ -199,7 +199,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
       const stalled = /stalled/i.test(err.message);
       if (!job || (!stalled && job.attemptsMade < (job.opts.attempts ?? 1))) return;
       void ledger
-        .markFailed(db, job.id!, { code: stalled ? 'stalled' : errorOf(err).code, message: err.message }, true)
+        .markFailed(db, job.id!, errorOfReason(err.message), true)
         .then((row) => emit('state', row))
         .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
     });
