@@ -44,6 +44,35 @@ function isPermanent(err: unknown): boolean {
   return err instanceof PermanentError || err instanceof ZodError || err instanceof UnrecoverableError;
 }
 
+/**
+ * Writes of one changing value (a run's progress), one at a time and in order, so what readers see never steps back.
+ * A value reported while a write is under way waits for it, and a newer value reported meanwhile replaces it: only the
+ * latest is written next. Each call resolves (or rejects) with the write that carries its value or a newer one.
+ */
+export function latestInOrder(write: (value: number) => Promise<void>) {
+  let tail: Promise<void> = Promise.resolve();
+  let waiting: { value: number; done: Promise<void> } | undefined;
+  const report = (value: number): Promise<void> => {
+    if (waiting) {
+      waiting.value = value;
+      return waiting.done;
+    }
+    const slot: { value: number; done: Promise<void> } = { value, done: tail };
+    slot.done = tail
+      .catch(() => undefined)
+      .then(() => {
+        waiting = undefined;
+        return write(slot.value);
+      });
+    waiting = slot;
+    tail = slot.done;
+    return slot.done;
+  };
+  /** Resolves once every write reported so far has ended, failed or not. */
+  const settled = () => tail.catch(() => undefined);
+  return { report, settled };
+}
+
 export interface RunningWorkers {
   workers: Worker[];
   /** Stops taking jobs, lets running ones finish (up to the timeout), then closes connections. */
@@ -125,10 +154,18 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
     const started = Date.now();
+    let progressDone = async () => {};
     if (log.isLevelEnabled('debug')) jlog().debug({ attempt: row.attempts }, 'job started');
     try {
       const payload = def.payload.parse(row.payload);
       let lastProgress = -1;
+      // Concurrent reports (an email run sends on several connections) would otherwise race to the ledger, and a
+      // slower write of 20% could land after 30%.
+      const progressWrites = latestInOrder(async (p) => {
+        await job.updateProgress(p);
+        await emit('progress', await ledger.setProgress(db, id, p));
+      });
+      progressDone = progressWrites.settled;
       const result = await def.process!({
         id,
         tenant: row.tenant,
@@ -147,11 +184,12 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
           const p = Math.max(0, Math.min(100, Math.round(percent)));
           if (p === lastProgress) return;
           lastProgress = p;
-          await job.updateProgress(p);
-          await emit('progress', await ledger.setProgress(db, id, p));
+          await progressWrites.report(p);
         },
       });
       if (controller.signal.aborted) throw new Cancelled('cancelled');
+      // A progress event never follows the run's end.
+      await progressDone();
       const done = await markSucceeded(id, result);
       if (done?.callback_url) await webhook(done);
       // Per job at debug: an info line per job is a write(2) per job, a cost that shows at thousands of jobs a second.
@@ -159,6 +197,7 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
       if (log.isLevelEnabled('debug')) jlog().debug({ ms: Date.now() - started }, 'job succeeded');
       return result;
     } catch (err) {
+      await progressDone();
       if (controller.signal.aborted) {
         await emit('state', await ledger.markCancelled(db, id));
         jlog().info('job cancelled');
