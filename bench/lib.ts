@@ -1,6 +1,6 @@
 // Shared pieces of the benchmark harness: a private database and prefix, the Procfile's processes, load, RSS.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -205,3 +205,14 @@ export async function load(opts: autocannon.Options): Promise<LoadResult> {
 }
 
 export const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
+
+/** The local Redis server's pid (INFO server), to read its CPU beside the platform's processes; 0 if not on this host. */
+export async function redisServerPid(stack: Pick<Stack, 'config'>): Promise<number> {
+  const r = createRedis(stack.config, 'worker') as import('ioredis').Redis;
+  try {
+    const pid = Number(/process_id:(\d+)/.exec(await r.info('server'))?.[1] ?? 0);
+    return existsSync(`/proc/${pid}/stat`) ? pid : 0;
+  } finally {
+    r.disconnect();
+  }
+}
