@@ -162,6 +162,35 @@ describe('delivery', () => {
   });
 });
 
+describe('recording outcomes', () => {
+  it('a failed write of a sent outcome is tried again, never recorded as deferred: the message goes out once', async () => {
+    // The first two writes of "sent" for this recipient fail, as in a database hiccup (a sequence counts them: it is
+    // not rolled back with the failed statement).
+    await sql`create sequence settle_fault_seq`.execute(env.db);
+    await sql`create function settle_fault() returns trigger language plpgsql as $$
+      begin
+        if new.recipient = 'hank@example.com' and new.state = 'sent' and nextval('settle_fault_seq') <= 2 then
+          raise exception 'injected settle failure';
+        end if;
+        return new;
+      end $$`.execute(env.db);
+    await sql`create trigger settle_fault before update on email_deliveries for each row execute function settle_fault()`.execute(env.db);
+    try {
+      const id = await submit({ to: 'hank@example.com', template: 'plain', subject: 'Once only', text: 'Once.' });
+      const job = await until(id, ['succeeded'], 30_000);
+      expect(job.attempts).toBe(1);
+      expect(smtp.byMessageId(job.result.message_id)).toHaveLength(1);
+      const [row] = await env.db.selectFrom('email_deliveries').selectAll().where('job_id', '=', id).execute();
+      expect(row).toMatchObject({ state: 'sent', attempts: 1 });
+      expect(Number((await sql<{ n: string }>`select last_value as n from settle_fault_seq`.execute(env.db)).rows[0].n)).toBeGreaterThanOrEqual(3);
+    } finally {
+      await sql`drop trigger settle_fault on email_deliveries`.execute(env.db);
+      await sql`drop function settle_fault()`.execute(env.db);
+      await sql`drop sequence settle_fault_seq`.execute(env.db);
+    }
+  });
+});
+
 describe('refused at submission', () => {
   const bad: [string, Record<string, unknown>, string][] = [
     ['CR/LF in the subject (header injection)', { to: 'a@example.com', template: 'plain', subject: 'Hi\r\nBcc: victim@example.com', text: 'x' }, 'payload.subject'],

@@ -89,6 +89,26 @@ function deliveryLedger(db: Db, leaseMs: number) {
   return { claim, settle: l.settle };
 }
 
+/** Waits between attempts to record a send's outcome: about 15 s in all, well inside the job's lock. */
+const SETTLE_RETRY_MS = [100, 200, 400, 800, 1_600, 3_200, 4_000, 5_000];
+
+/**
+ * Records a send's outcome, trying again while the write fails: a message the server accepted but the ledger does not
+ * know of is sent again by the next run (with the same Message-ID, but twice all the same). Gives up, and fails the
+ * run, only after SETTLE_RETRY_MS; the claim then stays pending, the ambiguous case the Message-ID is for.
+ */
+async function settleSurely(settle: (s: Settlement) => Promise<void>, s: Settlement, log: JobContext<unknown>['log']): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await settle(s);
+    } catch (err) {
+      if (attempt >= SETTLE_RETRY_MS.length) throw err;
+      log.warn({ err: String((err as Error)?.message ?? err), recipient: s.recipient, state: s.state, attempt: attempt + 1 }, 'recording a send outcome failed; trying again');
+      await new Promise((r) => setTimeout(r, SETTLE_RETRY_MS[attempt]));
+    }
+  }
+}
+
 async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult> {
   const { config, db, log } = ctx.deps;
   const mailer = mailerFor(config, log);
@@ -112,19 +132,23 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
         if (c.prev_state === 'pending') {
           log.warn({ message_id: c.message_id, attempts: c.attempts }, 'an earlier send of this message has no recorded outcome; sending it again with the same Message-ID');
         }
+        // Only the send's own failure decides the outcome: a failed write of a 'sent' must never turn it into
+        // 'deferred', which the retry would send again.
+        let outcome: Settlement['state'];
+        let response: string;
         try {
           const d = await mailer.send({ to: c.recipient, subject: message.subject, text: message.text, html: message.html, messageId: c.message_id, headers: { 'X-Job-Id': ctx.id } });
-          const outcome = d.accepted.length ? 'sent' : 'rejected';
-          if (outcome === 'rejected') lastPermanent = d.response;
-          await deliveries.settle({ jobId: ctx.id, recipient: c.recipient, state: outcome, response: d.response });
-          state.set(c.recipient, outcome);
+          outcome = d.accepted.length ? 'sent' : 'rejected';
+          response = d.response;
+          if (outcome === 'rejected') lastPermanent = response;
         } catch (err) {
-          const outcome = isPermanentSmtpError(err) ? 'rejected' : 'deferred';
-          if (outcome === 'rejected') lastPermanent = smtpErrorText(err);
-          else lastTemporary = smtpErrorText(err);
-          await deliveries.settle({ jobId: ctx.id, recipient: c.recipient, state: outcome, response: smtpErrorText(err) });
-          state.set(c.recipient, outcome);
+          outcome = isPermanentSmtpError(err) ? 'rejected' : 'deferred';
+          response = smtpErrorText(err);
+          if (outcome === 'rejected') lastPermanent = response;
+          else lastTemporary = response;
         }
+        await settleSurely(deliveries.settle, { jobId: ctx.id, recipient: c.recipient, state: outcome, response }, log);
+        state.set(c.recipient, outcome);
         done++;
         // In steps of 10%: each step is a ledger write and a published event.
         if (todo.length > 1) await ctx.progress(Math.floor((done * 10) / todo.length) * 10);
