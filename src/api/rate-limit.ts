@@ -108,6 +108,50 @@ export async function jobsInFlight(db: Db, tenant: string, cap: number): Promise
   return rows[0]?.n ?? 0;
 }
 
+/**
+ * Live jobs per tenant as this process last counted them, plus what it has accepted since. A request that fits under
+ * the cap by that figure goes on without waiting for a query, so a tenant with thousands of live jobs does not pay an
+ * index scan of them per submission. A figure older than `ttlMs` is recounted in the background (one query at a time
+ * per tenant). A refusal is always decided on a fresh count: finished jobs free their slots at once.
+ */
+export class InFlightCounts {
+  private readonly counted = new Map<string, { n: number; at: number }>();
+  private readonly counting = new Map<string, Promise<number>>();
+
+  constructor(
+    private readonly count: (tenant: string) => Promise<number>,
+    private readonly ttlMs = 1_000,
+  ) {}
+
+  /** The tenant's live jobs: the figure in memory if `enough` accepts it (recounted behind it when old), else a fresh count. */
+  async live(tenant: string, enough: (n: number) => boolean): Promise<number> {
+    const known = this.counted.get(tenant);
+    if (known && enough(known.n)) {
+      if (Date.now() - known.at >= this.ttlMs) this.recount(tenant).catch(() => undefined);
+      return known.n;
+    }
+    return this.recount(tenant);
+  }
+
+  private recount(tenant: string): Promise<number> {
+    let pending = this.counting.get(tenant);
+    if (!pending) {
+      const at = Date.now();
+      pending = this.count(tenant)
+        .then((n) => (this.counted.set(tenant, { n, at }), n))
+        .finally(() => this.counting.delete(tenant));
+      this.counting.set(tenant, pending);
+    }
+    return pending;
+  }
+
+  /** Jobs this process has just accepted for the tenant: counted until the next recount sees them. */
+  accepted(tenant: string, n: number): void {
+    const known = this.counted.get(tenant);
+    if (known) known.n += n;
+  }
+}
+
 /** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
 async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
   if (fileId.length > 64) return 0;
@@ -133,13 +177,15 @@ async function streamToBuffer(stream: AsyncIterable<Buffer>): Promise<Buffer> {
 /**
  * Per-tenant quotas on routes that create jobs: at most TENANT_MAX_IN_FLIGHT live jobs, and at most
  * TENANT_IMAGE_MEGAPIXELS_PER_MINUTE of image work (source megapixels × variants) per minute. Operators are
- * exempt: they run backfills and recoveries. The in-flight cap is soft by the size of concurrent requests (two
- * requests may both see room); the image budget is refunded when the request is not accepted.
+ * exempt: they run backfills and recoveries. The in-flight cap is soft: concurrent requests may both see room, and
+ * what other API processes accept reaches this one's figure within a second (InFlightCounts). The image budget is
+ * refunded when the request is not accepted.
  */
 export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
   const cap = deps.config.TENANT_MAX_IN_FLIGHT;
   const mpLimit = deps.config.TENANT_IMAGE_MEGAPIXELS_PER_MINUTE;
   const mp = mpLimit > 0 ? limiter(deps, 'image-mp', mpLimit) : undefined;
+  const inFlight = new InFlightCounts((tenant) => jobsInFlight(deps.db, tenant, cap));
   return async (c, next) => {
     if (c.req.method !== 'POST') return next();
     const principal: Principal = c.get('principal');
@@ -148,7 +194,7 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     if (ask.jobs === 0) return next();
 
     if (cap > 0) {
-      const live = await jobsInFlight(deps.db, principal.tenant, cap);
+      const live = await inFlight.live(principal.tenant, (n) => n + ask.jobs <= cap);
       if (live + ask.jobs > cap) {
         throw tooMany(`Your tenant has ${live} jobs queued or running; the limit is ${cap}. Wait for some to finish.`, 5, {
           'RateLimit-Limit': String(cap),
@@ -182,5 +228,6 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     } finally {
       if (charged && c.res.status >= 300) await mp!.reward(principal.tenant, charged).catch(() => undefined);
     }
+    if (cap > 0 && c.res.status === 202) inFlight.accepted(principal.tenant, ask.jobs);
   };
 }
