@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { addressProblem } from '../src/mail/address.js';
-import { createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
+import { compose, createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
 import { client, createTestEnv, jobInState, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
 
@@ -231,7 +231,7 @@ describe('transport', () => {
     const closed = await startSmtp();
     await closed.close();
     const mailer = createMailer(loadConfig({ SMTP_URL: closed.url, MAIL_FROM: FROM }));
-    const err = await mailer.send({ to: 'i@example.com', subject: 'x', text: 'x', html: 'x', messageId: '<x@movies.test>' }).then(
+    const err = await mailer.send(await compose(FROM, { subject: 'x', text: 'x', html: 'x' }), 'i@example.com', '<x@movies.test>').then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -242,13 +242,32 @@ describe('transport', () => {
     expect(isPermanentSmtpError({ responseCode: 550 })).toBe(true);
   });
 
+  it('composes a message once; each recipient\'s copy has its own To and Message-ID and nothing else differs', async () => {
+    const subject = 'Ünïcode subject, long enough that a header encoder has to fold it over more than one line: ' + 'é'.repeat(40);
+    const message = await compose('Movie Jobs — Bench <noreply@movies.test>', { subject, text: 'Body 🎬\n', html: '<p>Body 🎬</p>', headers: { 'X-Job-Id': 'job-42' } });
+    expect(message.envelopeFrom).toBe('noreply@movies.test');
+    const a = message.for('a@example.com', '<job-42.a@movies.test>');
+    const b = message.for("o'brien+x@mail.example.co.uk", '<job-42.b@movies.test>');
+    for (const raw of [a, b]) expect(raw.toString('latin1')).not.toMatch(/to\.invalid/);
+    const [ma, mb] = await Promise.all([simpleParser(a), simpleParser(b)]);
+    expect(ma).toMatchObject({ subject, messageId: '<job-42.a@movies.test>', text: 'Body 🎬\n', html: '<p>Body 🎬</p>' });
+    expect(mb).toMatchObject({ subject, messageId: '<job-42.b@movies.test>', text: 'Body 🎬\n', html: '<p>Body 🎬</p>' });
+    expect(ma.to).toMatchObject({ value: [{ address: 'a@example.com' }] });
+    expect(mb.to).toMatchObject({ value: [{ address: "o'brien+x@mail.example.co.uk" }] });
+    expect(ma.from).toMatchObject({ value: [{ address: 'noreply@movies.test', name: 'Movie Jobs — Bench' }] });
+    expect(ma.headers.get('x-job-id')).toBe('job-42');
+    // Apart from the two header lines, the copies are byte for byte the same.
+    const strip = (raw: Buffer) => raw.toString('latin1').replace(/^(To|Message-ID): .*\r\n/gm, '');
+    expect(strip(a)).toBe(strip(b));
+  });
+
   it('writes each message as an .eml file named from its Message-ID; writing again overwrites', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mail-'));
     const mailer = createMailer(loadConfig({ MAIL_DIR: dir, MAIL_FROM: FROM }));
     expect(mailer.kind).toBe('file');
-    const message = { to: 'h@example.com', subject: 'Hi', text: 'Body', html: '<p>Body</p>', messageId: '<job-1.abc@movies.test>' };
-    const d = await mailer.send(message);
-    await mailer.send(message);
+    const message = await compose(FROM, { subject: 'Hi', text: 'Body', html: '<p>Body</p>' });
+    const d = await mailer.send(message, 'h@example.com', '<job-1.abc@movies.test>');
+    await mailer.send(message, 'h@example.com', '<job-1.abc@movies.test>');
     expect(d.accepted).toEqual(['h@example.com']);
     const files = readdirSync(dir);
     expect(files).toEqual(['job-1.abc_movies.test.eml']);

@@ -13,7 +13,7 @@ import { groupCommit } from '../group-commit.js';
 import { claimDeliveriesMany, messageIdFor, releaseClaims, settleDeliveries, type Claim, type ClaimRequest, type Settlement } from '../mail/deliveries.js';
 import { latestRecommendations } from '../mail/recommendations.js';
 import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
-import { closeMailer, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
+import { closeMailer, compose, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
 import { defineJob } from './registry.js';
 import { PermanentError, RetryableError, type JobContext } from './types.js';
 
@@ -123,7 +123,8 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   let lastTemporary: string | undefined;
   let lastPermanent: string | undefined;
   if (todo.length) {
-    const message = await content(ctx);
+    // Rendered and composed once; each recipient's copy differs only in its To and Message-ID.
+    const message = await compose(config.MAIL_FROM, { ...(await content(ctx)), headers: { 'X-Job-Id': ctx.id } });
     let next = 0;
     let done = 0;
     const sendNext = async () => {
@@ -137,7 +138,7 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
         let outcome: Settlement['state'];
         let response: string;
         try {
-          const d = await mailer.send({ to: c.recipient, subject: message.subject, text: message.text, html: message.html, messageId: c.message_id, headers: { 'X-Job-Id': ctx.id } });
+          const d = await mailer.send(message, c.recipient, c.message_id);
           outcome = d.accepted.length ? 'sent' : 'rejected';
           response = d.response;
           if (outcome === 'rejected') lastPermanent = response;
