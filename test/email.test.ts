@@ -256,6 +256,9 @@ describe('transport', () => {
     expect(mb.to).toMatchObject({ value: [{ address: "o'brien+x@mail.example.co.uk" }] });
     expect(ma.from).toMatchObject({ value: [{ address: 'noreply@movies.test', name: 'Movie Jobs — Bench' }] });
     expect(ma.headers.get('x-job-id')).toBe('job-42');
+    // Nothing can start a header of its own: the two values go into the header as they are.
+    expect(() => message.for('a@example.com\r\nBcc: x@evil.test', '<id@movies.test>')).toThrow(/not a bare address/);
+    expect(() => message.for('a@example.com', '<id@movies.test>\nX: y')).toThrow(/not a bare address/);
     // Apart from the two header lines, the copies are byte for byte the same.
     const strip = (raw: Buffer) => raw.toString('latin1').replace(/^(To|Message-ID): .*\r\n/gm, '');
     expect(strip(a)).toBe(strip(b));

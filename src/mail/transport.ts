@@ -28,6 +28,7 @@ export interface ComposedMessage {
 // ASCII addresses (address.ts) and Message-IDs are ASCII, so neither needs encoding or folding in the header.
 const TO_SLOT = 'recipient@to.invalid';
 const ID_SLOT = '<message-id@to.invalid>';
+const HEADER_TOKEN = /^[\x21-\x7e]{1,998}$/;
 
 /**
  * Composes a message once with nodemailer's MailComposer; each recipient's copy differs only in its To and Message-ID
@@ -58,6 +59,8 @@ export async function compose(from: string, content: MessageContent): Promise<Co
   return {
     envelopeFrom,
     for(to, messageId) {
+      // Written into the header as they are, past nodemailer's encoding: printable ASCII without spaces only.
+      if (!HEADER_TOKEN.test(to) || !HEADER_TOKEN.test(messageId)) throw new Error(`not a bare address and Message-ID: ${JSON.stringify([to, messageId])}`);
       const [first, second] = firstIsTo ? [to, messageId] : [messageId, to];
       return Buffer.concat([Buffer.from(pieces[0] + first + pieces[1] + second + pieces[2], 'latin1'), body]);
     },

@@ -45,7 +45,8 @@ function isPermanent(err: unknown): boolean {
 }
 
 /**
- * Writes of one changing value (a run's progress), one at a time and in order, so what readers see never steps back.
+ * Writes of one changing value (a run's progress), one at a time and in order, so a slower write never lands after a
+ * newer one.
  * A value reported while a write is under way waits for it, and a newer value reported meanwhile replaces it: only the
  * latest is written next. Each call resolves (or rejects) with the write that carries its value or a newer one.
  */
