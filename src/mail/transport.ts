@@ -40,29 +40,22 @@ export async function compose(from: string, content: MessageContent): Promise<Co
   const envelopeFrom = (node.getEnvelope() as { from: string | false }).from;
   if (!envelopeFrom) throw new Error(`MAIL_FROM has no address: ${from}`);
   const whole = await node.build();
-  const end = whole.indexOf('\r\n\r\n') + 2;
-  const head = whole.subarray(0, end).toString('latin1');
-  const body = whole.subarray(end);
-  const toLine = `\r\nTo: ${TO_SLOT}\r\n`;
-  const idLine = `\r\nMessage-ID: ${ID_SLOT}\r\n`;
-  const at = (line: string) => {
-    const i = head.indexOf(line);
-    if (i < 0 || head.indexOf(line, i + 1) >= 0) throw new Error(`composed headers lack exactly one "${line.trim()}"`);
-    return i;
-  };
-  const [toAt, idAt] = [at(toLine), at(idLine)];
-  // The head in three pieces around the two slots, whichever comes first.
-  const firstIsTo = toAt < idAt;
-  const [a, b] = firstIsTo ? [toAt + 6, idAt + 14] : [idAt + 14, toAt + 6];
-  const [aLen, bLen] = firstIsTo ? [TO_SLOT.length, ID_SLOT.length] : [ID_SLOT.length, TO_SLOT.length];
-  const pieces = [head.slice(0, a), head.slice(a + aLen, b), head.slice(b + bLen)];
+  const split = whole.indexOf('\r\n\r\n');
+  const lines = whole.subarray(0, split).toString('latin1').split('\r\n');
+  const body = whole.subarray(split);
+  // Whole header lines: a subject (one line, no CR/LF) can never equal one of these.
+  const toAt = lines.indexOf(`To: ${TO_SLOT}`);
+  const idAt = lines.indexOf(`Message-ID: ${ID_SLOT}`);
+  if (toAt < 0 || idAt < 0) throw new Error('composed headers lack the To or Message-ID line');
   return {
     envelopeFrom,
     for(to, messageId) {
       // Written into the header as they are, past nodemailer's encoding: printable ASCII without spaces only.
       if (!HEADER_TOKEN.test(to) || !HEADER_TOKEN.test(messageId)) throw new Error(`not a bare address and Message-ID: ${JSON.stringify([to, messageId])}`);
-      const [first, second] = firstIsTo ? [to, messageId] : [messageId, to];
-      return Buffer.concat([Buffer.from(pieces[0] + first + pieces[1] + second + pieces[2], 'latin1'), body]);
+      const copy = lines.slice();
+      copy[toAt] = `To: ${to}`;
+      copy[idAt] = `Message-ID: ${messageId}`;
+      return Buffer.concat([Buffer.from(copy.join('\r\n'), 'latin1'), body]);
     },
   };
 }
