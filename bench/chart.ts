@@ -5,7 +5,9 @@ import type { Row } from './core.js';
 /** Renders the chart. The image scenario blocks libvips's SVG loader for the whole process; our own SVG is trusted. */
 export async function renderChart(rows: Row[], file: string): Promise<void> {
   sharp.unblock({ operation: ['VipsForeignLoadSvgBuffer'] });
-  await sharp(Buffer.from(svg(rows))).png().toFile(file);
+  await sharp(Buffer.from(svg(rows)))
+    .png()
+    .toFile(file);
 }
 
 /** A bar chart of each ratio against its anchor (1.0 = as fast as the bare tool). */

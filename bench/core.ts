@@ -4,7 +4,18 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { BENCH_CONCURRENCY } from './fixtures/bench-jobs.js';
-import { cpuSeconds, createStack, load, procfile, ROOT, round, sleep, start, type LoadResult, type Stack } from './lib.js';
+import {
+  cpuSeconds,
+  createStack,
+  load,
+  procfile,
+  ROOT,
+  round,
+  sleep,
+  start,
+  type LoadResult,
+  type Stack,
+} from './lib.js';
 
 const exec = promisify(execFile);
 const WEB_READY = /API listening/;
@@ -21,7 +32,15 @@ export interface Row {
   detail: Record<string, number | string>;
 }
 
-const row = (scenario: string, platform: number, anchor: number | null, unit: string, target: string, ok: boolean | null, detail: Row['detail'] = {}): Row => ({
+const row = (
+  scenario: string,
+  platform: number,
+  anchor: number | null,
+  unit: string,
+  target: string,
+  ok: boolean | null,
+  detail: Row['detail'] = {},
+): Row => ({
   scenario,
   platform: round(platform),
   anchor: anchor === null ? null : round(anchor),
@@ -39,7 +58,12 @@ const post = (stack: Stack, body: unknown) => ({
 });
 
 async function countByState(stack: Stack, type: string) {
-  const rows = await stack.db.selectFrom('jobs').select(['state', (e) => e.fn.countAll<number>().as('n')]).where('type', '=', type).groupBy('state').execute();
+  const rows = await stack.db
+    .selectFrom('jobs')
+    .select(['state', (e) => e.fn.countAll<number>().as('n')])
+    .where('type', '=', type)
+    .groupBy('state')
+    .execute();
   return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 }
 
@@ -59,14 +83,21 @@ function mean2<T extends Record<string, number>>(x: T, y: T): T {
 export async function enqueue(duration: number): Promise<Row[]> {
   const stack = await createStack('enqueue');
   const web = await start(procfile().web, stack.env, WEB_READY, { port: true });
-  const anchor = await start(`node --import tsx ${ROOT}/bench/anchors/minimal-enqueue.ts`, { ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` }, /anchor ready/, { port: true });
+  const anchor = await start(
+    `node --import tsx ${ROOT}/bench/anchors/minimal-enqueue.ts`,
+    { ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` },
+    /anchor ready/,
+    { port: true },
+  );
   try {
     const body = { type: 'noop', payload: { n: 1 } };
     await load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration: 2 }); // warm-up
     await load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration: 2 });
     // Platform, anchor, anchor, platform: drift in the machine's load during the run favours neither side.
-    const platform = () => cpuPerRequest(web.pid, () => load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration }));
-    const bare = () => cpuPerRequest(anchor.pid, () => load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration }));
+    const platform = () =>
+      cpuPerRequest(web.pid, () => load({ url: `${web.url}/v1/jobs`, ...post(stack, body), duration }));
+    const bare = () =>
+      cpuPerRequest(anchor.pid, () => load({ url: `${anchor.url}/jobs`, ...post(stack, body), duration }));
     const p1 = await platform();
     const a1 = await bare();
     const a2 = await bare();
@@ -74,7 +105,12 @@ export async function enqueue(duration: number): Promise<Row[]> {
     const p = mean2(p1, p2);
     const a = mean2(a1, a2);
     return [
-      row('enqueue req/s', p.rps, a.rps, 'req/s', '≥ 40% of anchor', p.rps >= 0.4 * a.rps, { non2xx: p.non2xx, errors: p.errors, cpu_us_per_req: p.cpuUs, anchor_cpu_us_per_req: a.cpuUs }),
+      row('enqueue req/s', p.rps, a.rps, 'req/s', '≥ 40% of anchor', p.rps >= 0.4 * a.rps, {
+        non2xx: p.non2xx,
+        errors: p.errors,
+        cpu_us_per_req: p.cpuUs,
+        anchor_cpu_us_per_req: a.cpuUs,
+      }),
       row('enqueue p99', p.p99, a.p99, 'ms', '< 25 ms', p.p99 < 25, { p50: p.p50, anchor_p50: a.p50 }),
     ];
   } finally {
@@ -95,7 +131,9 @@ export async function status(duration: number, backlog = 200_000): Promise<Row[]
         const res = await fetch(`${web.url}/v1/jobs/bulk`, {
           method: 'POST',
           headers: { ...headers, 'content-type': 'application/json' },
-          body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, n - i) }, () => ({ type: 'noop', payload: {} })) }),
+          body: JSON.stringify({
+            jobs: Array.from({ length: Math.min(1000, n - i) }, () => ({ type: 'noop', payload: {} })),
+          }),
         });
         if (res.status !== 202) throw new Error(`bulk submit: ${res.status} ${await res.text()}`);
         ids.push(...((await res.json()) as { jobs: { id: string }[] }).jobs.map((j) => j.id));
@@ -107,7 +145,9 @@ export async function status(duration: number, backlog = 200_000): Promise<Row[]
     const target = () => ({
       url: `${web.url}/v1/jobs/${ids[0]}`,
       headers,
-      requests: [{ setupRequest: (req: autocannon.Request) => ({ ...req, path: `/v1/jobs/${ids[i++ % ids.length]}` }) }],
+      requests: [
+        { setupRequest: (req: autocannon.Request) => ({ ...req, path: `/v1/jobs/${ids[i++ % ids.length]}` }) },
+      ],
     });
     await load({ ...target(), duration: 2 });
     const empty = await cpuPerRequest(web.pid, () => load({ ...target(), duration }));
@@ -119,7 +159,15 @@ export async function status(duration: number, backlog = 200_000): Promise<Row[]
     await sql`checkpoint`.execute(stack.db);
     const full = await cpuPerRequest(web.pid, () => load({ ...target(), duration }));
     return [
-      row('status req/s, 200k waiting vs empty', full.rps, empty.rps, 'req/s', '≥ 80% of empty', full.rps >= 0.8 * empty.rps, { backlog, fill_s: round(fillSeconds, 1), cpu_us_per_req: full.cpuUs, empty_cpu_us_per_req: empty.cpuUs }),
+      row(
+        'status req/s, 200k waiting vs empty',
+        full.rps,
+        empty.rps,
+        'req/s',
+        '≥ 80% of empty',
+        full.rps >= 0.8 * empty.rps,
+        { backlog, fill_s: round(fillSeconds, 1), cpu_us_per_req: full.cpuUs, empty_cpu_us_per_req: empty.cpuUs },
+      ),
       row('status p99, 200k waiting', full.p99, empty.p99, 'ms', '< 10 ms', full.p99 < 10, { p50: full.p50 }),
     ];
   } finally {
@@ -137,7 +185,9 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
       const res = await fetch(`${web.url}/v1/jobs/bulk`, {
         method: 'POST',
         headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, jobs - i) }, () => ({ type: 'noop', payload: {} })) }),
+        body: JSON.stringify({
+          jobs: Array.from({ length: Math.min(1000, jobs - i) }, () => ({ type: 'noop', payload: {} })),
+        }),
       });
       if (res.status !== 202) throw new Error(`bulk submit: ${res.status}`);
     }
@@ -160,10 +210,34 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
     const seconds = (new Date(span.last as Date).getTime() - new Date(span.first as Date).getTime()) / 1000;
     await worker.stop();
     const bare = JSON.parse(
-      (await exec(process.execPath, ['--import', 'tsx', 'bench/anchors/bare-worker.ts'], { cwd: process.cwd(), env: { ...process.env, ...stack.env, QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor`, JOBS: String(jobs), CONCURRENCY: String(BENCH_CONCURRENCY) } })).stdout.trim().split('\n').pop()!,
+      (
+        await exec(process.execPath, ['--import', 'tsx', 'bench/anchors/bare-worker.ts'], {
+          cwd: process.cwd(),
+          env: {
+            ...process.env,
+            ...stack.env,
+            QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor`,
+            JOBS: String(jobs),
+            CONCURRENCY: String(BENCH_CONCURRENCY),
+          },
+        })
+      ).stdout
+        .trim()
+        .split('\n')
+        .pop()!,
     ) as { jobs_per_s: number };
     const rate = jobs / seconds;
-    return [row('worker jobs/s vs bare BullMQ', rate, bare.jobs_per_s, 'jobs/s', '≥ 50% of anchor', rate >= 0.5 * bare.jobs_per_s, { jobs, concurrency: BENCH_CONCURRENCY, wall_s: round(wall, 1) })];
+    return [
+      row(
+        'worker jobs/s vs bare BullMQ',
+        rate,
+        bare.jobs_per_s,
+        'jobs/s',
+        '≥ 50% of anchor',
+        rate >= 0.5 * bare.jobs_per_s,
+        { jobs, concurrency: BENCH_CONCURRENCY, wall_s: round(wall, 1) },
+      ),
+    ];
   } finally {
     await web.stop();
     await stack.close();
@@ -185,7 +259,10 @@ export async function endToEnd(seconds = 15, rate = 200, warmupSeconds = 3): Pro
       fetch(`${web.url}/v1/jobs`, {
         method: 'POST',
         headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ type: 'email', payload: { to: `user${i}@example.com`, template: 'plain', subject: 'Hi', text: 'Hello' } }),
+        body: JSON.stringify({
+          type: 'email',
+          payload: { to: `user${i}@example.com`, template: 'plain', subject: 'Hi', text: 'Hello' },
+        }),
       }).then(async (r) => (r.status === 202 ? ((await r.json()) as { id: string }).id : undefined));
     // A steady `rate` for `secs`; resolves with the ids accepted.
     const steady = async (secs: number, from: number) => {
@@ -201,7 +278,11 @@ export async function endToEnd(seconds = 15, rate = 200, warmupSeconds = 3): Pro
     const finished = async (ids: string[]) => {
       const deadline = Date.now() + 60_000;
       for (;;) {
-        const { rows } = await sql<{ n: number }>`select count(*)::int as n from jobs where id = any(${ids}::uuid[]) and state in ('succeeded', 'failed')`.execute(stack.db);
+        const { rows } = await sql<{
+          n: number;
+        }>`select count(*)::int as n from jobs where id = any(${ids}::uuid[]) and state in ('succeeded', 'failed')`.execute(
+          stack.db,
+        );
         if (rows[0].n >= ids.length || Date.now() > deadline) return;
         await sleep(200);
       }
@@ -210,9 +291,19 @@ export async function endToEnd(seconds = 15, rate = 200, warmupSeconds = 3): Pro
     const cpu0 = { web: cpuSeconds(web.pid), worker: cpuSeconds(worker.pid) };
     const ids = await steady(seconds, 1_000_000);
     await finished(ids);
-    const cpuMsPerJob = (pid: number, from: number) => round(((cpuSeconds(pid) - from) * 1000) / Math.max(1, ids.length));
+    const cpuMsPerJob = (pid: number, from: number) =>
+      round(((cpuSeconds(pid) - from) * 1000) / Math.max(1, ids.length));
     // Where the time goes: submit → started (API, queue, pickup, start write) and started → finished (the email run).
-    const q = await sql<{ p50: number; p99: number; wait_p50: number; wait_p99: number; run_p50: number; run_p99: number; n: number; failed: number }>`
+    const q = await sql<{
+      p50: number;
+      p99: number;
+      wait_p50: number;
+      wait_p99: number;
+      run_p50: number;
+      run_p99: number;
+      n: number;
+      failed: number;
+    }>`
       select percentile_cont(0.5) within group (order by extract(epoch from finished_at - created_at)) * 1000 as p50,
              percentile_cont(0.99) within group (order by extract(epoch from finished_at - created_at)) * 1000 as p99,
              percentile_cont(0.5) within group (order by extract(epoch from started_at - created_at)) * 1000 as wait_p50,

@@ -27,7 +27,12 @@ async function bareRate(url: string, n: number, sinkPid: number): Promise<Measur
   const transport = nodemailer.createTransport(smtpPoolOptions(url));
   const message = render('plain', { subject: SUBJECT, text: TEXT, paragraphs: paragraphs(TEXT) });
   const send = (i: number) =>
-    transport.sendMail({ from: 'Bench <bench@movies.test>', to: `user${i}@example.com`, ...message, messageId: `<bare.${i}.${Date.now()}@movies.test>` });
+    transport.sendMail({
+      from: 'Bench <bench@movies.test>',
+      to: `user${i}@example.com`,
+      ...message,
+      messageId: `<bare.${i}.${Date.now()}@movies.test>`,
+    });
   await Promise.all(Array.from({ length: WARMUP }, (_, i) => send(i)));
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
@@ -44,7 +49,10 @@ async function submitAll(web: Proc, key: string, emails: number, perJob: number,
   const jobs = Array.from({ length: Math.ceil(emails / perJob) }, (_, j) => ({
     type: 'email',
     payload: {
-      to: perJob === 1 ? `${tag}${j}@example.com` : Array.from({ length: perJob }, (_, k) => `${tag}${j}.${k}@example.com`),
+      to:
+        perJob === 1
+          ? `${tag}${j}@example.com`
+          : Array.from({ length: perJob }, (_, k) => `${tag}${j}.${k}@example.com`),
       template: 'plain',
       subject: SUBJECT,
       text: TEXT,
@@ -63,7 +71,12 @@ async function submitAll(web: Proc, key: string, emails: number, perJob: number,
 export async function run(): Promise<Record<string, number | string | boolean>> {
   const sink = await start('node --import tsx test/support/smtp.ts 0', {}, /smtp sink listening \d+/);
   const url = `smtp://127.0.0.1:${/smtp sink listening (\d+)/.exec(sink.output())![1]}`;
-  const stack = await createStack('email', { SMTP_URL: url, MAIL_FROM: 'Bench <bench@movies.test>', EMAIL_RATE_PER_SECOND: '100000', QUEUES: 'email' });
+  const stack = await createStack('email', {
+    SMTP_URL: url,
+    MAIL_FROM: 'Bench <bench@movies.test>',
+    EMAIL_RATE_PER_SECOND: '100000',
+    QUEUES: 'email',
+  });
   const procs: Proc[] = [sink];
   const count = async (q: ReturnType<typeof sql<{ n: number }>>) => Number((await q.execute(stack.db)).rows[0].n);
   const sent = () => count(sql<{ n: number }>`select count(*)::int as n from email_deliveries where state = 'sent'`);
@@ -90,10 +103,23 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
     // message's cost can be split. Redis (shared with nothing else during the run, but not the platform's alone) is
     // reported beside them and left out of the sum.
     const redisPid = await redisServerPid(stack);
-    const backends = async () => (await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`.execute(stack.db)).rows.map((r) => r.pid);
+    const backends = async () =>
+      (
+        await sql<{
+          pid: number;
+        }>`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`.execute(
+          stack.db,
+        )
+      ).rows.map((r) => r.pid);
     const platformCpu = async () => {
       const pg = (await backends()).reduce((sum, pid) => sum + cpuMs(pid), 0);
-      return { worker: cpuMs(worker.pid), web: cpuMs(web.pid), sink: cpuMs(sink.pid), pg, redis: redisPid ? cpuMs(redisPid) : 0 };
+      return {
+        worker: cpuMs(worker.pid),
+        web: cpuMs(web.pid),
+        sink: cpuMs(sink.pid),
+        pg,
+        redis: redisPid ? cpuMs(redisPid) : 0,
+      };
     };
     const platformRate = async (perJob: number, tag: string): Promise<Measured & { split: Record<string, number> }> => {
       const t0 = performance.now();
@@ -103,7 +129,9 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       await untilSent(total);
       const seconds = (performance.now() - t0) / 1000;
       const cpu1 = await platformCpu();
-      const split = Object.fromEntries(Object.keys(cpu1).map((k) => [k, (cpu1[k as keyof typeof cpu1] - cpu0[k as keyof typeof cpu0]) / N]));
+      const split = Object.fromEntries(
+        Object.keys(cpu1).map((k) => [k, (cpu1[k as keyof typeof cpu1] - cpu0[k as keyof typeof cpu0]) / N]),
+      );
       return { rate: N / seconds, cpuPerMsg: split.worker + split.web + split.sink + split.pg, split };
     };
     const batched = await platformRate(MAX_RECIPIENTS, 'batch');
@@ -134,7 +162,9 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       cpu_ms_per_msg_batched_unit: 'ms',
       cpu_ms_per_msg_single: round(single.cpuPerMsg, 2),
       cpu_ms_per_msg_single_unit: 'ms',
-      ...Object.fromEntries(Object.entries(batched.split).map(([k, v]) => [`cpu_ms_per_msg_batched_${k}`, round(v, 2)])),
+      ...Object.fromEntries(
+        Object.entries(batched.split).map(([k, v]) => [`cpu_ms_per_msg_batched_${k}`, round(v, 2)]),
+      ),
       ...Object.fromEntries(Object.entries(single.split).map(([k, v]) => [`cpu_ms_per_msg_single_${k}`, round(v, 2)])),
       cpu_ratio_batched: round(bareCpu / batched.cpuPerMsg, 3),
       cpu_ratio_single: round(bareCpu / single.cpuPerMsg, 3),

@@ -36,7 +36,9 @@ async function photo(seed: number): Promise<Buffer> {
       data[i + 2] = 128 + 90 * Math.sin(x / 83 + y / 61 + seed) + n;
     }
   }
-  return sharp(data, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } }).jpeg({ quality: 88 }).toBuffer();
+  return sharp(data, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } })
+    .jpeg({ quality: 88 })
+    .toBuffer();
 }
 
 /** The bare loop: the same inputs from disk, the same variant settings, outputs written to disk. */
@@ -84,7 +86,9 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       writeFileSync(p, b);
       return p;
     });
-    const uploads = await Promise.all(jpegs.map((body) => saveFile(db, storage, { tenant: stack.tenant, body, contentType: 'image/jpeg' })));
+    const uploads = await Promise.all(
+      jpegs.map((body) => saveFile(db, storage, { tenant: stack.tenant, body, contentType: 'image/jpeg' })),
+    );
 
     worker = await start(procfile().worker, stack.env, /worker ready/);
     const rss = sampleRss(worker.pid);

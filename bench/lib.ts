@@ -25,7 +25,11 @@ export interface Stack {
 }
 
 /** A fresh database and queue prefix for one benchmark run, with a tenant and a client key. */
-export async function createStack(label: string, extra: Record<string, string> = {}, opts: { keepDatabase?: string } = {}): Promise<Stack> {
+export async function createStack(
+  label: string,
+  extra: Record<string, string> = {},
+  opts: { keepDatabase?: string } = {},
+): Promise<Stack> {
   const name = `bench_${label}_${Date.now().toString(36)}`;
   // keepDatabase: reuse (and keep) a named database across runs, for data that is slow to generate.
   const dbName = opts.keepDatabase ?? name;
@@ -52,7 +56,8 @@ export async function createStack(label: string, extra: Record<string, string> =
   await sql`checkpoint`.execute(db);
   await migrateToLatest(db);
   const tenant = 'bench';
-  if (!(await db.selectFrom('tenants').select('id').where('id', '=', tenant).executeTakeFirst())) await createTenant(db, tenant);
+  if (!(await db.selectFrom('tenants').select('id').where('id', '=', tenant).executeTakeFirst()))
+    await createTenant(db, tenant);
   const { key } = await createKey(db, config.API_KEY_SECRET, tenant, 'client');
   return {
     env,
@@ -113,7 +118,12 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => live.forEach((c) => c.kill('SIGKILL')));
 
 /** Starts a command (a Procfile line or a script) and waits until its output matches `ready`. */
-export async function start(command: string, env: Record<string, string>, ready: RegExp, opts: { port?: boolean } = {}): Promise<Proc> {
+export async function start(
+  command: string,
+  env: Record<string, string>,
+  ready: RegExp,
+  opts: { port?: boolean } = {},
+): Promise<Proc> {
   const port = opts.port ? await getPort() : undefined;
   const child = spawn('sh', ['-c', `exec ${command}`], {
     // BENCH_APP_ROOT runs the processes of another checkout (an older commit) under the same harness: before/after.

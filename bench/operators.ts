@@ -51,7 +51,13 @@ export async function run(): Promise<Record<string, number | string>> {
     // A deep queue: counts come from Redis in O(1) per state, whatever the depth.
     const noop = queues.get('noop');
     for (let i = 0; i < DEPTH; i += 5_000) {
-      await noop.addBulk(Array.from({ length: Math.min(5_000, DEPTH - i) }, (_, j) => ({ name: 'noop', data: { tenant: stack.tenant }, opts: { jobId: `bench-${i + j}`, priority: 5 } })));
+      await noop.addBulk(
+        Array.from({ length: Math.min(5_000, DEPTH - i) }, (_, j) => ({
+          name: 'noop',
+          data: { tenant: stack.tenant },
+          opts: { jobId: `bench-${i + j}`, priority: 5 },
+        })),
+      );
     }
     await app.request('/metrics', auth);
     const scrape = quantiles(await timeEach(200, async () => (await app.request('/metrics', auth)).text()));
@@ -79,11 +85,24 @@ export async function run(): Promise<Record<string, number | string>> {
 
     // Schedule tick lag: every second for 8 s, from the tick's time to the ledger job's created_at.
     schedules = await startScheduleWorker(deps);
-    const { row } = await saveSchedule(stack.db, { name: 'bench-tick', tenant: stack.tenant, type: 'noop', payload: {}, priority: 'normal', cron: null, every_ms: 1000, tz: null });
+    const { row } = await saveSchedule(stack.db, {
+      name: 'bench-tick',
+      tenant: stack.tenant,
+      type: 'noop',
+      payload: {},
+      priority: 'normal',
+      cron: null,
+      every_ms: 1000,
+      tz: null,
+    });
     await installScheduler(queues, row);
     await sleep(8_000);
     await queues.get('schedules').removeJobScheduler('bench-tick');
-    const jobs = await stack.db.selectFrom('jobs').select(['idempotency_key', 'created_at']).where('idempotency_key', 'like', 'schedule:repeat:bench-tick:%').execute();
+    const jobs = await stack.db
+      .selectFrom('jobs')
+      .select(['idempotency_key', 'created_at'])
+      .where('idempotency_key', 'like', 'schedule:repeat:bench-tick:%')
+      .execute();
     const lags = jobs.map((j) => j.created_at.getTime() - Number(j.idempotency_key!.split(':').pop()));
     const lag = quantiles(lags);
     result.schedule_ticks = jobs.length;

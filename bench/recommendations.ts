@@ -5,14 +5,9 @@
 // Standalone: `node --import tsx bench/recommendations.ts` (USERS=, MOVIES=, PER_USER= to change the size;
 // RECO_BENCH_KEEP=1 keeps the generated database `bench_reco_keep` for the next run, which then skips the writing).
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { pino } from 'pino';
-import { createKey, createTenant } from '../src/auth/keys.js';
-import { loadConfig } from '../src/config.js';
-import { createDb } from '../src/db/index.js';
-import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
 import { createRedis, keys, Queues, waitForRedis } from '../src/queues.js';
@@ -25,10 +20,15 @@ const MOVIES = Number(process.env.MOVIES ?? 5_000);
 const PER_USER = Number(process.env.PER_USER ?? 100);
 const SINGLES = 60;
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 export async function run(): Promise<Record<string, number | string | boolean>> {
-  const stack = await createStack('reco', { RECO_CHUNK_USERS: '500' }, { keepDatabase: process.env.RECO_BENCH_KEEP === '1' ? 'bench_reco_keep' : undefined });
+  const stack = await createStack(
+    'reco',
+    { RECO_CHUNK_USERS: '500' },
+    { keepDatabase: process.env.RECO_BENCH_KEEP === '1' ? 'bench_reco_keep' : undefined },
+  );
   const redis = createRedis(stack.config, 'producer');
   redis.on('error', () => {});
   await waitForRedis(redis);
@@ -40,18 +40,37 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
     const data = synthesize({ seed: 11, users: USERS, movies: MOVIES, ratingsPerUser: PER_USER });
     const synthMs = performance.now() - t;
     t = performance.now();
-    const have = Number((await sql<{ n: number }>`select count(*)::int as n from ratings where tenant = ${stack.tenant}`.execute(stack.db)).rows[0].n);
-    const written = have === data.ratings.user.length ? { users: USERS, movies: MOVIES, ratings: have } : await writeSynthetic(stack.db, stack.tenant, data);
+    const have = Number(
+      (
+        await sql<{ n: number }>`select count(*)::int as n from ratings where tenant = ${stack.tenant}`.execute(
+          stack.db,
+        )
+      ).rows[0].n,
+    );
+    const written =
+      have === data.ratings.user.length
+        ? { users: USERS, movies: MOVIES, ratings: have }
+        : await writeSynthetic(stack.db, stack.tenant, data);
     // Fresh statistics, as autovacuum would have them on a database that has lived a while.
     await sql`analyze movies, ratings`.execute(stack.db);
     const writeMs = performance.now() - t;
-    console.error(`data: ${written.users} users, ${written.movies} movies, ${written.ratings} ratings (generated in ${round(synthMs / 1000, 1)} s, ${have === written.ratings ? 'kept from a previous run' : `written in ${round(writeMs / 1000, 1)} s`})`);
+    console.error(
+      `data: ${written.users} users, ${written.movies} movies, ${written.ratings} ratings (generated in ${round(synthMs / 1000, 1)} s, ${have === written.ratings ? 'kept from a previous run' : `written in ${round(writeMs / 1000, 1)} s`})`,
+    );
 
-    worker = await start(procfile().worker, { ...stack.env, QUEUES: 'recommendations,recommendations-chunk' }, /worker ready/);
+    worker = await start(
+      procfile().worker,
+      { ...stack.env, QUEUES: 'recommendations,recommendations-chunk' },
+      /worker ready/,
+    );
     const rss = sampleRss(worker.pid);
     const ended = async (id: string, pollMs: number) => {
       for (;;) {
-        const row = await stack.db.selectFrom('jobs').select(['state', 'result', 'started_at', 'finished_at']).where('id', '=', id).executeTakeFirstOrThrow();
+        const row = await stack.db
+          .selectFrom('jobs')
+          .select(['state', 'result', 'started_at', 'finished_at'])
+          .where('id', '=', id)
+          .executeTakeFirstOrThrow();
         if (row.state === 'succeeded' || row.state === 'failed' || row.state === 'cancelled') return row;
         await sleep(pollMs);
       }
@@ -60,7 +79,15 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
     // The batch, cold: the first chunk to ask trains the model; the others wait for that one training.
     const cpu0 = cpuSeconds(worker.pid);
     t = performance.now();
-    const [parent] = await submit(deps, stack.tenant, [{ type: 'recommendations', state: 'queued', priority: 'normal', payload: JSON.stringify({ all_users: true }), max_attempts: 3 }]);
+    const [parent] = await submit(deps, stack.tenant, [
+      {
+        type: 'recommendations',
+        state: 'queued',
+        priority: 'normal',
+        payload: JSON.stringify({ all_users: true }),
+        max_attempts: 3,
+      },
+    ]);
     const batch = await ended(parent.id, 100);
     const batchMs = performance.now() - t;
     const batchCpu = cpuSeconds(worker.pid) - cpu0;
@@ -88,7 +115,15 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       const s = performance.now();
       let done!: () => void;
       const finished = new Promise<void>((r) => (done = r));
-      const [job] = await submit(deps, stack.tenant, [{ type: 'recommendations', state: 'queued', priority: 'high', payload: JSON.stringify({ user_id: user, limit: 10 }), max_attempts: 3 }]);
+      const [job] = await submit(deps, stack.tenant, [
+        {
+          type: 'recommendations',
+          state: 'queued',
+          priority: 'high',
+          payload: JSON.stringify({ user_id: user, limit: 10 }),
+          max_attempts: 3,
+        },
+      ]);
       waiting.set(job.id, done);
       // The event may have come before the waiter was set: the ledger settles it.
       await Promise.race([finished, ended(job.id, 50)]);
@@ -145,7 +180,11 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const figures = await run();
   const width = Math.max(...Object.keys(figures).map((k) => k.length));
-  for (const [k, v] of Object.entries(figures)) if (!/_(unit|target|ok)$/.test(k)) console.log(`${k.padEnd(width)}  ${v}${figures[`${k}_target`] ? `   (target ${figures[`${k}_target`]}${figures[`${k}_ok`] === true ? ', ok' : figures[`${k}_ok`] === false ? ', MISSED' : ''})` : ''}`);
+  for (const [k, v] of Object.entries(figures))
+    if (!/_(unit|target|ok)$/.test(k))
+      console.log(
+        `${k.padEnd(width)}  ${v}${figures[`${k}_target`] ? `   (target ${figures[`${k}_target`]}${figures[`${k}_ok`] === true ? ', ok' : figures[`${k}_ok`] === false ? ', MISSED' : ''})` : ''}`,
+      );
   console.log(JSON.stringify(figures));
   process.exit(0);
 }

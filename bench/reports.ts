@@ -133,13 +133,21 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 50);
       const started = Date.now();
       const [job] = await submit({ db, queues, registry, log }, tenants[0], [
-        { type: 'report', state: 'queued', priority: 'normal', payload: JSON.stringify(def.payload.parse(payload)), max_attempts: 1, callback_url: null, run_at: null },
+        {
+          type: 'report',
+          state: 'queued',
+          priority: 'normal',
+          payload: JSON.stringify(def.payload.parse(payload)),
+          max_attempts: 1,
+          callback_url: null,
+          run_at: null,
+        },
       ]);
-      let row;
-      for (;;) {
-        row = await db.selectFrom('jobs').selectAll().where('id', '=', job.id).executeTakeFirstOrThrow();
-        if (['succeeded', 'failed'].includes(row.state)) break;
+      const readRow = () => db.selectFrom('jobs').selectAll().where('id', '=', job.id).executeTakeFirstOrThrow();
+      let row = await readRow();
+      while (!['succeeded', 'failed'].includes(row.state)) {
         await new Promise((r) => setTimeout(r, 50));
+        row = await readRow();
       }
       clearInterval(sampler);
       peak = Math.max(peak, rssOf(pid));
@@ -167,11 +175,20 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
     // whose JavaScript heap is capped far below the output's size: it can only finish if nothing is held whole.
     // Minutes on a loaded machine (the cap makes GC work hard), so only with RAW=1.
     if (process.env.RAW !== '1') return out;
-    const child = spawn(process.execPath, [`--max-old-space-size=${RAW_HEAP_CAP_MIB}`, '--import', 'tsx', 'bench/reports.ts', '--raw-child'], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: config.DATABASE_URL, STORAGE_DIR: storageDir },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [`--max-old-space-size=${RAW_HEAP_CAP_MIB}`, '--import', 'tsx', 'bench/reports.ts', '--raw-child'],
+      {
+        cwd: ROOT,
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? '',
+          DATABASE_URL: config.DATABASE_URL,
+          STORAGE_DIR: storageDir,
+        },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     let childOut = '';
     child.stdout!.on('data', (d) => (childOut += d));
     let rawPeak = 0;
@@ -217,9 +234,15 @@ async function rawChild() {
   const db = createDb(config.DATABASE_URL, 2);
   const t0 = Date.now();
   let rows = 0;
-  const query = db.selectFrom('jobs').select(['id', 'tenant', 'type', 'state', 'created_at', 'started_at', 'finished_at']).compile();
+  const query = db
+    .selectFrom('jobs')
+    .select(['id', 'tenant', 'type', 'state', 'created_at', 'started_at', 'finished_at'])
+    .compile();
   const counted = async function* () {
-    for await (const row of cursorRows(db, query, { timeoutMs: config.REPORT_STATEMENT_TIMEOUT_MS, batchSize: 2_000 })) {
+    for await (const row of cursorRows(db, query, {
+      timeoutMs: config.REPORT_STATEMENT_TIMEOUT_MS,
+      batchSize: 2_000,
+    })) {
       rows++;
       yield row;
     }

@@ -23,7 +23,9 @@ for (const area of ['email', 'images', 'reports', 'recommendations']) {
   const file = path.join(ROOT, 'bench', `${area}.ts`);
   if (!existsSync(file)) continue;
   scenarios[area] = async () => {
-    const mod = (await import(pathToFileURL(file).href)) as { run: () => Promise<Record<string, number | string | boolean>> };
+    const mod = (await import(pathToFileURL(file).href)) as {
+      run: () => Promise<Record<string, number | string | boolean>>;
+    };
     const figures = await mod.run();
     return toRows(area, figures);
   };
@@ -76,16 +78,32 @@ for (const name of selected) {
   process.stderr.write(`  ${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 }
 
-const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', mem_gib: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}` };
+const machine = {
+  cpus: os.cpus().length,
+  cpu: os.cpus()[0]?.model ?? '?',
+  mem_gib: Math.round(os.totalmem() / 1024 ** 3),
+  node: process.version,
+  platform: `${os.type()} ${os.release()}`,
+};
 const fmt = (n: number | null) => (n === null ? '—' : String(n));
 const lines = [
   `| scenario | platform | anchor | unit | ratio | target | met |`,
   `|---|---:|---:|---|---:|---|---|`,
-  ...rows.map((r) => `| ${r.scenario} | ${fmt(r.platform)} | ${fmt(r.anchor)} | ${r.unit} | ${fmt(r.ratio)} | ${r.target} | ${r.ok === null ? '' : r.ok ? 'yes' : 'NO'} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.scenario} | ${fmt(r.platform)} | ${fmt(r.anchor)} | ${r.unit} | ${fmt(r.ratio)} | ${r.target} | ${r.ok === null ? '' : r.ok ? 'yes' : 'NO'} |`,
+  ),
 ];
 console.log(`\n${machine.cpus} × ${machine.cpu}, ${machine.mem_gib} GiB, Node ${machine.node}\n`);
 console.log(lines.join('\n'));
-const details = rows.filter((r) => Object.keys(r.detail).length).map((r) => `  ${r.scenario}: ${Object.entries(r.detail).map(([k, v]) => `${k}=${v}`).join(', ')}`);
+const details = rows
+  .filter((r) => Object.keys(r.detail).length)
+  .map(
+    (r) =>
+      `  ${r.scenario}: ${Object.entries(r.detail)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')}`,
+  );
 if (details.length) console.log(`\n${details.join('\n')}`);
 
 const dir = path.join(ROOT, 'bench/results');
@@ -97,4 +115,3 @@ writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(result, null, 2));
 await renderChart(rows, path.join(dir, 'latest.png'));
 console.log(`\nwrote bench/results/${stamp}.json, latest.json and latest.png`);
 process.exit(Object.keys(failures).length ? 1 : 0);
-

@@ -28,7 +28,14 @@ interface Run {
  * Submits `jobs` jobs of `type` while the queue is paused, then resumes it, so every worker starts together; the
  * rate is jobs / (last finish − first start) from the ledger, which leaves out submission and process start-up.
  */
-async function drain(env: TestEnv, web: Proc, key: string, type: string, jobs: number, payload: Record<string, unknown>): Promise<Run> {
+async function drain(
+  env: TestEnv,
+  web: Proc,
+  key: string,
+  type: string,
+  jobs: number,
+  payload: Record<string, unknown>,
+): Promise<Run> {
   const queue = env.queues.get(type);
   await queue.pause();
   for (let i = 0; i < jobs; i += 1000) {
@@ -43,7 +50,11 @@ async function drain(env: TestEnv, web: Proc, key: string, type: string, jobs: n
   for (;;) {
     const r = await env.db
       .selectFrom('jobs')
-      .select((e) => [e.fn.countAll<string>().as('n'), e.fn.min('started_at').as('first'), e.fn.max('finished_at').as('last')])
+      .select((e) => [
+        e.fn.countAll<string>().as('n'),
+        e.fn.min('started_at').as('first'),
+        e.fn.max('finished_at').as('last'),
+      ])
       .where('type', '=', type)
       .where('state', 'in', ['succeeded', 'failed'])
       .executeTakeFirstOrThrow();
@@ -59,7 +70,12 @@ async function drain(env: TestEnv, web: Proc, key: string, type: string, jobs: n
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 
 /** Worker processes 1, 2, 4 against one stack; each step adds processes to the ones already running. */
-async function scaling(label: string, extraEnv: Record<string, string>, steps: number[], out: Record<string, number | string>) {
+async function scaling(
+  label: string,
+  extraEnv: Record<string, string>,
+  steps: number[],
+  out: Record<string, number | string>,
+) {
   const env = await createTestEnv(`bench_${label}`, { env: { ...BENCH_ENV, ...extraEnv } });
   const { clientKey } = await tenantWithKeys(env);
   const web = await startProcess('web', env.env, {}, START);
@@ -67,7 +83,15 @@ async function scaling(label: string, extraEnv: Record<string, string>, steps: n
   try {
     for (const n of steps) {
       // The test fixture's job types: `test` with no payload is a no-op; `serial` sleeps.
-      while (workers.length < n) workers.push(await startProcess('worker', env.env, { QUEUES: 'test,serial', WORKER_CONCURRENCY: 'test=32,serial=10' }, START));
+      while (workers.length < n)
+        workers.push(
+          await startProcess(
+            'worker',
+            env.env,
+            { QUEUES: 'test,serial', WORKER_CONCURRENCY: 'test=32,serial=10' },
+            START,
+          ),
+        );
       const noop = await drain(env, web, clientKey, 'test', JOBS, {});
       out[`${label}_noop_${n}w_jobs_per_s`] = noop.jobsPerSecond;
       if (label === 'single') {

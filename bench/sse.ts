@@ -33,12 +33,23 @@ async function serveMode() {
   const config = loadConfig();
   const redis = createRedis(config, 'producer');
   const hub = EventHub.create(config);
-  const deps = { config, db: createDb(config.DATABASE_URL, 5), redis, queues: new Queues(config, redis), registry: createRegistry(), storage: new DirectoryStorage(config.STORAGE_DIR), log: pino({ level: 'silent' }), hub };
+  const deps = {
+    config,
+    db: createDb(config.DATABASE_URL, 5),
+    redis,
+    queues: new Queues(config, redis),
+    registry: createRegistry(),
+    storage: new DirectoryStorage(config.STORAGE_DIR),
+    log: pino({ level: 'silent' }),
+    hub,
+  };
   serve({ fetch: createApp(deps).fetch, port: config.PORT, hostname: '127.0.0.1' }, () => console.log('API listening'));
   process.on('SIGUSR2', () => {
     (globalThis as { gc?: () => void }).gc?.();
     const m = process.memoryUsage();
-    console.log(`mem ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, streams: hub.size })}`);
+    console.log(
+      `mem ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, streams: hub.size })}`,
+    );
   });
 }
 
@@ -54,17 +65,22 @@ async function memory(api: Proc): Promise<Mem> {
 
 function open(base: string, key: string, id: string): Promise<http.ClientRequest> {
   return new Promise((resolve, reject) => {
-    const req = http.get(`${base}/v1/jobs/${id}/events`, { headers: { authorization: `Bearer ${key}` }, agent: false }, (res) => {
-      if (res.statusCode !== 200) return reject(new Error(`events answered ${res.statusCode}`));
-      res.once('data', () => resolve(req));
-    });
+    const req = http.get(
+      `${base}/v1/jobs/${id}/events`,
+      { headers: { authorization: `Bearer ${key}` }, agent: false },
+      (res) => {
+        if (res.statusCode !== 200) return reject(new Error(`events answered ${res.statusCode}`));
+        res.once('data', () => resolve(req));
+      },
+    );
     req.on('error', reject);
   });
 }
 
 async function openAll(base: string, key: string, ids: string[]): Promise<http.ClientRequest[]> {
   const out: http.ClientRequest[] = [];
-  for (let i = 0; i < ids.length; i += 100) out.push(...(await Promise.all(ids.slice(i, i + 100).map((id) => open(base, key, id)))));
+  for (let i = 0; i < ids.length; i += 100)
+    out.push(...(await Promise.all(ids.slice(i, i + 100).map((id) => open(base, key, id)))));
   return out;
 }
 
@@ -72,7 +88,9 @@ export async function run(): Promise<Record<string, number | string>> {
   const stack = await createStack('sse');
   const procs: Proc[] = [];
   try {
-    const api = await start('node --expose-gc --import tsx bench/sse.ts serve', stack.env, /API listening/, { port: true });
+    const api = await start('node --expose-gc --import tsx bench/sse.ts serve', stack.env, /API listening/, {
+      port: true,
+    });
     procs.push(api);
     const later = new Date(Date.now() + 3_600_000).toISOString();
     const ids: string[] = [];
@@ -80,7 +98,13 @@ export async function run(): Promise<Record<string, number | string>> {
       const res = await fetch(`${api.url}/v1/jobs/bulk`, {
         method: 'POST',
         headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ jobs: Array.from({ length: Math.min(1000, N - made) }, () => ({ type: 'report', payload: { kind: 'jobs' }, run_at: later })) }),
+        body: JSON.stringify({
+          jobs: Array.from({ length: Math.min(1000, N - made) }, () => ({
+            type: 'report',
+            payload: { kind: 'jobs' },
+            run_at: later,
+          })),
+        }),
       });
       if (res.status !== 202) throw new Error(`bulk submit answered ${res.status}: ${await res.text()}`);
       ids.push(...((await res.json()) as { jobs: { id: string }[] }).jobs.map((j) => j.id));

@@ -41,14 +41,24 @@ async function sampleImage(): Promise<Uint8Array> {
   const h = 1000;
   const raw = Buffer.alloc(w * h * 3);
   for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw.set([(x * 255) / w, (y * 255) / h, 128], (y * w + x) * 3);
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function specs(): Promise<Submission[]> {
   const file = await jobs.upload(await sampleImage(), 'image/png');
   return [
     { type: 'recommendations', payload: { user_id: process.env.USER_ID ?? '1', limit: 10 } },
-    { type: 'email', payload: { to: process.env.EMAIL_TO ?? 'demo@example.com', template: 'plain', subject: 'Hello from movie-jobs', text: 'This message was sent by examples/follow-jobs.ts.' } },
+    {
+      type: 'email',
+      payload: {
+        to: process.env.EMAIL_TO ?? 'demo@example.com',
+        template: 'plain',
+        subject: 'Hello from movie-jobs',
+        text: 'This message was sent by examples/follow-jobs.ts.',
+      },
+    },
     { type: 'image', payload: { file_id: file.id } },
     { type: 'report', payload: { kind: 'jobs', format: 'pdf' } },
   ];
@@ -63,7 +73,12 @@ const results = await Promise.all(
     try {
       job = await jobs.submit(spec);
     } catch (err) {
-      const why = err instanceof ApiError ? (err.status === 422 ? 'not available on this platform yet' : err.message) : String(err);
+      const why =
+        err instanceof ApiError
+          ? err.status === 422
+            ? 'not available on this platform yet'
+            : err.message
+          : String(err);
       draw(i, bar({ type: spec.type, state: 'failed', progress: 0, error: null }, why));
       return undefined;
     }

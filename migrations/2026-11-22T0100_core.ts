@@ -48,8 +48,17 @@ export async function up(db: Kysely<any>): Promise<void> {
 
   // Listing: a tenant's jobs newest first (ids are UUIDv7, so id order is time order).
   await db.schema.createIndex('jobs_tenant_id_idx').on('jobs').columns(['tenant', 'id desc']).execute();
-  await db.schema.createIndex('jobs_tenant_type_state_idx').on('jobs').columns(['tenant', 'type', 'state', 'id desc']).execute();
-  await db.schema.createIndex('jobs_parent_idx').on('jobs').column('parent_id').where('parent_id', 'is not', null).execute();
+  await db.schema
+    .createIndex('jobs_tenant_type_state_idx')
+    .on('jobs')
+    .columns(['tenant', 'type', 'state', 'id desc'])
+    .execute();
+  await db.schema
+    .createIndex('jobs_parent_idx')
+    .on('jobs')
+    .column('parent_id')
+    .where('parent_id', 'is not', null)
+    .execute();
   // The reconciler's scan: only the jobs that should be in Redis.
   await db.schema
     .createIndex('jobs_live_idx')

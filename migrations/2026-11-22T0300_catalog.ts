@@ -27,7 +27,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     // User-major: a user's ratings are one index range (scoring reads them per job; training pages through them).
     .addPrimaryKeyConstraint('ratings_pk', ['tenant', 'user_id', 'movie_id'])
-    .addForeignKeyConstraint('ratings_movie_fk', ['tenant', 'movie_id'], 'movies', ['tenant', 'id'], (c) => c.onDelete('cascade'))
+    .addForeignKeyConstraint('ratings_movie_fk', ['tenant', 'movie_id'], 'movies', ['tenant', 'id'], (c) =>
+      c.onDelete('cascade'),
+    )
     .execute();
   // Item-major access (per-movie stats, the foreign key's deletes).
   await db.schema.createIndex('ratings_movie_idx').on('ratings').columns(['tenant', 'movie_id']).execute();
@@ -53,7 +55,12 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('generated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addPrimaryKeyConstraint('recommendations_pk', ['tenant', 'user_id'])
     .execute();
-  await db.schema.createIndex('recommendations_job_idx').on('recommendations').column('job_id').where('job_id', 'is not', null).execute();
+  await db.schema
+    .createIndex('recommendations_job_idx')
+    .on('recommendations')
+    .column('job_id')
+    .where('job_id', 'is not', null)
+    .execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {

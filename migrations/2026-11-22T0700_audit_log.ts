@@ -12,7 +12,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('actor_tenant', 'text')
     .addColumn('actor_role', 'text')
     .addColumn('action', 'text', (c) => c.notNull())
-    .addColumn('target_kind', 'text', (c) => c.notNull().check(sql`target_kind in ('queue', 'job', 'schedule', 'dashboard')`))
+    .addColumn('target_kind', 'text', (c) =>
+      c.notNull().check(sql`target_kind in ('queue', 'job', 'schedule', 'dashboard')`),
+    )
     .addColumn('target', 'text', (c) => c.notNull())
     .addColumn('detail', 'jsonb')
     .execute();

@@ -19,7 +19,16 @@ const { values } = parseArgs({
 async function input(): Promise<{ source: string; data: EvalInput }> {
   if (!values.tenant) {
     const d = synthesize(DEMO_DATA);
-    return { source: `demo data (synthetic, seed ${DEMO_DATA.seed})`, data: { movies: d.movies, user: d.ratings.user, movie: d.ratings.movie, rating: d.ratings.rating, nUsers: DEMO_DATA.users } };
+    return {
+      source: `demo data (synthetic, seed ${DEMO_DATA.seed})`,
+      data: {
+        movies: d.movies,
+        user: d.ratings.user,
+        movie: d.ratings.movie,
+        rating: d.ratings.rating,
+        nUsers: DEMO_DATA.users,
+      },
+    };
   }
   const { loadConfigOrExit } = await import('../src/config.js');
   const { createDb } = await import('../src/db/index.js');
@@ -29,21 +38,34 @@ async function input(): Promise<{ source: string; data: EvalInput }> {
     const { movies, matrix } = await loadTrainingData(db, values.tenant);
     const user = new Int32Array(matrix.items.length);
     for (let u = 0; u < matrix.nUsers; u++) user.fill(u, matrix.userPtr[u], matrix.userPtr[u + 1]);
-    return { source: `tenant ${values.tenant} (PostgreSQL)`, data: { movies, user, movie: matrix.items, rating: matrix.values, nUsers: matrix.nUsers } };
+    return {
+      source: `tenant ${values.tenant} (PostgreSQL)`,
+      data: { movies, user, movie: matrix.items, rating: matrix.values, nUsers: matrix.nUsers },
+    };
   } finally {
     await db.destroy();
   }
 }
 
 const { source, data } = await input();
-const report = await evaluate(data, { seed: Number(values.seed), relevantMin: Number(values.relevant), holdout: Number(values.holdout) });
+const report = await evaluate(data, {
+  seed: Number(values.seed),
+  relevantMin: Number(values.relevant),
+  holdout: Number(values.holdout),
+});
 const row = (name: string, m: { precision: number; recall: number; ndcg: number }) =>
   `| ${name.padEnd(12)} | ${m.precision.toFixed(4)} | ${m.recall.toFixed(4)} | ${m.ndcg.toFixed(4)} |`;
-console.log(`Evaluation on ${source}: ${data.movies.length} movies, ${data.nUsers} users, ${data.user.length} ratings.`);
-console.log(`Held out ${report.holdout * 100}% per user (seed ${report.seed}); relevant = held-out rating >= ${report.relevant_min_rating}; ${report.item_knn.users} users with a relevant item.\n`);
+console.log(
+  `Evaluation on ${source}: ${data.movies.length} movies, ${data.nUsers} users, ${data.user.length} ratings.`,
+);
+console.log(
+  `Held out ${report.holdout * 100}% per user (seed ${report.seed}); relevant = held-out rating >= ${report.relevant_min_rating}; ${report.item_knn.users} users with a relevant item.\n`,
+);
 console.log('| recommender  | P@10   | R@10   | NDCG@10 |');
 console.log('|--------------|--------|--------|---------|');
 console.log(row('item_knn', report.item_knn));
 console.log(row('popularity', report.popularity));
-console.log(`| ${'lift'.padEnd(12)} | ${report.lift.precision.toFixed(2)}x  | ${report.lift.recall.toFixed(2)}x  | ${report.lift.ndcg.toFixed(2)}x   |\n`);
+console.log(
+  `| ${'lift'.padEnd(12)} | ${report.lift.precision.toFixed(2)}x  | ${report.lift.recall.toFixed(2)}x  | ${report.lift.ndcg.toFixed(2)}x   |\n`,
+);
 console.log(JSON.stringify({ source, ...report }));

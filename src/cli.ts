@@ -24,9 +24,11 @@ const commands: Record<string, Command> = {
   'keys create': async ({ db, config, args }) => {
     const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, role: { type: 'string' } } });
     if (!values.tenant) throw new UsageError('keys create needs --tenant NAME');
-    if (values.role !== 'client' && values.role !== 'operator') throw new UsageError('keys create needs --role client or --role operator');
+    if (values.role !== 'client' && values.role !== 'operator')
+      throw new UsageError('keys create needs --role client or --role operator');
     const tenant = await db.selectFrom('tenants').select('id').where('id', '=', values.tenant).executeTakeFirst();
-    if (!tenant) throw new UsageError(`no tenant named ${values.tenant}; create it with: cli tenants create ${values.tenant}`);
+    if (!tenant)
+      throw new UsageError(`no tenant named ${values.tenant}; create it with: cli tenants create ${values.tenant}`);
     return createKey(db, config.API_KEY_SECRET, values.tenant, values.role);
   },
   'keys revoke': async ({ db, config, args }) => {
@@ -35,9 +37,13 @@ const commands: Record<string, Command> = {
     if (!(await revokeKey(db, id))) throw new UsageError(`no active key with id ${id}`);
     // API processes drop the key from their caches now; without Redis they do within a few seconds anyway.
     const announced = await announceRevocationOnce(config, id);
-    return { id, revoked: true, ...(announced ? {} : { note: 'Redis unreachable: API processes stop accepting the key within 5 s' }) };
+    return {
+      id,
+      revoked: true,
+      ...(announced ? {} : { note: 'Redis unreachable: API processes stop accepting the key within 5 s' }),
+    };
   },
-  'seed': async (ctx) => {
+  seed: async (ctx) => {
     const { seed } = await import('./seed.js');
     return seed(ctx);
   },

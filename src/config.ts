@@ -6,13 +6,16 @@ const bool = z
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
 const url = (protocols: string[]) =>
-  z.string().refine((v) => {
-    try {
-      return protocols.includes(new URL(v).protocol);
-    } catch {
-      return false;
-    }
-  }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
+  );
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -33,8 +36,17 @@ const schema = z.object({
   /** Per-queue concurrency of this worker process, `image=4,email=20`; an unlisted queue keeps its job type's own. */
   WORKER_CONCURRENCY: z
     .string()
-    .regex(/^[A-Za-z0-9_-]+=[1-9]\d{0,3}(,[A-Za-z0-9_-]+=[1-9]\d{0,3})*$/, 'a list like image=4,email=20 (1..9999 each)')
-    .transform((v) => Object.fromEntries(v.split(',').map((pair) => [pair.split('=')[0], Number(pair.split('=')[1])])) as Record<string, number>)
+    .regex(
+      /^[A-Za-z0-9_-]+=[1-9]\d{0,3}(,[A-Za-z0-9_-]+=[1-9]\d{0,3})*$/,
+      'a list like image=4,email=20 (1..9999 each)',
+    )
+    .transform(
+      (v) =>
+        Object.fromEntries(v.split(',').map((pair) => [pair.split('=')[0], Number(pair.split('=')[1])])) as Record<
+          string,
+          number
+        >,
+    )
     .optional(),
   /** Extra job-type modules to load (comma-separated paths); tests use it. */
   JOB_MODULES: z.string().optional(),
@@ -95,7 +107,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = schema.safeParse(cleaned);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}=${JSON.stringify(env[String(i.path[0])] ?? '')}: ${i.message}`);
+    const lines = parsed.error.issues.map(
+      (i) => `  ${i.path.join('.')}=${JSON.stringify(env[String(i.path[0])] ?? '')}: ${i.message}`,
+    );
     throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
   }
   const list = (v: string | undefined) =>
@@ -103,7 +117,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ?.split(',')
       .map((q) => q.trim())
       .filter(Boolean);
-  return Object.freeze({ ...parsed.data, queues: list(parsed.data.QUEUES), jobModules: list(parsed.data.JOB_MODULES) ?? [] });
+  return Object.freeze({
+    ...parsed.data,
+    queues: list(parsed.data.QUEUES),
+    jobModules: list(parsed.data.JOB_MODULES) ?? [],
+  });
 }
 
 /** For entry points: load the config or stop the process with a message naming the variable. */

@@ -61,10 +61,21 @@ function publisher(redis: RedisClient): Publisher {
 }
 
 /** Publishes a change; a lost publish only delays a live view (the ledger has the truth), so errors are swallowed. */
-export async function publishJobEvent(redis: RedisClient, config: Config, event: JobEventKind, row: JobRow): Promise<void> {
+export async function publishJobEvent(
+  redis: RedisClient,
+  config: Config,
+  event: JobEventKind,
+  row: JobRow,
+): Promise<void> {
   const message: JobEvent = { event, job: toApiJob(row) };
   await publisher(redis)
-    .publishJobEvent(jobEventsKey(config, row.id), EVENT_MAXLEN, JSON.stringify(message), EVENT_TTL_MS, keys(config).events)
+    .publishJobEvent(
+      jobEventsKey(config, row.id),
+      EVENT_MAXLEN,
+      JSON.stringify(message),
+      EVENT_TTL_MS,
+      keys(config).events,
+    )
     .catch(() => {});
 }
 
@@ -73,7 +84,11 @@ export async function publishJobEvent(redis: RedisClient, config: Config, event:
  * different slots, which one script may not touch, so there each change goes on its own. Errors are swallowed, as
  * for one change.
  */
-export async function publishJobEvents(redis: RedisClient, config: Config, events: readonly { kind: JobEventKind; row: JobRow }[]): Promise<void> {
+export async function publishJobEvents(
+  redis: RedisClient,
+  config: Config,
+  events: readonly { kind: JobEventKind; row: JobRow }[],
+): Promise<void> {
   if (events.length === 0) return;
   if (events.length === 1 || isCluster(config)) {
     await Promise.all(events.map((e) => publishJobEvent(redis, config, e.kind, e.row)));
@@ -91,7 +106,12 @@ export async function publishJobEvents(redis: RedisClient, config: Config, event
 }
 
 /** Events of a job after `afterId` (exclusive; "0" for all), oldest first. */
-export async function readJobEvents(redis: RedisClient, config: Config, jobId: string, afterId: string): Promise<JobEvent[]> {
+export async function readJobEvents(
+  redis: RedisClient,
+  config: Config,
+  jobId: string,
+  afterId: string,
+): Promise<JobEvent[]> {
   const entries = await redis.xrange(jobEventsKey(config, jobId), `(${afterId}`, '+');
   return entries.map(([id, fields]) => ({ ...(JSON.parse(fields[1]) as JobEvent), id }));
 }

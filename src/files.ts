@@ -61,7 +61,11 @@ export async function saveFile(db: Db, storage: Storage, f: SaveFile): Promise<F
         name: f.name ?? null,
         expires_at,
       })
-      .onConflict((oc) => oc.column('id').doUpdateSet({ content_type: contentType, bytes: stored.bytes, sha256: stored.sha256, expires_at }))
+      .onConflict((oc) =>
+        oc
+          .column('id')
+          .doUpdateSet({ content_type: contentType, bytes: stored.bytes, sha256: stored.sha256, expires_at }),
+      )
       .returningAll()
       .executeTakeFirstOrThrow();
   } catch (err) {
@@ -110,7 +114,12 @@ export async function extendExpiry(db: Db, id: string, until: Date): Promise<voi
  * Deletes up to `limit` expired files: rows first (readers then get a 404, never a row without bytes), then
  * bytes. SKIP LOCKED lets several workers sweep at once without doing the same rows.
  */
-export async function deleteExpiredFiles(db: Db, storage: Storage, retentionDays: number, limit = 500): Promise<number> {
+export async function deleteExpiredFiles(
+  db: Db,
+  storage: Storage,
+  retentionDays: number,
+  limit = 500,
+): Promise<number> {
   const cutoff = new Date(Date.now() - retentionDays * 86_400_000);
   const rows = await db
     .deleteFrom('files')
@@ -118,7 +127,9 @@ export async function deleteExpiredFiles(db: Db, storage: Storage, retentionDays
       eb
         .selectFrom('files')
         .select('id')
-        .where((w) => w.or([w('expires_at', '<=', new Date()), w.and([w('expires_at', 'is', null), w('created_at', '<', cutoff)])]))
+        .where((w) =>
+          w.or([w('expires_at', '<=', new Date()), w.and([w('expires_at', 'is', null), w('created_at', '<', cutoff)])]),
+        )
         .limit(limit)
         .forUpdate()
         .skipLocked(),
@@ -134,13 +145,17 @@ export async function deleteExpiredFiles(db: Db, storage: Storage, retentionDays
 export const PARTIAL_WRITE_MAX_AGE_MS = 3_600_000;
 
 /** The worker's periodic sweep: a pass now, then one per interval, each pass looping while batches are full. */
-export function startFileSweeper(deps: { db: Db; storage: Storage; log: Logger; retentionDays: number }, intervalMs = 10 * 60_000): { stop(): Promise<void> } {
+export function startFileSweeper(
+  deps: { db: Db; storage: Storage; log: Logger; retentionDays: number },
+  intervalMs = 10 * 60_000,
+): { stop(): Promise<void> } {
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
   let passes = 0;
   const pass = async () => {
     let total = 0;
-    for (let n = 500; n === 500 && !stopped; total += n) n = await deleteExpiredFiles(deps.db, deps.storage, deps.retentionDays, 500);
+    for (let n = 500; n === 500 && !stopped; total += n)
+      n = await deleteExpiredFiles(deps.db, deps.storage, deps.retentionDays, 500);
     if (total) deps.log.info({ deleted: total }, 'expired files deleted');
     // Once an hour (at the default interval): partial writes left by a process killed mid-write, an hour after.
     if (passes++ % Math.max(1, Math.round(3_600_000 / intervalMs)) === 0 && deps.storage.sweepPartial) {

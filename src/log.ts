@@ -8,7 +8,15 @@ export function createLogger(config: Config, name: string): Logger {
     level: config.LOG_LEVEL,
     base: { pid: process.pid, process: name },
     redact: {
-      paths: ['req.headers.authorization', 'headers.authorization', 'authorization', 'key', 'webhook_secret', 'password', '*.password'],
+      paths: [
+        'req.headers.authorization',
+        'headers.authorization',
+        'authorization',
+        'key',
+        'webhook_secret',
+        'password',
+        '*.password',
+      ],
       censor: '[redacted]',
     },
   });

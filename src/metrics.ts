@@ -83,7 +83,8 @@ export function instrumentWorker(worker: Worker, type: string): void {
     if (job.processedOn) {
       jobDuration.observe(labels, Math.max(0, (job.finishedOn ?? Date.now()) - job.processedOn) / 1000);
       // The first attempt only: later ones wait out a backoff, which is not queueing.
-      if (job.attemptsMade <= 1) jobQueueWait.observe(labels, Math.max(0, job.processedOn - job.timestamp - (job.opts.delay ?? 0)) / 1000);
+      if (job.attemptsMade <= 1)
+        jobQueueWait.observe(labels, Math.max(0, job.processedOn - job.timestamp - (job.opts.delay ?? 0)) / 1000);
     }
   };
   worker.on('completed', (job) => {
@@ -155,7 +156,11 @@ export async function metricsText(): Promise<{ body: string; contentType: string
  * The worker process's scrape endpoint. Port 0 picks a free port (tests; the log line says which).
  * A port in use (several workers on one host with the default) is logged and skipped: metrics never stop work.
  */
-export async function startMetricsServer(port: number, host: string, log: Logger): Promise<{ port: number; close(): Promise<void> } | undefined> {
+export async function startMetricsServer(
+  port: number,
+  host: string,
+  log: Logger,
+): Promise<{ port: number; close(): Promise<void> } | undefined> {
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
       metricsText().then(

@@ -26,7 +26,13 @@ export function queueNames(registry: JobRegistry): string[] {
 /** BullMQ keeps prioritized jobs apart from plain waiting ones; to an operator both are waiting. */
 export async function queueCounts(queues: Queues, name: string): Promise<QueueInfo['counts']> {
   const c = await queues.get(name).getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed', 'completed');
-  return { waiting: (c.waiting ?? 0) + (c.prioritized ?? 0), active: c.active ?? 0, delayed: c.delayed ?? 0, failed: c.failed ?? 0, completed: c.completed ?? 0 };
+  return {
+    waiting: (c.waiting ?? 0) + (c.prioritized ?? 0),
+    active: c.active ?? 0,
+    delayed: c.delayed ?? 0,
+    failed: c.failed ?? 0,
+    completed: c.completed ?? 0,
+  };
 }
 
 export async function queueInfo(queues: Queues, name: string): Promise<QueueInfo> {
@@ -62,13 +68,25 @@ export async function retryOne(deps: ControlDeps, id: string): Promise<JobRow | 
 
 async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
   // The finished BullMQ job still holds each id; it must go before the id can be queued again.
-  await Promise.all(rows.map((r) => deps.queues.get(r.type).remove(r.id).catch(() => 0)));
+  await Promise.all(
+    rows.map((r) =>
+      deps.queues
+        .get(r.type)
+        .remove(r.id)
+        .catch(() => 0),
+    ),
+  );
   await enqueueOrLeave(deps, rows);
   await publishAll(deps, rows);
 }
 
 /** queued/delayed → cancelled in the ledger, for one job or a whole type (the dashboard's clean, empty, obliterate). */
-export async function cancelWaiting(deps: ControlDeps, type: string, id?: string, states: JobRow['state'][] = ['queued', 'delayed']): Promise<number> {
+export async function cancelWaiting(
+  deps: ControlDeps,
+  type: string,
+  id?: string,
+  states: JobRow['state'][] = ['queued', 'delayed'],
+): Promise<number> {
   let q = deps.db
     .updateTable('jobs')
     .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
@@ -82,5 +100,10 @@ export async function cancelWaiting(deps: ControlDeps, type: string, id?: string
 
 /** The rows' state events, 500 to a Redis round trip. */
 async function publishAll(deps: ControlDeps, rows: JobRow[]): Promise<void> {
-  for (let i = 0; i < rows.length; i += 500) await publishJobEvents(deps.redis, deps.config, rows.slice(i, i + 500).map((row) => ({ kind: 'state' as const, row })));
+  for (let i = 0; i < rows.length; i += 500)
+    await publishJobEvents(
+      deps.redis,
+      deps.config,
+      rows.slice(i, i + 500).map((row) => ({ kind: 'state' as const, row })),
+    );
 }

@@ -19,7 +19,13 @@ export function redisOptions(role: RedisRole): RedisOptions {
     retryStrategy: (times) => Math.min(100 * times, 2_000),
   };
   if (role === 'producer') {
-    return { ...base, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000, commandTimeout: 5_000 };
+    return {
+      ...base,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      connectTimeout: 2_000,
+      commandTimeout: 5_000,
+    };
   }
   return { ...base, maxRetriesPerRequest: null, enableOfflineQueue: true };
 }
@@ -33,7 +39,9 @@ export function createRedis(config: Config, role: RedisRole): RedisClient {
   const options = redisOptions(role);
   if (isCluster(config)) {
     // REDIS_URL is a comma-separated list of seed nodes; ioredis discovers the rest. Credentials and TLS come from the first.
-    const urls = config.REDIS_URL.split(',').map((u) => new URL(u.trim().includes('://') ? u.trim() : `redis://${u.trim()}`));
+    const urls = config.REDIS_URL.split(',').map(
+      (u) => new URL(u.trim().includes('://') ? u.trim() : `redis://${u.trim()}`),
+    );
     const nodes = urls.map((url) => ({ host: url.hostname, port: Number(url.port || 6379) }));
     const first = urls[0];
     const auth = {
@@ -112,7 +120,11 @@ export class Queues {
   get(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.connection, prefix: bullPrefix(this.config, name), skipWaitingForReady: true });
+      q = new Queue(name, {
+        connection: this.connection,
+        prefix: bullPrefix(this.config, name),
+        skipWaitingForReady: true,
+      });
       // Errors surface on the calls that hit them; the emitter must not crash the process.
       q.on('error', () => {});
       this.queues.set(name, q);

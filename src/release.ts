@@ -5,7 +5,8 @@ import { ensureDatabase, migrateToLatest } from './db/migrate.js';
 
 const config = loadConfigOrExit();
 try {
-  if (await ensureDatabase(config.DATABASE_URL)) console.log(`created database ${new URL(config.DATABASE_URL).pathname.slice(1)}`);
+  if (await ensureDatabase(config.DATABASE_URL))
+    console.log(`created database ${new URL(config.DATABASE_URL).pathname.slice(1)}`);
   const db = createDb(config.DATABASE_URL, 1);
   try {
     const { results } = await migrateToLatest(db);

@@ -26,7 +26,12 @@ export const scheduleSpec = z.strictObject({
   payload: z.record(z.string(), z.unknown()),
   priority: priority.default('normal'),
   cron: z.string().trim().min(1).max(200).optional(),
-  every_ms: z.number().int().min(1_000).max(366 * DAY).optional(),
+  every_ms: z
+    .number()
+    .int()
+    .min(1_000)
+    .max(366 * DAY)
+    .optional(),
   tz: z.string().min(1).max(64).optional(),
   /** Whose jobs the runs are; defaults to the operator's own tenant. */
   tenant: z.string().min(1).max(63).optional(),
@@ -39,7 +44,10 @@ export interface ScheduleIssue {
 }
 
 /** Checks the rule (cron with tz, or every_ms) and the job it makes (against the registry, as a submission would be). */
-export function checkSchedule(registry: JobRegistry, spec: ScheduleSpec): { issues: ScheduleIssue[]; unavailable: boolean; payload?: unknown } {
+export function checkSchedule(
+  registry: JobRegistry,
+  spec: ScheduleSpec,
+): { issues: ScheduleIssue[]; unavailable: boolean; payload?: unknown } {
   const issues: ScheduleIssue[] = [];
   if ((spec.cron === undefined) === (spec.every_ms === undefined)) {
     issues.push({ path: 'cron', message: 'give exactly one of cron or every_ms' });
@@ -56,7 +64,10 @@ export function checkSchedule(registry: JobRegistry, spec: ScheduleSpec): { issu
     try {
       CronExpressionParser.parse(spec.cron, { tz: spec.tz, strict: false });
     } catch (err) {
-      issues.push({ path: 'cron', message: `'${spec.cron}' is not a valid cron expression: ${(err as Error).message}` });
+      issues.push({
+        path: 'cron',
+        message: `'${spec.cron}' is not a valid cron expression: ${(err as Error).message}`,
+      });
     }
   }
   const checked = checkSpec(registry, { type: spec.type, payload: spec.payload, priority: spec.priority });
@@ -77,7 +88,16 @@ export async function findSchedule(db: Db, name: string): Promise<ScheduleRow | 
 
 export async function saveSchedule(
   db: Db,
-  s: { name: string; tenant: string; type: string; payload: unknown; priority: Priority; cron: string | null; every_ms: number | null; tz: string | null },
+  s: {
+    name: string;
+    tenant: string;
+    type: string;
+    payload: unknown;
+    priority: Priority;
+    cron: string | null;
+    every_ms: number | null;
+    tz: string | null;
+  },
 ): Promise<{ row: ScheduleRow; created: boolean }> {
   const values = { ...s, payload: JSON.stringify(s.payload) };
   const row = await db
@@ -103,12 +123,19 @@ export interface TickData {
 }
 
 export async function installScheduler(queues: Queues, s: ScheduleRow): Promise<void> {
-  await queues.get(SCHEDULES_QUEUE).upsertJobScheduler(s.name, s.cron ? { pattern: s.cron, tz: s.tz ?? undefined } : { every: Number(s.every_ms) }, {
-    name: 'tick',
-    data: { schedule: s.name } satisfies TickData,
-    // A tick retries only while PostgreSQL or Redis are unreachable; the ledger job it makes has its own attempts.
-    opts: { attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: { count: 200 }, removeOnFail: { count: 1_000 } },
-  });
+  await queues
+    .get(SCHEDULES_QUEUE)
+    .upsertJobScheduler(s.name, s.cron ? { pattern: s.cron, tz: s.tz ?? undefined } : { every: Number(s.every_ms) }, {
+      name: 'tick',
+      data: { schedule: s.name } satisfies TickData,
+      // A tick retries only while PostgreSQL or Redis are unreachable; the ledger job it makes has its own attempts.
+      opts: {
+        attempts: 5,
+        backoff: { type: 'exponential', delay: 1_000 },
+        removeOnComplete: { count: 200 },
+        removeOnFail: { count: 1_000 },
+      },
+    });
 }
 
 export async function uninstallScheduler(queues: Queues, name: string): Promise<void> {
@@ -133,7 +160,11 @@ export async function syncSchedulers(db: Db, queues: Queues): Promise<{ installe
   const removed: string[] = [];
   for (const s of rows) {
     const j = current.get(s.name);
-    const same = j && (j.pattern ?? null) === s.cron && (j.every === undefined ? null : Number(j.every)) === (s.every_ms === null ? null : Number(s.every_ms)) && (j.tz ?? null) === s.tz;
+    const same =
+      j &&
+      (j.pattern ?? null) === s.cron &&
+      (j.every === undefined ? null : Number(j.every)) === (s.every_ms === null ? null : Number(s.every_ms)) &&
+      (j.tz ?? null) === s.tz;
     if (!same) {
       await installScheduler(queues, s);
       installed.push(s.name);
@@ -159,7 +190,11 @@ export async function runTick(deps: WorkerDeps, job: Job<TickData>): Promise<{ j
     log.info('schedule no longer defined; tick skipped');
     return { skipped: 'deleted' };
   }
-  const { row, issues } = checkSpec(deps.registry, { type: s.type, payload: s.payload as Record<string, unknown>, priority: s.priority });
+  const { row, issues } = checkSpec(deps.registry, {
+    type: s.type,
+    payload: s.payload as Record<string, unknown>,
+    priority: s.priority,
+  });
   if (!row) {
     // A definition that was valid when saved but not now (a job type changed): nothing to retry.
     log.error({ issues, type: s.type, tenant: s.tenant }, 'schedule definition no longer valid; tick skipped');
@@ -180,7 +215,10 @@ export async function runTick(deps: WorkerDeps, job: Job<TickData>): Promise<{ j
 }
 
 /** Serves the schedules queue in this process and keeps Redis's schedulers in line with PostgreSQL. */
-export async function startScheduleWorker(deps: WorkerDeps, syncEveryMs = 60_000): Promise<{ worker: Worker; close(): Promise<void> }> {
+export async function startScheduleWorker(
+  deps: WorkerDeps,
+  syncEveryMs = 60_000,
+): Promise<{ worker: Worker; close(): Promise<void> }> {
   const { config, log } = deps;
   const sync = () =>
     syncSchedulers(deps.db, deps.queues)
@@ -197,7 +235,9 @@ export async function startScheduleWorker(deps: WorkerDeps, syncEveryMs = 60_000
     stalledInterval: config.WORKER_LOCK_MS,
   });
   worker.on('error', (err) => log.error({ err, queue: SCHEDULES_QUEUE }, 'worker error'));
-  worker.on('failed', (job, err) => log.warn({ err: err.message, schedule: job?.data.schedule, tick: job?.id }, 'schedule tick failed'));
+  worker.on('failed', (job, err) =>
+    log.warn({ err: err.message, schedule: job?.data.schedule, tick: job?.id }, 'schedule tick failed'),
+  );
   const timer = setInterval(() => void sync(), syncEveryMs);
   timer.unref();
   await worker.waitUntilReady();
@@ -213,7 +253,14 @@ export async function startScheduleWorker(deps: WorkerDeps, syncEveryMs = 60_000
 // ── Demo schedules (cli seed --demo) ────────────────────────────────────────
 
 export const DEMO_SCHEDULES: (ScheduleSpec & { name: string })[] = [
-  { name: 'nightly-recommendations', type: 'recommendations', payload: { all_users: true }, priority: 'low', cron: '0 2 * * *', tz: 'UTC' },
+  {
+    name: 'nightly-recommendations',
+    type: 'recommendations',
+    payload: { all_users: true },
+    priority: 'low',
+    cron: '0 2 * * *',
+    tz: 'UTC',
+  },
   {
     name: 'daily-operations-report',
     type: 'report',
@@ -228,13 +275,34 @@ export const DEMO_SCHEDULES: (ScheduleSpec & { name: string })[] = [
  * Saves the demo schedules for `tenant` and installs their schedulers. With Redis down the rows are still saved:
  * the workers' sync installs them when they start.
  */
-export async function installDemoSchedules(config: Config, db: Db, registry: JobRegistry, tenant: string): Promise<string[]> {
+export async function installDemoSchedules(
+  config: Config,
+  db: Db,
+  registry: JobRegistry,
+  tenant: string,
+): Promise<string[]> {
   const rows: ScheduleRow[] = [];
   for (const { name, ...spec } of DEMO_SCHEDULES) {
     const { issues, payload } = checkSchedule(registry, spec);
-    if (issues.length) throw new Error(`demo schedule ${name}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
-    const { row } = await saveSchedule(db, { name, tenant, type: spec.type, payload, priority: spec.priority, cron: spec.cron ?? null, every_ms: spec.every_ms ?? null, tz: spec.tz ?? null });
-    await recordAudit(db, { actor: undefined, action: 'schedule.create', target_kind: 'schedule', target: name, detail: { ...spec, source: 'seed --demo' } });
+    if (issues.length)
+      throw new Error(`demo schedule ${name}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+    const { row } = await saveSchedule(db, {
+      name,
+      tenant,
+      type: spec.type,
+      payload,
+      priority: spec.priority,
+      cron: spec.cron ?? null,
+      every_ms: spec.every_ms ?? null,
+      tz: spec.tz ?? null,
+    });
+    await recordAudit(db, {
+      actor: undefined,
+      action: 'schedule.create',
+      target_kind: 'schedule',
+      target: name,
+      detail: { ...spec, source: 'seed --demo' },
+    });
     rows.push(row);
   }
   const redis = createRedis(config, 'producer');

@@ -13,7 +13,9 @@ async function check(name: string, probe: () => Promise<unknown>, howToStart: st
   try {
     await probe();
   } catch (err) {
-    console.error(`\n${name} is not reachable: ${(err as Error).message}\nStart it, for example:\n  ${howToStart}\nor point the environment at a running one.\n`);
+    console.error(
+      `\n${name} is not reachable: ${(err as Error).message}\nStart it, for example:\n  ${howToStart}\nor point the environment at a running one.\n`,
+    );
     process.exit(1);
   }
 }
@@ -21,7 +23,12 @@ async function check(name: string, probe: () => Promise<unknown>, howToStart: st
 await check(
   `Redis (REDIS_URL=${config.REDIS_URL})`,
   async () => {
-    const r = new Redis(config.REDIS_URL.split(',')[0], { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3_000 });
+    const r = new Redis(config.REDIS_URL.split(',')[0], {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      connectTimeout: 3_000,
+    });
     r.on('error', () => {});
     try {
       await r.connect();
@@ -46,7 +53,9 @@ await check(
   'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start',
 );
 console.log('database migrated');
-console.log(`API: http://localhost:${config.PORT}   docs: http://localhost:${config.PORT}/docs   dashboard: http://localhost:${config.PORT}/admin/queues`);
+console.log(
+  `API: http://localhost:${config.PORT}   docs: http://localhost:${config.PORT}/docs   dashboard: http://localhost:${config.PORT}/admin/queues`,
+);
 console.log('Create a key: npm run cli -- seed --demo      Stop: Ctrl-C\n');
 
 // node-foreman runs the Procfile; web is listed first so it gets PORT.

@@ -11,9 +11,14 @@ export async function checkDependencies(db: Db, redis: RedisClient, log: Logger)
   try {
     pending = await pendingMigrations(db);
   } catch (err) {
-    throw new StartupError(`PostgreSQL is not reachable or the database is missing (${(err as Error).message}). Run the release step: npm run migrate`);
+    throw new StartupError(
+      `PostgreSQL is not reachable or the database is missing (${(err as Error).message}). Run the release step: npm run migrate`,
+    );
   }
-  if (pending.length) throw new StartupError(`The database is behind by ${pending.length} migration(s) (${pending.join(', ')}). Run: npm run migrate`);
+  if (pending.length)
+    throw new StartupError(
+      `The database is behind by ${pending.length} migration(s) (${pending.join(', ')}). Run: npm run migrate`,
+    );
   try {
     await waitForRedis(redis, 10_000);
   } catch {
@@ -22,6 +27,9 @@ export async function checkDependencies(db: Db, redis: RedisClient, log: Logger)
   // BullMQ loses jobs when Redis evicts keys.
   const policy = (await redis.config('GET', 'maxmemory-policy').catch(() => [])) as string[];
   if (policy[1] && policy[1] !== 'noeviction') {
-    log.warn({ policy: policy[1] }, `Redis maxmemory-policy is "${policy[1]}", not "noeviction": BullMQ may lose jobs under memory pressure`);
+    log.warn(
+      { policy: policy[1] },
+      `Redis maxmemory-policy is "${policy[1]}", not "noeviction": BullMQ may lose jobs under memory pressure`,
+    );
   }
 }

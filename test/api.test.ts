@@ -30,11 +30,24 @@ afterAll(() => env?.close());
 
 const isProblem = (r: { headers: Headers; body: any }, status: number) => {
   expect(r.headers.get('content-type')).toContain('application/problem+json');
-  expect(r.body).toMatchObject({ status, type: expect.any(String), title: expect.any(String), detail: expect.any(String) });
+  expect(r.body).toMatchObject({
+    status,
+    type: expect.any(String),
+    title: expect.any(String),
+    detail: expect.any(String),
+  });
   expect(JSON.stringify(r.body)).not.toMatch(/at .*\.ts:\d+/); // no stack traces
 };
 
-const countJobs = async () => Number((await env.db.selectFrom('jobs').select((e) => e.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+const countJobs = async () =>
+  Number(
+    (
+      await env.db
+        .selectFrom('jobs')
+        .select((e) => e.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
 
 describe('authentication', () => {
   it('answers 401 with WWW-Authenticate without a key or with a bad one', async () => {
@@ -46,7 +59,9 @@ describe('authentication', () => {
   });
 
   it('accepts HTTP Basic with the key as the password', async () => {
-    const r = await env.app.request('/v1/jobs', { headers: { authorization: `Basic ${Buffer.from(`any:${a.clientKey}`).toString('base64')}` } });
+    const r = await env.app.request('/v1/jobs', {
+      headers: { authorization: `Basic ${Buffer.from(`any:${a.clientKey}`).toString('base64')}` },
+    });
     expect(r.status).toBe(200);
   });
 
@@ -61,9 +76,20 @@ describe('authentication', () => {
     expect((await env.app.request('/healthz')).status).toBe(200);
     expect((await env.app.request('/readyz')).status).toBe(200);
     expect((await env.app.request('/')).status).toBe(200);
-    const doc = (await (await env.app.request('/openapi.json')).json()) as { openapi: string; paths: Record<string, unknown> };
+    const doc = (await (await env.app.request('/openapi.json')).json()) as {
+      openapi: string;
+      paths: Record<string, unknown>;
+    };
     expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/jobs', '/v1/jobs/bulk', '/v1/jobs/{id}', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/retry']));
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        '/v1/jobs',
+        '/v1/jobs/bulk',
+        '/v1/jobs/{id}',
+        '/v1/jobs/{id}/cancel',
+        '/v1/jobs/{id}/retry',
+      ]),
+    );
     expect((await env.app.request('/docs')).status).toBe(200);
   });
 });
@@ -72,7 +98,11 @@ describe('tenancy', () => {
   it("answers 404 for another tenant's job on every job route, and lets an operator see it", async () => {
     const r = await apiA('POST', '/v1/jobs', { type: 'test', payload: {} });
     expect(r.status).toBe(202);
-    for (const [m, p] of [['GET', ''], ['POST', '/cancel'], ['POST', '/retry']] as const) {
+    for (const [m, p] of [
+      ['GET', ''],
+      ['POST', '/cancel'],
+      ['POST', '/retry'],
+    ] as const) {
       const other = await apiB(m, `/v1/jobs/${r.body.id}${p}`);
       expect(other.status).toBe(404);
       isProblem(other, 404);
@@ -103,22 +133,37 @@ describe('idempotency', () => {
     const long = await apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'k'.repeat(201) });
     expect(long.status).toBe(400);
     expect(long.body.errors).toEqual([{ path: 'idempotency-key', message: expect.any(String) }]);
-    const doc = (await (await env.app.request('/openapi.json')).json()) as { paths: Record<string, { post: { parameters?: { name: string; in: string }[] } }> };
-    expect(doc.paths['/v1/jobs'].post.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'Idempotency-Key', in: 'header' })]));
+    const doc = (await (await env.app.request('/openapi.json')).json()) as {
+      paths: Record<string, { post: { parameters?: { name: string; in: string }[] } }>;
+    };
+    expect(doc.paths['/v1/jobs'].post.parameters).toEqual(
+      expect.arrayContaining([expect.objectContaining({ name: 'Idempotency-Key', in: 'header' })]),
+    );
   });
 
   it('frees a key after 24 hours for a new job', async () => {
     const body = { type: 'test', payload: { value: 'old' } };
     const first = await apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'k-old' });
-    await env.db.updateTable('jobs').set({ created_at: new Date(Date.now() - 25 * 3600 * 1000) }).where('id', '=', first.body.id).execute();
-    const later = await apiA('POST', '/v1/jobs', { type: 'test', payload: { value: 'new' } }, { 'idempotency-key': 'k-old' });
+    await env.db
+      .updateTable('jobs')
+      .set({ created_at: new Date(Date.now() - 25 * 3600 * 1000) })
+      .where('id', '=', first.body.id)
+      .execute();
+    const later = await apiA(
+      'POST',
+      '/v1/jobs',
+      { type: 'test', payload: { value: 'new' } },
+      { 'idempotency-key': 'k-old' },
+    );
     expect(later.status).toBe(202);
     expect(later.body.id).not.toBe(first.body.id);
   });
 
   it('makes one job of concurrent requests with the same key', async () => {
     const body = { type: 'test', payload: { value: 'race' } };
-    const replies = await Promise.all(Array.from({ length: 8 }, () => apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'race-1' })));
+    const replies = await Promise.all(
+      Array.from({ length: 8 }, () => apiA('POST', '/v1/jobs', body, { 'idempotency-key': 'race-1' })),
+    );
     expect(new Set(replies.map((r) => r.body.id)).size).toBe(1);
     expect(replies.filter((r) => r.status === 202)).toHaveLength(1);
   });
@@ -163,19 +208,29 @@ describe('bad input', () => {
 
   it('names each bad field', async () => {
     const r = await apiA('POST', '/v1/jobs', { type: 'test', payload: { sleep_ms: 'x', fail_times: 99 } });
-    expect(r.body.errors.map((e: { path: string }) => e.path).sort()).toEqual(['payload.fail_times', 'payload.sleep_ms']);
+    expect(r.body.errors.map((e: { path: string }) => e.path).sort()).toEqual([
+      'payload.fail_times',
+      'payload.sleep_ms',
+    ]);
   });
 
   it('accepts none of a bulk with one bad job, and names it', async () => {
     const before = await countJobs();
-    const r = await apiA('POST', '/v1/jobs/bulk', { jobs: [{ type: 'test', payload: {} }, { type: 'test', payload: { sleep_ms: 'x' } }] });
+    const r = await apiA('POST', '/v1/jobs/bulk', {
+      jobs: [
+        { type: 'test', payload: {} },
+        { type: 'test', payload: { sleep_ms: 'x' } },
+      ],
+    });
     expect(r.status).toBe(400);
     expect(r.body.errors[0].path).toBe('jobs.1.payload.sleep_ms');
     expect(await countJobs()).toBe(before);
   });
 
   it('refuses more than 1000 jobs in a bulk and bodies over 1 MiB', async () => {
-    const many = await apiA('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 1001 }, () => ({ type: 'test', payload: {} })) });
+    const many = await apiA('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 1001 }, () => ({ type: 'test', payload: {} })),
+    });
     expect(many.status).toBe(400);
     const huge = await apiA('POST', '/v1/jobs', { type: 'test', payload: { value: 'x'.repeat(1024 * 1024) } });
     expect(huge.status).toBe(413);
@@ -192,7 +247,16 @@ describe('bad input', () => {
   });
 
   it('refuses a type whose processor is not built with 422, saying so', async () => {
-    const registry = createRegistry().register(defineJob({ type: 'draft', description: 'not built', payload: z.object({}), attempts: 1, backoffMs: 1, concurrency: 1 }));
+    const registry = createRegistry().register(
+      defineJob({
+        type: 'draft',
+        description: 'not built',
+        payload: z.object({}),
+        attempts: 1,
+        backoffMs: 1,
+        concurrency: 1,
+      }),
+    );
     const app = createApp({ ...env, registry, log: silentLog });
     const r = await client(app, a.clientKey)('POST', '/v1/jobs', { type: 'draft', payload: {} });
     expect(r.status).toBe(422);
@@ -205,12 +269,19 @@ describe('listing', () => {
   it('pages newest first with a cursor, filtered by type and state', async () => {
     const t = await tenantWithKeys(env);
     const api = client(env.app, t.clientKey);
-    const made = (await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 5 }, (_, i) => ({ type: 'test', payload: { value: i } })) })).body.jobs;
+    const made = (
+      await api('POST', '/v1/jobs/bulk', {
+        jobs: Array.from({ length: 5 }, (_, i) => ({ type: 'test', payload: { value: i } })),
+      })
+    ).body.jobs;
     await api('POST', '/v1/jobs', { type: 'serial', payload: {} });
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const r: { body: { items: { id: string }[]; next_cursor: string | null } } = await api('GET', `/v1/jobs?type=test&state=queued&limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      const r: { body: { items: { id: string }[]; next_cursor: string | null } } = await api(
+        'GET',
+        `/v1/jobs?type=test&state=queued&limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+      );
       seen.push(...r.body.items.map((j) => j.id));
       cursor = r.body.next_cursor;
     } while (cursor);
@@ -253,19 +324,31 @@ describe('a client that hangs up mid-body', () => {
   it('is not taken for PostgreSQL being down: no 503 warning, and the server goes on', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) });
-    const app = createApp({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, registry: env.registry, storage: env.storage, log });
+    const app = createApp({
+      config: env.config,
+      db: env.db,
+      redis: env.redis,
+      queues: env.queues,
+      registry: env.registry,
+      storage: env.storage,
+      log,
+    });
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
     await new Promise((r) => server.once('listening', r));
     const { port } = server.address() as { port: number };
     try {
       const socket = connect(port, '127.0.0.1');
       await new Promise((r) => socket.once('connect', r));
-      socket.write(`POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.clientKey}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n{"type":"te\r\n`);
+      socket.write(
+        `POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.clientKey}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n{"type":"te\r\n`,
+      );
       await new Promise((r) => setTimeout(r, 100));
       socket.destroy();
       await new Promise((r) => setTimeout(r, 200));
       expect(lines.join('')).not.toMatch(/PostgreSQL unavailable|unhandled error/);
-      const after = await fetch(`http://127.0.0.1:${port}/v1/jobs`, { headers: { authorization: `Bearer ${a.clientKey}` } });
+      const after = await fetch(`http://127.0.0.1:${port}/v1/jobs`, {
+        headers: { authorization: `Bearer ${a.clientKey}` },
+      });
       expect(after.status).toBe(200);
     } finally {
       await new Promise((r) => server.close(r));

@@ -24,7 +24,15 @@ afterAll(() => env?.close());
 /** An app on the same database and Redis with some settings changed. */
 function appWith(overrides: Record<string, string>) {
   const config = loadConfig({ ...env.env, ...overrides });
-  return createApp({ config, db: env.db, redis: env.redis, queues: env.queues, registry: env.registry, storage: env.storage, log: silentLog } as Parameters<typeof createApp>[0]);
+  return createApp({
+    config,
+    db: env.db,
+    redis: env.redis,
+    queues: env.queues,
+    registry: env.registry,
+    storage: env.storage,
+    log: silentLog,
+  } as Parameters<typeof createApp>[0]);
 }
 
 async function call(app: ReturnType<typeof createApp>, key: string, method: string, path: string, body?: unknown) {
@@ -92,9 +100,17 @@ describe('per-tenant quotas', () => {
     // The quota is enforced at the API; a stand-in processor lets the API accept the type if none is built yet.
     if (!image.process) env.registry.register({ ...image, process: async () => ({ variants: [] }) });
     const app = appWith({ TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: '5', QUEUE_PREFIX: `${env.config.QUEUE_PREFIX}_mp` });
-    const png = await sharp({ create: { width: 1000, height: 1000, channels: 3, background: { r: 10, g: 20, b: 30 } } }).png().toBuffer();
+    const png = await sharp({ create: { width: 1000, height: 1000, channels: 3, background: { r: 10, g: 20, b: 30 } } })
+      .png()
+      .toBuffer();
     const file = await saveFile(env.db, env.storage, { tenant: c.tenant, body: png, contentType: 'image/png' });
-    const job = (variants: number) => ({ type: 'image', payload: { file_id: file.id, variants: Array.from({ length: variants }, (_, i) => ({ name: `v${i}`, width: 100 })) } });
+    const job = (variants: number) => ({
+      type: 'image',
+      payload: {
+        file_id: file.id,
+        variants: Array.from({ length: variants }, (_, i) => ({ name: `v${i}`, width: 100 })),
+      },
+    });
 
     // 1 MP × 2 variants = 2 each: 2 + 2 fit in 5, a third does not.
     expect((await call(app, c.clientKey, 'POST', '/v1/jobs', job(2))).status).toBe(202);
@@ -118,12 +134,22 @@ describe('revocation', () => {
     const k = await createKey(env.db, env.config.API_KEY_SECRET, t.tenant, 'client');
     const listener = listenForRevocations(env.config, forgetKey);
     try {
-      await waitFor(async () => (await env.redis.call('PUBSUB', 'NUMSUB', `${env.config.QUEUE_PREFIX}:key-revoked`) as [string, number])[1] > 0, { what: 'the subscription' });
+      await waitFor(
+        async () =>
+          (
+            (await env.redis.call('PUBSUB', 'NUMSUB', `${env.config.QUEUE_PREFIX}:key-revoked`)) as [string, number]
+          )[1] > 0,
+        { what: 'the subscription' },
+      );
       expect((await call(env.app, k.key, 'GET', '/v1/jobs')).status).toBe(200); // now cached for 5 s
       await revokeKey(env.db, k.id);
       expect(await announceRevocation(env.redis, env.config, k.id)).toBe(true);
       const t0 = Date.now();
-      await waitFor(async () => (await call(env.app, k.key, 'GET', '/v1/jobs')).status === 401, { timeout: 4_000, interval: 20, what: 'the revoked key to be refused' });
+      await waitFor(async () => (await call(env.app, k.key, 'GET', '/v1/jobs')).status === 401, {
+        timeout: 4_000,
+        interval: 20,
+        what: 'the revoked key to be refused',
+      });
       expect(Date.now() - t0).toBeLessThan(1_000);
     } finally {
       listener.close();
@@ -134,13 +160,22 @@ describe('revocation', () => {
     const web = await startProcess('web', env.env);
     try {
       const k = await createKey(env.db, env.config.API_KEY_SECRET, t.tenant, 'client');
-      const get = () => fetch(`${web.url}/v1/jobs`, { headers: { authorization: `Bearer ${k.key}` } }).then((r) => r.status);
+      const get = () =>
+        fetch(`${web.url}/v1/jobs`, { headers: { authorization: `Bearer ${k.key}` } }).then((r) => r.status);
       expect(await get()).toBe(200);
-      const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'keys', 'revoke', k.id], { cwd: ROOT, env: { ...process.env, ...env.env } });
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli.ts', 'keys', 'revoke', k.id],
+        { cwd: ROOT, env: { ...process.env, ...env.env } },
+      );
       expect(JSON.parse(stdout)).toEqual({ id: k.id, revoked: true });
       // Well inside the 5 s cache lifetime.
       const t0 = Date.now();
-      await waitFor(async () => (await get()) === 401, { timeout: 4_000, interval: 20, what: 'the web process to refuse the key' });
+      await waitFor(async () => (await get()) === 401, {
+        timeout: 4_000,
+        interval: 20,
+        what: 'the web process to refuse the key',
+      });
       expect(Date.now() - t0).toBeLessThan(2_000);
     } finally {
       await web.stop();
@@ -149,7 +184,9 @@ describe('revocation', () => {
 });
 
 describe('no key or secret leaks', () => {
-  it('keeps keys and API_KEY_SECRET out of logs, answers and metrics, even at trace level', { timeout: 90_000 }, async () => {
+  it('keeps keys and API_KEY_SECRET out of logs, answers and metrics, even at trace level', {
+    timeout: 90_000,
+  }, async () => {
     const secret = 'a-very-secret-hmac-key-for-this-test';
     const config = { ...env.env, API_KEY_SECRET: secret };
     // Keys hashed with this process's secret.
@@ -169,7 +206,11 @@ describe('no key or secret leaks', () => {
         const r = await fetch(web.url + path, { headers: { authorization: auth } });
         answers.push(`${r.status} ${[...r.headers].join(' ')} ${await r.text()}`);
       }
-      const post = await fetch(`${web.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${dbKey.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'test', payload: { value: 1 }, key: dbKey.key }) });
+      const post = await fetch(`${web.url}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${dbKey.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'test', payload: { value: 1 }, key: dbKey.key }),
+      });
       answers.push(await post.text());
       await web.stop();
       const everything = [...answers, web.output()].join('\n');

@@ -89,7 +89,9 @@ const PARAM_VALUES: Record<string, (f: Fixtures, path: string) => string> = {
 };
 
 function concrete(path: string): string {
-  return path.replace(/\{([^}]+)\}/g, (_m, name: string) => encodeURIComponent(PARAM_VALUES[name]?.(fx, path) ?? 'probe'));
+  return path.replace(/\{([^}]+)\}/g, (_m, name: string) =>
+    encodeURIComponent(PARAM_VALUES[name]?.(fx, path) ?? 'probe'),
+  );
 }
 
 async function call(method: string, path: string, rule: Rule, key: string | undefined) {
@@ -129,10 +131,16 @@ beforeAll(async () => {
   // A terminal job, so its event stream and retry behave as for any finished job.
   const jobId = ((await job.json()) as { id: string }).id;
   await env.db.updateTable('jobs').set({ state: 'failed', finished_at: new Date() }).where('id', '=', jobId).execute();
-  const file = await saveFile(env.db, env.storage, { tenant: a.tenant, body: Buffer.from('tenant A only'), contentType: 'text/plain' });
+  const file = await saveFile(env.db, env.storage, {
+    tenant: a.tenant,
+    body: Buffer.from('tenant A only'),
+    contentType: 'text/plain',
+  });
   fx = { jobId, fileId: file.id };
 
-  const doc = (await (await env.app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, OpenApiOp>> };
+  const doc = (await (await env.app.request('/openapi.json')).json()) as {
+    paths: Record<string, Record<string, OpenApiOp>>;
+  };
   const seen = new Set<string>();
   const add = (method: string, path: string, op?: OpenApiOp) => {
     const id = `${method} ${path}`;
@@ -141,7 +149,8 @@ beforeAll(async () => {
     const rule = RULES[id];
     routes.push({ method, path, op, rule: rule ?? defaultRule(path, op), defaulted: !rule });
   };
-  for (const [path, ops] of Object.entries(doc.paths)) for (const [m, op] of Object.entries(ops)) add(m.toUpperCase(), path, op);
+  for (const [path, ops] of Object.entries(doc.paths))
+    for (const [m, op] of Object.entries(ops)) add(m.toUpperCase(), path, op);
   // Routes outside the document (dashboards, metrics, docs): from Hono's own table, concrete paths only.
   for (const r of env.app.routes) {
     if (r.method === 'ALL' || r.path.includes('*')) continue;
@@ -151,14 +160,17 @@ beforeAll(async () => {
     add(r.method, path);
   }
   const defaulted = routes.filter((r) => r.defaulted).map((r) => `${r.method} ${r.path} → ${r.rule.access}`);
-  if (defaulted.length) console.info(`authz: routes under the default rule (give them an entry in RULES):\n  ${defaulted.join('\n  ')}`);
+  if (defaulted.length)
+    console.info(`authz: routes under the default rule (give them an entry in RULES):\n  ${defaulted.join('\n  ')}`);
 });
 
 afterAll(() => env?.close());
 
 describe('authorisation matrix', () => {
   it('finds the routes the app serves', () => {
-    console.info(`authz: ${routes.length} routes × ${WHO.length} principals: ${routes.map((r) => `${r.method} ${r.path}`).join(', ')}`);
+    console.info(
+      `authz: ${routes.length} routes × ${WHO.length} principals: ${routes.map((r) => `${r.method} ${r.path}`).join(', ')}`,
+    );
     const ids = routes.map((r) => `${r.method} ${r.path}`);
     expect(ids).toEqual(expect.arrayContaining(['POST /v1/jobs', 'GET /v1/jobs/{id}', 'GET /healthz']));
   });
@@ -171,11 +183,13 @@ describe('authorisation matrix', () => {
         const s = res.status;
         const expectation = expected(route.rule, who, s);
         if (s >= 500) failures.push(`${route.method} ${route.path} as ${who}: ${s} (a 5xx)`);
-        else if (expectation !== true) failures.push(`${route.method} ${route.path} as ${who}: got ${s}, expected ${expectation}`);
+        else if (expectation !== true)
+          failures.push(`${route.method} ${route.path} as ${who}: got ${s}, expected ${expectation}`);
         if (s >= 400 && !res.headers.get('content-type')?.includes('application/problem+json')) {
           failures.push(`${route.method} ${route.path} as ${who}: ${s} without application/problem+json`);
         }
-        if (s === 401 && !res.headers.get('www-authenticate')) failures.push(`${route.method} ${route.path} as ${who}: 401 without WWW-Authenticate`);
+        if (s === 401 && !res.headers.get('www-authenticate'))
+          failures.push(`${route.method} ${route.path} as ${who}: 401 without WWW-Authenticate`);
       }
     }
     expect(failures).toEqual([]);

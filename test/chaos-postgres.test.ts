@@ -2,7 +2,16 @@
 // stopped for 10 s under real web and worker processes. The API answers 503 quickly, workers stop taking jobs
 // instead of burning their attempts, and everything recovers by itself when the database returns.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, sleep, startProcess, tenantWithKeys, uniqueName, waitFor, type Proc, type TestEnv } from './helpers.js';
+import {
+  createTestEnv,
+  sleep,
+  startProcess,
+  tenantWithKeys,
+  uniqueName,
+  waitFor,
+  type Proc,
+  type TestEnv,
+} from './helpers.js';
 import { privatePostgres, type PrivatePostgres } from './support/private-postgres.js';
 
 let pg: PrivatePostgres;
@@ -12,7 +21,9 @@ const procs: Proc[] = [];
 
 beforeAll(async () => {
   pg = await privatePostgres();
-  env = await createTestEnv('chaos_pg', { env: { DATABASE_URL: `${pg.url}/${uniqueName('chaos_pg')}`, TENANT_MAX_IN_FLIGHT: '0' } });
+  env = await createTestEnv('chaos_pg', {
+    env: { DATABASE_URL: `${pg.url}/${uniqueName('chaos_pg')}`, TENANT_MAX_IN_FLIGHT: '0' },
+  });
   key = (await tenantWithKeys(env)).clientKey;
 });
 
@@ -44,7 +55,12 @@ async function http(base: string, method: string, pathname: string, body?: unkno
     signal: AbortSignal.timeout(15_000),
   });
   const text = await res.text();
-  return { status: res.status, type: res.headers.get('content-type') ?? '', body: text ? JSON.parse(text) : undefined, ms: performance.now() - t0 };
+  return {
+    status: res.status,
+    type: res.headers.get('content-type') ?? '',
+    body: text ? JSON.parse(text) : undefined,
+    ms: performance.now() - t0,
+  };
 }
 
 describe('PostgreSQL stopped for 10 s', () => {
@@ -53,10 +69,15 @@ describe('PostgreSQL stopped for 10 s', () => {
     const web = await start('web');
     const worker = await start('worker');
     // A backlog that is still running when the database goes: 'test' jobs, 5 at a time, 400 ms each.
-    const bulk = await http(web.url!, 'POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 60 }, (_, i) => ({ type: 'test', payload: { sleep_ms: 400, value: i } })) });
+    const bulk = await http(web.url!, 'POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 60 }, (_, i) => ({ type: 'test', payload: { sleep_ms: 400, value: i } })),
+    });
     expect(bulk.status).toBe(202);
     const ids: string[] = bulk.body.jobs.map((j: { id: string }) => j.id);
-    await waitFor(async () => (await http(web.url!, 'GET', `/v1/jobs/${ids[0]}`)).body.state === 'succeeded', { timeout: 20_000, what: 'the backlog to start' });
+    await waitFor(async () => (await http(web.url!, 'GET', `/v1/jobs/${ids[0]}`)).body.state === 'succeeded', {
+      timeout: 20_000,
+      what: 'the backlog to start',
+    });
 
     const queue = env.queues.get('test');
     await pg.stop();
@@ -74,16 +95,28 @@ describe('PostgreSQL stopped for 10 s', () => {
       ready503 ||= (await fetch(`${web.url}/readyz`)).status === 503;
       await sleep(500);
     }
-    const countsDuringOutage = await queue.getJobCounts('failed', 'completed', 'wait', 'active', 'prioritized', 'delayed');
+    const countsDuringOutage = await queue.getJobCounts(
+      'failed',
+      'completed',
+      'wait',
+      'active',
+      'prioritized',
+      'delayed',
+    );
     // Both processes lived through it (a pg client losing its socket mid-query must not crash a process).
-    expect([web.child.exitCode, web.child.signalCode, worker.child.exitCode, worker.child.signalCode]).toEqual([null, null, null, null]);
+    expect([web.child.exitCode, web.child.signalCode, worker.child.exitCode, worker.child.signalCode]).toEqual([
+      null,
+      null,
+      null,
+      null,
+    ]);
     await pg.start();
     const upAt = Date.now();
 
     // While it was down: 503 problems (or a 202/200 in the first moments, from a connection still open), never hangs.
     const unavailable = answers.filter((a) => a.status === 503);
     expect(unavailable.length).toBeGreaterThan(answers.length / 2);
-    expect(answers.every((a) => a.status === 503 ? a.problem : a.status < 300)).toBe(true);
+    expect(answers.every((a) => (a.status === 503 ? a.problem : a.status < 300))).toBe(true);
     expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(5_000);
     expect(ready503).toBe(true);
     // No job burned its attempts against a missing database.
@@ -108,16 +141,30 @@ describe('PostgreSQL stopped for 10 s', () => {
         { timeout: 60_000, interval: 500, what: 'every job to succeed after the outage' },
       );
     } catch (err) {
-      const rows = await env.db.selectFrom('jobs').select(['id', 'state', 'attempts', 'error']).where('id', 'in', all).where('state', '!=', 'succeeded').execute();
+      const rows = await env.db
+        .selectFrom('jobs')
+        .select(['id', 'state', 'attempts', 'error'])
+        .where('id', 'in', all)
+        .where('state', '!=', 'succeeded')
+        .execute();
       const counts = await queue.getJobCounts();
-      const log = worker.output().split('\n').filter((l) => /PostgreSQL|resume|pause|error|warn/i.test(l)).slice(-15).join('\n');
-      throw new Error(`${String(err)}\nnot succeeded: ${JSON.stringify(rows.slice(0, 5))} (${rows.length})\nqueue: ${JSON.stringify(counts)}\nworker log:\n${log}`);
+      const log = worker
+        .output()
+        .split('\n')
+        .filter((l) => /PostgreSQL|resume|pause|error|warn/i.test(l))
+        .slice(-15)
+        .join('\n');
+      throw new Error(
+        `${String(err)}\nnot succeeded: ${JSON.stringify(rows.slice(0, 5))} (${rows.length})\nqueue: ${JSON.stringify(counts)}\nworker log:\n${log}`,
+      );
     }
     expect(web.child.exitCode).toBeNull();
     expect(worker.child.exitCode).toBeNull();
     expect(worker.output()).toMatch(/workers pause taking jobs/);
     expect(worker.output()).toMatch(/workers resume/);
     const p95 = unavailable.map((a) => a.ms).sort((a, b) => a - b)[Math.floor(unavailable.length * 0.95)];
-    console.info(`chaos-postgres: ${unavailable.length}/${answers.length} answers 503 during the outage (p95 ${p95?.toFixed(0)} ms); accepting again ${recoveredMs} ms after PostgreSQL returned; ${all.length} jobs succeeded`);
+    console.info(
+      `chaos-postgres: ${unavailable.length}/${answers.length} answers 503 during the outage (p95 ${p95?.toFixed(0)} ms); accepting again ${recoveredMs} ms after PostgreSQL returned; ${all.length} jobs succeeded`,
+    );
   });
 });

@@ -17,7 +17,9 @@ const markers = mkdtempSync(path.join(os.tmpdir(), 'chaos-redis-'));
 
 beforeAll(async () => {
   redis = await privateRedis();
-  env = await createTestEnv('chaos_redis', { env: { REDIS_URL: redis.url, WORKER_LOCK_MS: '2000', TENANT_MAX_IN_FLIGHT: '0' } });
+  env = await createTestEnv('chaos_redis', {
+    env: { REDIS_URL: redis.url, WORKER_LOCK_MS: '2000', TENANT_MAX_IN_FLIGHT: '0' },
+  });
   key = (await tenantWithKeys(env)).clientKey;
 });
 
@@ -40,7 +42,13 @@ async function start(kind: 'web' | 'worker', extra: Record<string, string> = {})
   }
 }
 
-async function http(base: string, method: string, pathname: string, body?: unknown, headers: Record<string, string> = {}) {
+async function http(
+  base: string,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
   const t0 = performance.now();
   const res = await fetch(base + pathname, {
     method,
@@ -49,16 +57,29 @@ async function http(base: string, method: string, pathname: string, body?: unkno
     signal: AbortSignal.timeout(15_000),
   });
   const text = await res.text();
-  return { status: res.status, type: res.headers.get('content-type') ?? '', body: text ? JSON.parse(text) : undefined, ms: performance.now() - t0 };
+  return {
+    status: res.status,
+    type: res.headers.get('content-type') ?? '',
+    body: text ? JSON.parse(text) : undefined,
+    ms: performance.now() - t0,
+  };
 }
 
 const ledgerStates = async (ids: string[]) => {
-  const rows = await env.db.selectFrom('jobs').select(['state']).select((e) => e.fn.countAll<number>().as('n')).where('id', 'in', ids).groupBy('state').execute();
+  const rows = await env.db
+    .selectFrom('jobs')
+    .select(['state'])
+    .select((e) => e.fn.countAll<number>().as('n'))
+    .where('id', 'in', ids)
+    .groupBy('state')
+    .execute();
   return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 };
 
 describe('Redis stopped and restarted under load', () => {
-  it('answers 503 fast while it is down, recovers without a restart, and loses no accepted job', { timeout: 120_000 }, async () => {
+  it('answers 503 fast while it is down, recovers without a restart, and loses no accepted job', {
+    timeout: 120_000,
+  }, async () => {
     const web = await start('web');
     const worker = await start('worker');
     const dir = mkdtempSync(path.join(markers, 'load-'));
@@ -69,7 +90,7 @@ describe('Redis stopped and restarted under load', () => {
     const acceptedIn = { before: 0, down: 0, after: 0 };
     let loading = true;
     const loader = async () => {
-      for (let i = 0; loading; i++) {
+      for (let _i = 0; loading; _i++) {
         try {
           const r = await http(web.url!, 'POST', '/v1/jobs', { type: 'test', payload: { sleep_ms: 20, marker: dir } });
           if (r.status === 202) {
@@ -96,7 +117,10 @@ describe('Redis stopped and restarted under load', () => {
     await sleep(3_000);
     await redis.start();
     phase = 'after';
-    await waitFor(async () => acceptedIn.after >= 20, { timeout: 30_000, what: 'the API to accept jobs again (no restart)' });
+    await waitFor(async () => acceptedIn.after >= 20, {
+      timeout: 30_000,
+      what: 'the API to accept jobs again (no restart)',
+    });
     loading = false;
     await Promise.all(loaders);
 
@@ -105,7 +129,11 @@ describe('Redis stopped and restarted under load', () => {
     expect(unavailable.length).toBeGreaterThan(0);
     // Fail fast: the producer connection does not queue commands while Redis is away.
     expect(Math.max(...unavailable)).toBeLessThan(3_000);
-    await waitFor(async () => (await ledgerStates(accepted)).succeeded === accepted.length, { timeout: 60_000, interval: 500, what: `all ${accepted.length} accepted jobs to succeed` });
+    await waitFor(async () => (await ledgerStates(accepted)).succeeded === accepted.length, {
+      timeout: 60_000,
+      interval: 500,
+      what: `all ${accepted.length} accepted jobs to succeed`,
+    });
     expect(await ledgerStates(accepted)).toEqual({ succeeded: accepted.length });
     const p95 = [...unavailable].sort((a, b) => a - b)[Math.floor(unavailable.length * 0.95)];
     console.info(
@@ -116,7 +144,9 @@ describe('Redis stopped and restarted under load', () => {
 });
 
 describe('the API killed between its commit and its enqueue', () => {
-  it('leaves a committed job that the reconciler runs once, and a retried request gets that same job', { timeout: 90_000 }, async () => {
+  it('leaves a committed job that the reconciler runs once, and a retried request gets that same job', {
+    timeout: 90_000,
+  }, async () => {
     // No rate limiter here: its Redis call would be the first to block under the pause below.
     const web = await start('web', { RATE_LIMIT_PER_MINUTE: '0' });
     const dir = mkdtempSync(path.join(markers, 'commit-'));
@@ -126,8 +156,13 @@ describe('the API killed between its commit and its enqueue', () => {
       await admin.call('CLIENT', 'PAUSE', '20000', 'WRITE');
       const idem = `chaos-${Date.now()}`;
       const body = { type: 'test', payload: { sleep_ms: 10, marker: dir } };
-      const pending = http(web.url!, 'POST', '/v1/jobs', body, { 'idempotency-key': idem }).catch((err: unknown) => err);
-      const row = await waitFor(() => env.db.selectFrom('jobs').selectAll().where('idempotency_key', '=', idem).executeTakeFirst(), { timeout: 10_000, what: 'the ledger commit' });
+      const pending = http(web.url!, 'POST', '/v1/jobs', body, { 'idempotency-key': idem }).catch(
+        (err: unknown) => err,
+      );
+      const row = await waitFor(
+        () => env.db.selectFrom('jobs').selectAll().where('idempotency_key', '=', idem).executeTakeFirst(),
+        { timeout: 10_000, what: 'the ledger commit' },
+      );
       await web.stop('SIGKILL');
       expect(await pending).toBeInstanceOf(Error); // the client never got an answer
       // Reads are not paused: the job is in the ledger and not in Redis, and nobody is left to enqueue it.
@@ -136,14 +171,25 @@ describe('the API killed between its commit and its enqueue', () => {
 
       // A worker's reconciler finds the committed job missing from Redis and enqueues it.
       await start('worker');
-      await waitFor(async () => (await ledgerStates([row.id])).succeeded === 1, { timeout: 30_000, what: 'the orphaned job to run' });
+      await waitFor(async () => (await ledgerStates([row.id])).succeeded === 1, {
+        timeout: 30_000,
+        what: 'the orphaned job to run',
+      });
       // The client retries the request it never got an answer to: the same job, not a second one.
       const web2 = await start('web');
       const again = await http(web2.url!, 'POST', '/v1/jobs', body, { 'idempotency-key': idem });
       expect(again.status).toBe(200);
       expect(again.body.id).toBe(row.id);
-      expect(readFileSync(path.join(dir, `${row.id}.done`), 'utf8').trim().split('\n')).toHaveLength(1);
-      const count = await env.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).where('idempotency_key', '=', idem).executeTakeFirstOrThrow();
+      expect(
+        readFileSync(path.join(dir, `${row.id}.done`), 'utf8')
+          .trim()
+          .split('\n'),
+      ).toHaveLength(1);
+      const count = await env.db
+        .selectFrom('jobs')
+        .select((e) => e.fn.countAll<number>().as('n'))
+        .where('idempotency_key', '=', idem)
+        .executeTakeFirstOrThrow();
       expect(Number(count.n)).toBe(1);
     } finally {
       await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);

@@ -34,7 +34,9 @@ async function refusal(kind: 'web' | 'worker', extra: Record<string, string> = {
 
 describe('start-up checks', () => {
   it('refuses to start web and worker while the database is behind on migrations', async () => {
-    const [last] = await sql<{ name: string }>`select name from kysely_migration order by name desc limit 1`.execute(env.db).then((r) => r.rows);
+    const [last] = await sql<{ name: string }>`select name from kysely_migration order by name desc limit 1`
+      .execute(env.db)
+      .then((r) => r.rows);
     await sql`delete from kysely_migration where name = ${last.name}`.execute(env.db);
     try {
       for (const message of [await refusal('web'), await refusal('worker')]) {
@@ -44,7 +46,9 @@ describe('start-up checks', () => {
       }
     } finally {
       // Put the row back as the migrator would (the migration's objects are still there).
-      await sql`insert into kysely_migration (name, timestamp) values (${last.name}, ${new Date().toISOString()})`.execute(env.db);
+      await sql`insert into kysely_migration (name, timestamp) values (${last.name}, ${new Date().toISOString()})`.execute(
+        env.db,
+      );
     }
     await migrateToLatest(env.db);
     const web = await startProcess('web', env.env);
@@ -56,7 +60,7 @@ describe('start-up checks', () => {
     expect(message).toMatch(/PostgreSQL is not reachable/);
   });
 
-  it("warns loudly when Redis may evict keys (maxmemory-policy other than noeviction), and still starts", async () => {
+  it('warns loudly when Redis may evict keys (maxmemory-policy other than noeviction), and still starts', async () => {
     const admin = new Redis(redis.url);
     await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
     admin.disconnect();

@@ -15,7 +15,10 @@ afterAll(() => env?.close());
 
 async function cli(args: string[], extra: Record<string, string> = {}) {
   try {
-    const { stdout, stderr } = await exec(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env.env, ...extra } });
+    const { stdout, stderr } = await exec(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env.env, ...extra },
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -38,12 +41,22 @@ describe('admin CLI', () => {
     expect(stored.hash).not.toContain(k.key);
 
     expect((await cli(['keys', 'revoke', k.id])).code).toBe(0);
-    const fresh = (await import('../src/api/app.js')).createApp({ ...env, log: (await import('./helpers.js')).silentLog });
+    const fresh = (await import('../src/api/app.js')).createApp({
+      ...env,
+      log: (await import('./helpers.js')).silentLog,
+    });
     expect((await client(fresh, k.key)('GET', '/v1/jobs')).status).toBe(401);
   });
 
   it('explains bad usage with a non-zero exit', async () => {
-    for (const args of [[], ['tenants', 'create'], ['tenants', 'create', 'Bad Name!'], ['keys', 'create', '--tenant', 'cli-co', '--role', 'root'], ['keys', 'create', '--tenant', 'nobody', '--role', 'client'], ['keys', 'revoke', 'key_missing']]) {
+    for (const args of [
+      [],
+      ['tenants', 'create'],
+      ['tenants', 'create', 'Bad Name!'],
+      ['keys', 'create', '--tenant', 'cli-co', '--role', 'root'],
+      ['keys', 'create', '--tenant', 'nobody', '--role', 'client'],
+      ['keys', 'revoke', 'key_missing'],
+    ]) {
       const r = await cli(args);
       expect(r.code, args.join(' ')).not.toBe(0);
       expect(r.stderr.length).toBeGreaterThan(0);
@@ -62,24 +75,40 @@ describe('configuration', () => {
     ['LOG_LEVEL', 'loud'],
     ['QUEUES', 'email,nope'],
     ['WEBHOOK_ALLOW_PRIVATE', 'maybe'],
-  ])('stops at start with a message naming %s', async (name, value) => {
-    const entry = name === 'QUEUES' ? 'src/workers/main.ts' : 'src/api/server.ts';
-    const r = await exec(process.execPath, ['--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env.env, [name]: value }, timeout: 50_000 }).catch((e) => e);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain(name);
-  }, 60_000);
+  ])(
+    'stops at start with a message naming %s',
+    async (name, value) => {
+      const entry = name === 'QUEUES' ? 'src/workers/main.ts' : 'src/api/server.ts';
+      const r = await exec(process.execPath, ['--import', 'tsx', entry], {
+        cwd: ROOT,
+        env: { ...process.env, ...env.env, [name]: value },
+        timeout: 50_000,
+      }).catch((e) => e);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(name);
+    },
+    60_000,
+  );
 });
 
 describe('npm start', () => {
   it('migrates, runs web and worker, and stops them all on Ctrl-C', async () => {
     const port = await getPort();
     const dbUrl = env.config.DATABASE_URL.replace(/\/([^/]+)$/, '/$1_stack');
-    const child = spawn('npm', ['start'], { cwd: ROOT, env: { ...process.env, ...env.env, DATABASE_URL: dbUrl, PORT: String(port), JOB_MODULES: '', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn('npm', ['start'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env.env, DATABASE_URL: dbUrl, PORT: String(port), JOB_MODULES: '', LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
     try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, { timeout: 90_000, what: `the stack to answer; it said:\n${out}` }).catch((e) => {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, {
+        timeout: 90_000,
+        what: `the stack to answer; it said:\n${out}`,
+      }).catch((e) => {
         throw new Error(`${e.message}\n${out}`);
       });
       await waitFor(() => /worker ready/.test(out), { timeout: 30_000, what: 'the worker' });

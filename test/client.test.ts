@@ -33,16 +33,27 @@ afterAll(async () => {
 });
 
 // The test job type is not in the client's product types; tests reach it through a cast.
-const testJob = (payload: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ type: 'test', payload, ...extra }) as never;
+const testJob = (payload: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+  ({ type: 'test', payload, ...extra }) as never;
 
 describe('typed client', () => {
   it('submits, follows live over SSE, and resolves with the final job', async () => {
-    const job = await jobs.submit(testJob({ progress_steps: 4, sleep_ms: 400, value: 'hi' }, { run_at: new Date(Date.now() + 1500).toISOString() }));
+    const job = await jobs.submit(
+      testJob({ progress_steps: 4, sleep_ms: 400, value: 'hi' }, { run_at: new Date(Date.now() + 1500).toISOString() }),
+    );
     expect(job.state).toBe('delayed');
     const seen: JobEvent[] = [];
     const done = await jobs.wait(job.id, { transport: 'sse', onEvent: (e) => seen.push(e) });
     expect(done).toMatchObject({ id: job.id, state: 'succeeded', result: { echo: 'hi' } });
-    expect(seen.map((e) => (e.event === 'progress' ? e.job.progress : e.job.state))).toEqual(['delayed', 'running', 25, 50, 75, 100, 'succeeded']);
+    expect(seen.map((e) => (e.event === 'progress' ? e.job.progress : e.job.state))).toEqual([
+      'delayed',
+      'running',
+      25,
+      50,
+      75,
+      100,
+      'succeeded',
+    ]);
     expect(seen.every((e) => e.id)).toBe(true);
     expect((await jobs.get(job.id)).state).toBe('succeeded');
   });
@@ -55,12 +66,18 @@ describe('typed client', () => {
     expect(again).toBeInstanceOf(ApiError);
     expect(again).toMatchObject({ status: 409, problem: { state: 'cancelled' } });
     await expect(jobs.get('019a8f1e-7c3a-7b2e-9d41-2f6a0c8e5b13')).rejects.toMatchObject({ status: 404 });
-    await expect(jobs.submit({ type: 'report', payload: { kind: 'nope' } } as never)).rejects.toMatchObject({ status: 400 });
+    await expect(jobs.submit({ type: 'report', payload: { kind: 'nope' } } as never)).rejects.toMatchObject({
+      status: 400,
+    });
   });
 
   it('falls back to polling when the API cannot stream', async () => {
     // A real app without the event hub answers /events with 503.
-    const polling = createClient({ baseUrl: await listen(createApp({ ...env, hub: undefined, log: silentLog })), apiKey: key, pollIntervalMs: 100 });
+    const polling = createClient({
+      baseUrl: await listen(createApp({ ...env, hub: undefined, log: silentLog })),
+      apiKey: key,
+      pollIntervalMs: 100,
+    });
     const job = await polling.submit(testJob({ progress_steps: 2, sleep_ms: 600 }));
     const seen: JobEvent[] = [];
     const done = await polling.wait(job.id, { maxReconnects: 0, onEvent: (e) => seen.push(e) });
@@ -72,7 +89,11 @@ describe('typed client', () => {
 
   it('survives a stream that ends mid-way (the API process shutting down)', async () => {
     const hub = EventHub.create(env.config);
-    const client = createClient({ baseUrl: await listen(createApp({ ...env, hub, log: silentLog })), apiKey: key, pollIntervalMs: 100 });
+    const client = createClient({
+      baseUrl: await listen(createApp({ ...env, hub, log: silentLog })),
+      apiKey: key,
+      pollIntervalMs: 100,
+    });
     const job = await client.submit(testJob({ progress_steps: 5, sleep_ms: 1500 }));
     const seen: JobEvent[] = [];
     const done = await client.wait(job.id, {
@@ -89,7 +110,10 @@ describe('typed client', () => {
   it('types payloads per job type', () => {
     // Compile-time only (npm run typecheck): a wrong payload is an error, a right one is not.
     const typed = () => {
-      void jobs.submit({ type: 'image', payload: { file_id: 'file_x', variants: [{ name: 'thumb', width: 128, format: 'webp' }] } });
+      void jobs.submit({
+        type: 'image',
+        payload: { file_id: 'file_x', variants: [{ name: 'thumb', width: 128, format: 'webp' }] },
+      });
       void jobs.submit({ type: 'recommendations', payload: { user_id: 'u1', limit: 5 } });
       // @ts-expect-error: `width` must be a number
       void jobs.submit({ type: 'image', payload: { file_id: 'file_x', variants: [{ name: 'thumb', width: '128' }] } });

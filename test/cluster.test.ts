@@ -6,7 +6,16 @@ import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { bullPrefix, createRedis, isCluster } from '../src/queues.js';
-import { client, createTestEnv, jobInState, type Proc, startProcess, tenantWithKeys, type TestEnv, uniqueName, waitFor } from './helpers.js';
+import {
+  client,
+  createTestEnv,
+  jobInState,
+  type Proc,
+  startProcess,
+  tenantWithKeys,
+  type TestEnv,
+  uniqueName,
+} from './helpers.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
 
 let cluster: RedisClusterHandle;
@@ -28,10 +37,15 @@ beforeAll(async () => {
     const [a, b] = await Promise.all(['test', 'serial'].map((q) => cluster.nodeFor(`${bullPrefix(c, q)}:${q}:id`)));
     if (a !== b) prefix = p;
   }
-  env = await createTestEnv('cluster', { env: { REDIS_URL: cluster.url, REDIS_CLUSTER: 'true', QUEUE_PREFIX: prefix } });
+  env = await createTestEnv('cluster', {
+    env: { REDIS_URL: cluster.url, REDIS_CLUSTER: 'true', QUEUE_PREFIX: prefix },
+  });
   const t = await tenantWithKeys(env);
   const start = { startTimeoutMs: 90_000 };
-  [web, worker] = await Promise.all([startProcess('web', env.env, {}, start), startProcess('worker', env.env, {}, start)]);
+  [web, worker] = await Promise.all([
+    startProcess('web', env.env, {}, start),
+    startProcess('worker', env.env, {}, start),
+  ]);
   key = t.clientKey;
   api = client(web.url!, key);
 }, 240_000);
@@ -58,16 +72,26 @@ describe('Redis Cluster', () => {
     expect(bullPrefix(prod, 'email')).toBe('{jobs:email}');
     expect(bullPrefix(loadConfig({ QUEUE_PREFIX: 'jobs' }), 'email')).toBe('jobs');
     // The platform's own queues with the default prefix: not all on one master.
-    const nodes = await Promise.all(['recommendations', 'email', 'image', 'report'].map((q) => cluster.nodeFor(`${bullPrefix(prod, q)}:${q}:wait`)));
+    const nodes = await Promise.all(
+      ['recommendations', 'email', 'image', 'report'].map((q) => cluster.nodeFor(`${bullPrefix(prod, q)}:${q}:wait`)),
+    );
     expect(new Set(nodes).size).toBeGreaterThan(1);
     expect(web.output() + worker.output()).not.toMatch(/CROSSSLOT|MOVED|non local key/i);
   });
 
   it('runs a job to succeeded with progress and its result', async () => {
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { value: 'on a cluster', progress_steps: 2, sleep_ms: 100 } });
+    const r = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: { value: 'on a cluster', progress_steps: 2, sleep_ms: 100 },
+    });
     expect(r.status).toBe(202);
     const done = await until(r.body.id, ['succeeded']);
-    expect(done).toMatchObject({ progress: 100, attempts: 1, result: { echo: 'on a cluster', attempt: 1 }, error: null });
+    expect(done).toMatchObject({
+      progress: 100,
+      attempts: 1,
+      result: { echo: 'on a cluster', attempt: 1 },
+      error: null,
+    });
   });
 
   it('retries with backoff, fails after max attempts, and fails a permanent error at once', async () => {
@@ -82,8 +106,12 @@ describe('Redis Cluster', () => {
   it('runs high-priority jobs before low ones', async () => {
     const blocker = await api('POST', '/v1/jobs', { type: 'serial', payload: { sleep_ms: 1500 } });
     await until(blocker.body.id, ['running']);
-    const low = await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 4 }, () => ({ type: 'serial', priority: 'low', payload: {} })) });
-    const high = await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 4 }, () => ({ type: 'serial', priority: 'high', payload: {} })) });
+    const low = await api('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 4 }, () => ({ type: 'serial', priority: 'low', payload: {} })),
+    });
+    const high = await api('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 4 }, () => ({ type: 'serial', priority: 'high', payload: {} })),
+    });
     expect([low.status, high.status]).toEqual([202, 202]);
     const ids = [...low.body.jobs, ...high.body.jobs].map((j: { id: string }) => j.id);
     const done = await Promise.all(ids.map((id) => until(id, ['succeeded'])));
@@ -100,13 +128,20 @@ describe('Redis Cluster', () => {
   });
 
   it('cancels a delayed job, and a running one over the cancel channel (pub/sub across nodes)', async () => {
-    const delayed = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 60_000).toISOString() });
+    const delayed = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      run_at: new Date(Date.now() + 60_000).toISOString(),
+    });
     const c1 = await api('POST', `/v1/jobs/${delayed.body.id}/cancel`);
     expect(c1.status).toBe(200);
     expect(c1.body.state).toBe('cancelled');
 
     const dir = mkdtempSync(path.join(markers, 'cancel-'));
-    const long = await api('POST', '/v1/jobs', { type: 'serial', payload: { sleep_ms: 20_000, progress_steps: 20, marker: dir } });
+    const long = await api('POST', '/v1/jobs', {
+      type: 'serial',
+      payload: { sleep_ms: 20_000, progress_steps: 20, marker: dir },
+    });
     await until(long.body.id, ['running']);
     expect((await api('POST', `/v1/jobs/${long.body.id}/cancel`)).status).toBe(202);
     expect((await until(long.body.id, ['cancelled', 'succeeded', 'failed'], 5_000)).state).toBe('cancelled');
@@ -123,9 +158,12 @@ describe('Redis Cluster', () => {
     expect((await until(r.body.id, ['failed', 'succeeded'])).state).toBe('failed');
   });
 
-  it('streams a job\'s changes over SSE: worker → Redis pub/sub and job stream on the cluster → API', async () => {
+  it("streams a job's changes over SSE: worker → Redis pub/sub and job stream on the cluster → API", async () => {
     const r = await api('POST', '/v1/jobs', { type: 'serial', payload: { sleep_ms: 900, progress_steps: 3 } });
-    const res = await fetch(`${web.url}/v1/jobs/${r.body.id}/events`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(20_000) });
+    const res = await fetch(`${web.url}/v1/jobs/${r.body.id}/events`, {
+      headers: { authorization: `Bearer ${key}` },
+      signal: AbortSignal.timeout(20_000),
+    });
     expect(res.status).toBe(200);
     const text = await res.text(); // the stream ends after the terminal state
     const events = [...text.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
@@ -138,7 +176,9 @@ describe('Redis Cluster', () => {
     const dir = mkdtempSync(path.join(markers, 'reconcile-'));
     const runAt = new Date(Date.now() + 2500).toISOString();
     const jobs = await Promise.all(
-      ['test', 'serial', 'test', 'serial'].map(async (type) => (await api('POST', '/v1/jobs', { type, payload: { marker: dir }, run_at: runAt })).body),
+      ['test', 'serial', 'test', 'serial'].map(
+        async (type) => (await api('POST', '/v1/jobs', { type, payload: { marker: dir }, run_at: runAt })).body,
+      ),
     );
     // Lose them from Redis, as a crash between the ledger insert and the enqueue would.
     for (const j of jobs) expect(await env.queues.get(j.type).remove(j.id)).toBe(1);
@@ -154,7 +194,9 @@ describe('Redis Cluster', () => {
     for (const q of ['test', 'serial']) {
       const prefix = bullPrefix(env.config, q);
       const home = await cluster.nodeFor(`${prefix}:${q}:x`);
-      const counts = await Promise.all(cluster.ports.map(async (port) => [port, await cluster.countKeys(port, `${prefix}:*`)] as const));
+      const counts = await Promise.all(
+        cluster.ports.map(async (port) => [port, await cluster.countKeys(port, `${prefix}:*`)] as const),
+      );
       for (const [port, n] of counts) {
         if (port === home) expect(n).toBeGreaterThan(0);
         else expect(n).toBe(0);

@@ -11,7 +11,16 @@ import { client, createTestEnv, ROOT, tenantWithKeys, uniqueName, waitFor, type 
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test/artifacts');
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let env: TestEnv;
 let keys: Awaited<ReturnType<typeof tenantWithKeys>>;
@@ -23,7 +32,9 @@ const marker = path.join(ROOT, 'var/test', uniqueName('dashboard'));
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: the dashboard test needs it. Install it: apt-get install -y chromium (or set CHROMIUM_PATH).`);
+    throw new Error(
+      `Chromium not found at ${CHROMIUM}: the dashboard test needs it. Install it: apt-get install -y chromium (or set CHROMIUM_PATH).`,
+    );
   }
   env = await createTestEnv('dashboard');
   keys = await tenantWithKeys(env);
@@ -32,7 +43,9 @@ beforeAll(async () => {
   const failed = await cl('POST', '/v1/jobs', { type: 'test', payload: { permanent: true, started_marker: marker } });
   failedId = failed.body.id;
   await cl('POST', '/v1/jobs', { type: 'test', payload: { value: 'fine' } });
-  await waitFor(async () => (await cl('GET', `/v1/jobs/${failedId}`)).body.state === 'failed', { what: 'the job to fail' });
+  await waitFor(async () => (await cl('GET', `/v1/jobs/${failedId}`)).body.state === 'failed', {
+    what: 'the job to fail',
+  });
 
   server = serve({ fetch: env.app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
   await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', () => resolve())));
@@ -52,7 +65,9 @@ describe('/admin/queues', () => {
     // With nothing to answer the challenge, Chromium abandons the navigation; the 401 it got is what counts.
     const anon = await browser.newContext();
     const page = await anon.newPage();
-    const seen = new Promise<import('playwright-core').Response>((resolve) => page.on('response', (res) => res.url().endsWith('/admin/queues') && resolve(res)));
+    const seen = new Promise<import('playwright-core').Response>((resolve) =>
+      page.on('response', (res) => res.url().endsWith('/admin/queues') && resolve(res)),
+    );
     await page.goto(`${base}/admin/queues`).catch(() => undefined);
     const r = await seen;
     expect(r.status()).toBe(401);
@@ -64,13 +79,18 @@ describe('/admin/queues', () => {
     await asClient.close();
 
     const wrong = await browser.newContext();
-    const bad = await wrong.request.get(`${base}/admin/queues`, { headers: { authorization: `Basic ${Buffer.from('me:mj_not-a-key').toString('base64')}` } });
+    const bad = await wrong.request.get(`${base}/admin/queues`, {
+      headers: { authorization: `Basic ${Buffer.from('me:mj_not-a-key').toString('base64')}` },
+    });
     expect(bad.status()).toBe(401);
     await wrong.close();
   });
 
   test('an operator logs in with HTTP Basic, sees the four queues and the failed job', async () => {
-    const ctx = await browser.newContext({ httpCredentials: { username: 'operator', password: keys.operatorKey }, viewport: { width: 1400, height: 1000 } });
+    const ctx = await browser.newContext({
+      httpCredentials: { username: 'operator', password: keys.operatorKey },
+      viewport: { width: 1400, height: 1000 },
+    });
     const page = await ctx.newPage();
     const r = await page.goto(`${base}/admin/queues`);
     expect(r?.status()).toBe(200);
@@ -83,7 +103,10 @@ describe('/admin/queues', () => {
     await page.getByText(failedId).first().waitFor({ timeout: 20_000 });
     const shot = path.join(ARTIFACTS, 'dashboard-failed-job.png');
     await page.screenshot({ path: shot, fullPage: true });
-    await page.getByText(/this payload can never succeed/).first().waitFor({ timeout: 10_000 });
+    await page
+      .getByText(/this payload can never succeed/)
+      .first()
+      .waitFor({ timeout: 10_000 });
     expect(readFileSync(shot).subarray(1, 4).toString()).toBe('PNG');
     await ctx.close();
   });
@@ -99,9 +122,16 @@ describe('/admin/queues', () => {
     await ctx.close();
 
     // The retried job ran a second time (a BullMQ-only retry would have been skipped by the ledger).
-    await waitFor(() => existsSync(path.join(marker, `${failedId}.started`)) && readFileSync(path.join(marker, `${failedId}.started`), 'utf8').trim().split('\n').length === 2, {
-      what: 'the retried job to run again',
-    });
+    await waitFor(
+      () =>
+        existsSync(path.join(marker, `${failedId}.started`)) &&
+        readFileSync(path.join(marker, `${failedId}.started`), 'utf8')
+          .trim()
+          .split('\n').length === 2,
+      {
+        what: 'the retried job to run again',
+      },
+    );
     const op = client(env.app, keys.operatorKey);
     const audit = await op('GET', '/v1/audit?limit=3');
     expect(audit.body.items.map((e: { action: string; target: string }) => [e.action, e.target])).toEqual([
@@ -112,12 +142,16 @@ describe('/admin/queues', () => {
     expect(audit.body.items[0].actor).toMatchObject({ role: 'operator', tenant: keys.tenant });
   });
 
-  test("emptying a queue from the dashboard cancels its waiting jobs in the ledger too (else the reconciler would put them back)", async () => {
+  test('emptying a queue from the dashboard cancels its waiting jobs in the ledger too (else the reconciler would put them back)', async () => {
     const cl = client(env.app, keys.clientKey);
     const op = client(env.app, keys.operatorKey);
     await op('POST', '/v1/queues/serial/pause');
     const waiting = await cl('POST', '/v1/jobs', { type: 'serial', payload: {} });
-    const later = await cl('POST', '/v1/jobs', { type: 'serial', payload: {}, run_at: new Date(Date.now() + 3_600_000).toISOString() });
+    const later = await cl('POST', '/v1/jobs', {
+      type: 'serial',
+      payload: {},
+      run_at: new Date(Date.now() + 3_600_000).toISOString(),
+    });
     const ctx = await browser.newContext({ httpCredentials: { username: 'operator', password: keys.operatorKey } });
     expect((await ctx.request.put(`${base}/admin/queues/api/queues/serial/empty`)).status()).toBe(200);
     await ctx.close();
@@ -125,7 +159,10 @@ describe('/admin/queues', () => {
     // Drain leaves delayed jobs, and so does the ledger.
     expect((await cl('GET', `/v1/jobs/${later.body.id}`)).body.state).toBe('delayed');
     expect((await env.queues.get('serial').getJobCounts('waiting', 'prioritized')).prioritized).toBe(0);
-    expect((await op('GET', '/v1/audit?limit=1')).body.items[0]).toMatchObject({ action: 'dashboard.empty', target: 'serial' });
+    expect((await op('GET', '/v1/audit?limit=1')).body.items[0]).toMatchObject({
+      action: 'dashboard.empty',
+      target: 'serial',
+    });
     await op('POST', '/v1/queues/serial/resume');
   });
 

@@ -1,7 +1,16 @@
 // A real worker process killed with SIGKILL in the middle of a batch of email jobs, then a fresh one started:
 // every recipient gets its message exactly once.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { client, createTestEnv, sleep, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import {
+  client,
+  createTestEnv,
+  sleep,
+  startProcess,
+  tenantWithKeys,
+  waitFor,
+  type Proc,
+  type TestEnv,
+} from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
 
 let env: TestEnv;
@@ -11,7 +20,10 @@ const workers: Proc[] = [];
 
 beforeAll(async () => {
   smtp = await startSmtp();
-  env = await createTestEnv('email_crash', { testJobs: false, env: { SMTP_URL: smtp.url, MAIL_FROM: 'Movie Jobs <noreply@movies.test>' } });
+  env = await createTestEnv('email_crash', {
+    testJobs: false,
+    env: { SMTP_URL: smtp.url, MAIL_FROM: 'Movie Jobs <noreply@movies.test>' },
+  });
   api = client(env.app, (await tenantWithKeys(env)).clientKey);
 });
 
@@ -44,14 +56,32 @@ it('a worker SIGKILLed mid-batch, then restarted, sends nothing twice', async ()
   expect(worker1.output()).toMatch(/email transport: SMTP \(pooled\)/);
 
   const jobs = [
-    ...Array.from({ length: 24 }, (_, i) => ({ type: 'email', payload: { to: [`a${i}@example.com`, `b${i}@example.com`], template: 'plain', subject: `Batch ${i}`, text: `Message ${i}.` } })),
-    { type: 'email', payload: { to: Array.from({ length: 12 }, (_, k) => `many${k}@example.com`), template: 'welcome', data: { name: 'Crowd' } } },
+    ...Array.from({ length: 24 }, (_, i) => ({
+      type: 'email',
+      payload: {
+        to: [`a${i}@example.com`, `b${i}@example.com`],
+        template: 'plain',
+        subject: `Batch ${i}`,
+        text: `Message ${i}.`,
+      },
+    })),
+    {
+      type: 'email',
+      payload: {
+        to: Array.from({ length: 12 }, (_, k) => `many${k}@example.com`),
+        template: 'welcome',
+        data: { name: 'Crowd' },
+      },
+    },
   ];
   const r = await api('POST', '/v1/jobs/bulk', { jobs });
   expect(r.status).toBe(202);
   const ids: string[] = r.body.jobs.map((j: { id: string }) => j.id);
 
-  await waitFor(() => holding && held.length > 0, { timeout: 20_000, what: 'sends in flight while the server holds them' });
+  await waitFor(() => holding && held.length > 0, {
+    timeout: 20_000,
+    what: 'sends in flight while the server holds them',
+  });
   await sleep(500);
   await worker1.stop('SIGKILL');
   const inFlight = held.length;
@@ -72,9 +102,15 @@ it('a worker SIGKILLed mid-batch, then restarted, sends nothing twice', async ()
   // Exactly the 60 expected messages arrived, each once, each to its one recipient.
   const expected = new Map<string, string>();
   for (const j of done) {
-    const result = j.result as { message_id: string; accepted: string[]; rejected: string[]; message_ids?: Record<string, string> };
+    const result = j.result as {
+      message_id: string;
+      accepted: string[];
+      rejected: string[];
+      message_ids?: Record<string, string>;
+    };
     expect(result.rejected).toEqual([]);
-    for (const [rcpt, mid] of Object.entries(result.message_ids ?? { [result.accepted[0]]: result.message_id })) expected.set(mid, rcpt);
+    for (const [rcpt, mid] of Object.entries(result.message_ids ?? { [result.accepted[0]]: result.message_id }))
+      expected.set(mid, rcpt);
   }
   expect(expected.size).toBe(60);
   expect(smtp.received).toHaveLength(60);
@@ -85,7 +121,11 @@ it('a worker SIGKILLed mid-batch, then restarted, sends nothing twice', async ()
   expect(new Set(smtp.received.map((m) => m.messageId)).size).toBe(60);
 
   // The sends cut off by the kill were claimed by the first worker and re-claimed by the second.
-  const rows = await env.db.selectFrom('email_deliveries').select(['state', 'attempts']).where('job_id', 'in', ids).execute();
+  const rows = await env.db
+    .selectFrom('email_deliveries')
+    .select(['state', 'attempts'])
+    .where('job_id', 'in', ids)
+    .execute();
   expect(rows).toHaveLength(60);
   expect(rows.every((d) => d.state === 'sent')).toBe(true);
   expect(rows.filter((d) => d.attempts > 1).length).toBeGreaterThanOrEqual(inFlight);

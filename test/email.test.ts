@@ -47,9 +47,17 @@ const arrived = async (messageId: string) => {
 
 describe('templates over SMTP', () => {
   it('welcome: headers, text and escaped HTML', async () => {
-    const id = await submit({ to: 'ann@example.com', template: 'welcome', data: { name: 'Ann <b>&</b> "Co"', app_url: 'https://movies.test/start?a=1&b=2' } });
+    const id = await submit({
+      to: 'ann@example.com',
+      template: 'welcome',
+      data: { name: 'Ann <b>&</b> "Co"', app_url: 'https://movies.test/start?a=1&b=2' },
+    });
     const job = await until(id, ['succeeded']);
-    expect(job.result).toEqual({ message_id: expect.stringMatching(new RegExp(`^<${id}\\.[0-9a-f]{16}@movies\\.test>$`)), accepted: ['ann@example.com'], rejected: [] });
+    expect(job.result).toEqual({
+      message_id: expect.stringMatching(new RegExp(`^<${id}\\.[0-9a-f]{16}@movies\\.test>$`)),
+      accepted: ['ann@example.com'],
+      rejected: [],
+    });
     const { envelope, mail } = await arrived(job.result.message_id);
     expect(envelope).toMatchObject({ from: 'noreply@movies.test', to: ['ann@example.com'] });
     expect(mail.messageId).toBe(job.result.message_id);
@@ -69,19 +77,30 @@ describe('templates over SMTP', () => {
       { movie_id: 'm1', title: 'Alien <1979>', score: 4.5678 },
       { movie_id: 'm2', title: 'Heat', score: 3.2 },
     ];
-    const id = await submit({ to: ['bob@example.com'], template: 'recommendations', subject: 'Picks for Bob', text: 'Fresh picks.', data: { name: 'Bob', items } });
+    const id = await submit({
+      to: ['bob@example.com'],
+      template: 'recommendations',
+      subject: 'Picks for Bob',
+      text: 'Fresh picks.',
+      data: { name: 'Bob', items },
+    });
     const job = await until(id, ['succeeded']);
     const { mail } = await arrived(job.result.message_id);
     expect(mail.subject).toBe('Picks for Bob');
-    expect(mail.text).toMatch(/Fresh picks\.\n\nBob, here are your picks:\n\n 1\. Alien <1979> \(4\.57\)\n 2\. Heat \(3\.20\)/);
+    expect(mail.text).toMatch(
+      /Fresh picks\.\n\nBob, here are your picks:\n\n 1\. Alien <1979> \(4\.57\)\n 2\. Heat \(3\.20\)/,
+    );
     expect(mail.html).toContain('<td>Alien &lt;1979&gt;</td><td align="right">4.57</td>');
   });
 
   it("recommendations read from the user's latest stored result when the payload has none", async () => {
-    const exists = (await sql<{ t: string | null }>`select to_regclass('recommendations')::text as t`.execute(env.db)).rows[0].t;
+    const exists = (await sql<{ t: string | null }>`select to_regclass('recommendations')::text as t`.execute(env.db))
+      .rows[0].t;
     if (exists) {
       const items = [{ movie_id: 'm9', title: 'Stored Pick', score: 0.91 }, { bogus: true }];
-      await sql`insert into recommendations (tenant, user_id, items, strategy) values (${tenant}, 'u-42', ${JSON.stringify(items)}::jsonb, 'test')`.execute(env.db);
+      await sql`insert into recommendations (tenant, user_id, items, strategy) values (${tenant}, 'u-42', ${JSON.stringify(items)}::jsonb, 'test')`.execute(
+        env.db,
+      );
     }
     const id = await submit({ to: 'carol@example.com', template: 'recommendations', data: { user_id: 'u-42' } });
     const job = await until(id, ['succeeded']);
@@ -92,7 +111,11 @@ describe('templates over SMTP', () => {
   });
 
   it('report_ready links to the file', async () => {
-    const id = await submit({ to: 'dan@example.com', template: 'report_ready', data: { file_id: 'file_abcdefghijkl', report: 'jobs' } });
+    const id = await submit({
+      to: 'dan@example.com',
+      template: 'report_ready',
+      data: { file_id: 'file_abcdefghijkl', report: 'jobs' },
+    });
     const job = await until(id, ['succeeded']);
     const { mail } = await arrived(job.result.message_id);
     expect(mail.subject).toBe('Your report is ready');
@@ -101,7 +124,12 @@ describe('templates over SMTP', () => {
   });
 
   it('plain: subject and text from the payload, HTML escaped paragraph by paragraph', async () => {
-    const id = await submit({ to: 'erin@example.com', template: 'plain', subject: 'Hello there', text: 'First line\nsecond line\n\n<script>alert(1)</script>' });
+    const id = await submit({
+      to: 'erin@example.com',
+      template: 'plain',
+      subject: 'Hello there',
+      text: 'First line\nsecond line\n\n<script>alert(1)</script>',
+    });
     const job = await until(id, ['succeeded']);
     const { mail } = await arrived(job.result.message_id);
     expect(mail.subject).toBe('Hello there');
@@ -131,7 +159,11 @@ describe('delivery', () => {
       }
       expect(smtp.byMessageId(ids['nobody@example.com'])).toHaveLength(0);
       const rows = await env.db.selectFrom('email_deliveries').selectAll().where('job_id', '=', id).execute();
-      expect(Object.fromEntries(rows.map((r) => [r.recipient, r.state]))).toEqual({ 'f1@example.com': 'sent', 'F2@example.com': 'sent', 'nobody@example.com': 'rejected' });
+      expect(Object.fromEntries(rows.map((r) => [r.recipient, r.state]))).toEqual({
+        'f1@example.com': 'sent',
+        'F2@example.com': 'sent',
+        'nobody@example.com': 'rejected',
+      });
 
       const all = await submit({ to: 'nobody@example.com', template: 'plain', subject: 'x', text: 'x' });
       const failed = await until(all, ['failed']);
@@ -174,7 +206,9 @@ describe('recording outcomes', () => {
         end if;
         return new;
       end $$`.execute(env.db);
-    await sql`create trigger settle_fault before update on email_deliveries for each row execute function settle_fault()`.execute(env.db);
+    await sql`create trigger settle_fault before update on email_deliveries for each row execute function settle_fault()`.execute(
+      env.db,
+    );
     try {
       const id = await submit({ to: 'hank@example.com', template: 'plain', subject: 'Once only', text: 'Once.' });
       const job = await until(id, ['succeeded'], 30_000);
@@ -182,7 +216,9 @@ describe('recording outcomes', () => {
       expect(smtp.byMessageId(job.result.message_id)).toHaveLength(1);
       const [row] = await env.db.selectFrom('email_deliveries').selectAll().where('job_id', '=', id).execute();
       expect(row).toMatchObject({ state: 'sent', attempts: 1 });
-      expect(Number((await sql<{ n: string }>`select last_value as n from settle_fault_seq`.execute(env.db)).rows[0].n)).toBeGreaterThanOrEqual(3);
+      expect(
+        Number((await sql<{ n: string }>`select last_value as n from settle_fault_seq`.execute(env.db)).rows[0].n),
+      ).toBeGreaterThanOrEqual(3);
     } finally {
       await sql`drop trigger settle_fault on email_deliveries`.execute(env.db);
       await sql`drop function settle_fault()`.execute(env.db);
@@ -193,34 +229,101 @@ describe('recording outcomes', () => {
 
 describe('refused at submission', () => {
   const bad: [string, Record<string, unknown>, string][] = [
-    ['CR/LF in the subject (header injection)', { to: 'a@example.com', template: 'plain', subject: 'Hi\r\nBcc: victim@example.com', text: 'x' }, 'payload.subject'],
-    ['LF alone in the subject', { to: 'a@example.com', template: 'welcome', subject: 'Hi\nX-Evil: 1' }, 'payload.subject'],
+    [
+      'CR/LF in the subject (header injection)',
+      { to: 'a@example.com', template: 'plain', subject: 'Hi\r\nBcc: victim@example.com', text: 'x' },
+      'payload.subject',
+    ],
+    [
+      'LF alone in the subject',
+      { to: 'a@example.com', template: 'welcome', subject: 'Hi\nX-Evil: 1' },
+      'payload.subject',
+    ],
     ['a NUL in the subject', { to: 'a@example.com', template: 'welcome', subject: 'Hi\u0000there' }, 'payload.subject'],
     ['CR/LF in an address', { to: 'a@example.com\r\nBcc: victim@example.com', template: 'welcome' }, 'payload.to'],
     ['an address with a display name', { to: 'Bob <bob@example.com>', template: 'welcome' }, 'payload.to'],
     ['several addresses in one string', { to: 'a@example.com, b@example.com', template: 'welcome' }, 'payload.to'],
-    ['an address without a dot in the domain', { to: ['ok@example.com', 'a@localhost'], template: 'welcome' }, 'payload.to.1'],
-    ['51 recipients', { to: Array.from({ length: 51 }, (_, i) => `u${i}@example.com`), template: 'welcome' }, 'payload.to'],
-    ['a sender of our own choosing (no open relay)', { to: 'a@example.com', template: 'welcome', from: 'ceo@bank.test' }, 'payload'],
+    [
+      'an address without a dot in the domain',
+      { to: ['ok@example.com', 'a@localhost'], template: 'welcome' },
+      'payload.to.1',
+    ],
+    [
+      '51 recipients',
+      { to: Array.from({ length: 51 }, (_, i) => `u${i}@example.com`), template: 'welcome' },
+      'payload.to',
+    ],
+    [
+      'a sender of our own choosing (no open relay)',
+      { to: 'a@example.com', template: 'welcome', from: 'ceo@bank.test' },
+      'payload',
+    ],
     ['extra headers', { to: 'a@example.com', template: 'welcome', headers: { Bcc: 'x@example.com' } }, 'payload'],
     ['plain without text', { to: 'a@example.com', template: 'plain', subject: 'x' }, 'payload.text'],
-    ['report_ready with a javascript: link', { to: 'a@example.com', template: 'report_ready', data: { url: 'javascript:alert(1)' } }, 'payload.data.url'],
-    ['an unknown template variable', { to: 'a@example.com', template: 'welcome', data: { nmae: 'typo' } }, 'payload.data'],
+    [
+      'report_ready with a javascript: link',
+      { to: 'a@example.com', template: 'report_ready', data: { url: 'javascript:alert(1)' } },
+      'payload.data.url',
+    ],
+    [
+      'an unknown template variable',
+      { to: 'a@example.com', template: 'welcome', data: { nmae: 'typo' } },
+      'payload.data',
+    ],
     ['an unknown template', { to: 'a@example.com', template: 'newsletter' }, 'payload.template'],
   ];
   it.each(bad)('%s', async (_name, payload, path) => {
-    const before = await env.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const before = await env.db
+      .selectFrom('jobs')
+      .select((e) => e.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     const r = await api('POST', '/v1/jobs', { type: 'email', payload });
     expect(r.status).toBe(400);
     expect(r.headers.get('content-type')).toContain('application/problem+json');
-    expect(r.body.errors.some((e: { path: string }) => e.path.startsWith(path)), JSON.stringify(r.body.errors)).toBe(true);
-    const after = await env.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    expect(
+      r.body.errors.some((e: { path: string }) => e.path.startsWith(path)),
+      JSON.stringify(r.body.errors),
+    ).toBe(true);
+    const after = await env.db
+      .selectFrom('jobs')
+      .select((e) => e.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     expect(after.n).toBe(before.n);
   });
 
   it('validates addresses strictly', () => {
-    const good = ['a@example.com', "o'brien+tag@mail.example.co.uk", 'x_y.z-1@sub.xn--bcher-kva.example', 'A@EXAMPLE.COM'];
-    const wrong = ['', 'a', 'a@', '@example.com', 'a@@example.com', 'a@b@example.com', '.a@example.com', 'a.@example.com', 'a..b@example.com', 'a b@example.com', '"a b"@example.com', 'a@example', 'a@-example.com', 'a@example-.com', 'a@example.c', 'a@example.123', 'a@[127.0.0.1]', 'a@exa_mple.com', 'ü@example.com', 'a@bücher.example', `${'x'.repeat(65)}@example.com`, `a@${'x'.repeat(250)}.com`, 'a@example.com\n', 'a\t@example.com'];
+    const good = [
+      'a@example.com',
+      "o'brien+tag@mail.example.co.uk",
+      'x_y.z-1@sub.xn--bcher-kva.example',
+      'A@EXAMPLE.COM',
+    ];
+    const wrong = [
+      '',
+      'a',
+      'a@',
+      '@example.com',
+      'a@@example.com',
+      'a@b@example.com',
+      '.a@example.com',
+      'a.@example.com',
+      'a..b@example.com',
+      'a b@example.com',
+      '"a b"@example.com',
+      'a@example',
+      'a@-example.com',
+      'a@example-.com',
+      'a@example.c',
+      'a@example.123',
+      'a@[127.0.0.1]',
+      'a@exa_mple.com',
+      'ü@example.com',
+      'a@bücher.example',
+      `${'x'.repeat(65)}@example.com`,
+      `a@${'x'.repeat(250)}.com`,
+      'a@example.com\n',
+      'a\t@example.com',
+    ];
     for (const a of good) expect(addressProblem(a), a).toBeUndefined();
     for (const a of wrong) expect(addressProblem(a), JSON.stringify(a)).toBeTypeOf('string');
   });
@@ -231,10 +334,12 @@ describe('transport', () => {
     const closed = await startSmtp();
     await closed.close();
     const mailer = createMailer(loadConfig({ SMTP_URL: closed.url, MAIL_FROM: FROM }));
-    const err = await mailer.send(await compose(FROM, { subject: 'x', text: 'x', html: 'x' }), 'i@example.com', '<x@movies.test>').then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const err = await mailer
+      .send(await compose(FROM, { subject: 'x', text: 'x', html: 'x' }), 'i@example.com', '<x@movies.test>')
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     mailer.close();
     expect(err).toMatchObject({ code: expect.stringMatching(/^E/) });
     expect(isPermanentSmtpError(err)).toBe(false);
@@ -242,16 +347,31 @@ describe('transport', () => {
     expect(isPermanentSmtpError({ responseCode: 550 })).toBe(true);
   });
 
-  it('composes a message once; each recipient\'s copy has its own To and Message-ID and nothing else differs', async () => {
-    const subject = 'Ünïcode subject, long enough that a header encoder has to fold it over more than one line: ' + 'é'.repeat(40);
-    const message = await compose('Movie Jobs — Bench <noreply@movies.test>', { subject, text: 'Body 🎬\n', html: '<p>Body 🎬</p>', headers: { 'X-Job-Id': 'job-42' } });
+  it("composes a message once; each recipient's copy has its own To and Message-ID and nothing else differs", async () => {
+    const subject = `Ünïcode subject, long enough that a header encoder has to fold it over more than one line: ${'é'.repeat(40)}`;
+    const message = await compose('Movie Jobs — Bench <noreply@movies.test>', {
+      subject,
+      text: 'Body 🎬\n',
+      html: '<p>Body 🎬</p>',
+      headers: { 'X-Job-Id': 'job-42' },
+    });
     expect(message.envelopeFrom).toBe('noreply@movies.test');
     const a = message.for('a@example.com', '<job-42.a@movies.test>');
     const b = message.for("o'brien+x@mail.example.co.uk", '<job-42.b@movies.test>');
     for (const raw of [a, b]) expect(raw.toString('latin1')).not.toMatch(/to\.invalid/);
     const [ma, mb] = await Promise.all([simpleParser(a), simpleParser(b)]);
-    expect(ma).toMatchObject({ subject, messageId: '<job-42.a@movies.test>', text: 'Body 🎬\n', html: '<p>Body 🎬</p>' });
-    expect(mb).toMatchObject({ subject, messageId: '<job-42.b@movies.test>', text: 'Body 🎬\n', html: '<p>Body 🎬</p>' });
+    expect(ma).toMatchObject({
+      subject,
+      messageId: '<job-42.a@movies.test>',
+      text: 'Body 🎬\n',
+      html: '<p>Body 🎬</p>',
+    });
+    expect(mb).toMatchObject({
+      subject,
+      messageId: '<job-42.b@movies.test>',
+      text: 'Body 🎬\n',
+      html: '<p>Body 🎬</p>',
+    });
     expect(ma.to).toMatchObject({ value: [{ address: 'a@example.com' }] });
     expect(mb.to).toMatchObject({ value: [{ address: "o'brien+x@mail.example.co.uk" }] });
     expect(ma.from).toMatchObject({ value: [{ address: 'noreply@movies.test', name: 'Movie Jobs — Bench' }] });
@@ -275,7 +395,12 @@ describe('transport', () => {
     const files = readdirSync(dir);
     expect(files).toEqual(['job-1.abc_movies.test.eml']);
     const mail = await simpleParser(readFileSync(path.join(dir, files[0])));
-    expect(mail).toMatchObject({ messageId: '<job-1.abc@movies.test>', subject: 'Hi', text: 'Body', html: '<p>Body</p>' });
+    expect(mail).toMatchObject({
+      messageId: '<job-1.abc@movies.test>',
+      subject: 'Hi',
+      text: 'Body',
+      html: '<p>Body</p>',
+    });
   });
 });
 
@@ -283,7 +408,10 @@ describe('rate limit (EMAIL_RATE_PER_SECOND)', () => {
   let slow: TestEnv;
   let slowApi: ReturnType<typeof client>;
   beforeAll(async () => {
-    slow = await createTestEnv('email_rate', { testJobs: false, env: { SMTP_URL: smtp.url, MAIL_FROM: FROM, EMAIL_RATE_PER_SECOND: '5' } });
+    slow = await createTestEnv('email_rate', {
+      testJobs: false,
+      env: { SMTP_URL: smtp.url, MAIL_FROM: FROM, EMAIL_RATE_PER_SECOND: '5' },
+    });
     slowApi = client(slow.app, (await tenantWithKeys(slow)).clientKey);
     await slow.startWorkers(['email']);
   });
@@ -291,22 +419,41 @@ describe('rate limit (EMAIL_RATE_PER_SECOND)', () => {
     await slow?.close();
   });
   const finished = (id: string) =>
-    waitFor(async () => {
-      const r = await slowApi('GET', `/v1/jobs/${id}`);
-      return r.body.state === 'succeeded' ? r.body : undefined;
-    }, { what: `job ${id}` });
+    waitFor(
+      async () => {
+        const r = await slowApi('GET', `/v1/jobs/${id}`);
+        return r.body.state === 'succeeded' ? r.body : undefined;
+      },
+      { what: `job ${id}` },
+    );
 
   it('starts no more jobs per second than configured, and a multi-recipient job holds the queue for its extra messages', async () => {
-    const r = await slowApi('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 11 }, (_, i) => ({ type: 'email', payload: { to: `rate${i}@example.com`, template: 'plain', subject: 's', text: 't' } })) });
+    const r = await slowApi('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 11 }, (_, i) => ({
+        type: 'email',
+        payload: { to: `rate${i}@example.com`, template: 'plain', subject: 's', text: 't' },
+      })),
+    });
     expect(r.status).toBe(202);
     const done = await Promise.all(r.body.jobs.map((j: { id: string }) => finished(j.id)));
     const starts = done.map((j) => Date.parse(j.started_at)).sort((a, b) => a - b);
     // 11 jobs at 5 per second: at least two full windows between the first start and the last.
     expect(starts[10] - starts[0]).toBeGreaterThanOrEqual(1_900);
 
-    const many = await slowApi('POST', '/v1/jobs', { type: 'email', payload: { to: Array.from({ length: 10 }, (_, i) => `bulk${i}@example.com`), template: 'plain', subject: 's', text: 't' } });
+    const many = await slowApi('POST', '/v1/jobs', {
+      type: 'email',
+      payload: {
+        to: Array.from({ length: 10 }, (_, i) => `bulk${i}@example.com`),
+        template: 'plain',
+        subject: 's',
+        text: 't',
+      },
+    });
     const first = await finished(many.body.id);
-    const next = await slowApi('POST', '/v1/jobs', { type: 'email', payload: { to: 'after@example.com', template: 'plain', subject: 's', text: 't' } });
+    const next = await slowApi('POST', '/v1/jobs', {
+      type: 'email',
+      payload: { to: 'after@example.com', template: 'plain', subject: 's', text: 't' },
+    });
     const second = await finished(next.body.id);
     // 9 messages beyond the job's own slot, at 5 per second: the queue waits about 1.8 s after the big job.
     expect(Date.parse(second.started_at) - Date.parse(first.finished_at)).toBeGreaterThanOrEqual(1_500);

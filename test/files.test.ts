@@ -31,7 +31,12 @@ afterAll(async () => {
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
 
 async function upload(key: string, body: RequestInit['body'], headers: Record<string, string> = {}) {
-  const res = await env.app.request('/v1/files', { method: 'POST', body, headers: { authorization: `Bearer ${key}`, ...headers }, duplex: 'half' } as RequestInit);
+  const res = await env.app.request('/v1/files', {
+    method: 'POST',
+    body,
+    headers: { authorization: `Bearer ${key}`, ...headers },
+    duplex: 'half',
+  } as RequestInit);
   return { status: res.status, headers: res.headers, body: (await res.json()) as any };
 }
 
@@ -61,7 +66,16 @@ function storedFiles(tenant: string): string[] {
   }
 }
 
-const countRows = async (tenant: string) => Number((await env.db.selectFrom('files').select(sql<number>`count(*)`.as('n')).where('tenant', '=', tenant).executeTakeFirstOrThrow()).n);
+const countRows = async (tenant: string) =>
+  Number(
+    (
+      await env.db
+        .selectFrom('files')
+        .select(sql<number>`count(*)`.as('n'))
+        .where('tenant', '=', tenant)
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
 
 describe('POST /v1/files and GET /v1/files/:id', () => {
   it('stores a raw body: 201 with id, sniffed type, size and sha256; the bytes come back as sent', async () => {
@@ -77,7 +91,9 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
     expect(d.headers.get('x-content-type-options')).toBe('nosniff');
     expect(d.bytes.equals(png)).toBe(true);
     expect(d.headers.get('etag')).toBe(`"${sha(png)}"`);
-    const again = await env.app.request(`/v1/files/${r.body.id}`, { headers: { authorization: `Bearer ${a.clientKey}`, 'if-none-match': `"${sha(png)}"` } });
+    const again = await env.app.request(`/v1/files/${r.body.id}`, {
+      headers: { authorization: `Bearer ${a.clientKey}`, 'if-none-match': `"${sha(png)}"` },
+    });
     expect(again.status).toBe(304);
     expect((await again.arrayBuffer()).byteLength).toBe(0);
   });
@@ -148,14 +164,23 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
     const api = client(web.url!, a.clientKey);
     const form = new FormData();
     form.append('file', new Blob([new Uint8Array(png)]), 'x.png');
-    const res = await fetch(`${web.url}/v1/files`, { method: 'POST', body: form, headers: { authorization: `Bearer ${a.clientKey}` } });
+    const res = await fetch(`${web.url}/v1/files`, {
+      method: 'POST',
+      body: form,
+      headers: { authorization: `Bearer ${a.clientKey}` },
+    });
     expect(res.status).toBe(201);
     const created = (await res.json()) as { id: string };
-    const got = await fetch(`${web.url}/v1/files/${created.id}`, { headers: { authorization: `Bearer ${a.clientKey}` } });
+    const got = await fetch(`${web.url}/v1/files/${created.id}`, {
+      headers: { authorization: `Bearer ${a.clientKey}` },
+    });
     expect(Buffer.from(await got.arrayBuffer()).equals(png)).toBe(true);
-    const big = await fetch(`${web.url}/v1/files`, { method: 'POST', body: streamOf(LIMIT * 3), headers: { authorization: `Bearer ${a.clientKey}` }, duplex: 'half' } as RequestInit).catch(
-      (err: Error) => err,
-    );
+    const big = await fetch(`${web.url}/v1/files`, {
+      method: 'POST',
+      body: streamOf(LIMIT * 3),
+      headers: { authorization: `Bearer ${a.clientKey}` },
+      duplex: 'half',
+    } as RequestInit).catch((err: Error) => err);
     // The server answers 413 without reading the rest; some clients see the reset before the answer.
     if (!(big instanceof Error)) expect(big.status).toBe(413);
     expect((await api('GET', '/healthz')).status).toBe(200);
@@ -163,7 +188,13 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
     // A client that disconnects mid-upload leaves no row and no partial file, and is no 5xx.
     const t = await tenantWithKeys(env);
     const u = new URL(`${web.url}/v1/files`);
-    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { authorization: `Bearer ${t.clientKey}`, 'content-length': '150000' } });
+    const req = http.request({
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname,
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.clientKey}`, 'content-length': '150000' },
+    });
     req.on('error', () => {});
     req.write(Buffer.alloc(60_000, 1));
     // The partial file exists while the bytes flow...
@@ -177,7 +208,9 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
   });
 
   it('is in the OpenAPI document', async () => {
-    const doc = (await (await env.app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, unknown>> };
+    const doc = (await (await env.app.request('/openapi.json')).json()) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     expect(Object.keys(doc.paths['/v1/files'])).toContain('post');
     expect(Object.keys(doc.paths['/v1/files/{id}'])).toContain('get');
   });
@@ -186,12 +219,17 @@ describe('POST /v1/files and GET /v1/files/:id', () => {
 describe('expiry', () => {
   it('the sweeper deletes expired rows and their bytes, and keeps the rest', async () => {
     const t = await tenantWithKeys(env);
-    const save = (expiresAt?: Date) => saveFile(env.db, env.storage, { tenant: t.tenant, body: png, contentType: 'image/png', expiresAt });
+    const save = (expiresAt?: Date) =>
+      saveFile(env.db, env.storage, { tenant: t.tenant, body: png, contentType: 'image/png', expiresAt });
     const expired = await save(new Date(Date.now() - 1000));
     const live = await save(new Date(Date.now() + 3_600_000));
     const oldNoExpiry = await save();
     const newNoExpiry = await save();
-    await env.db.updateTable('files').set({ created_at: new Date(Date.now() - 31 * 86_400_000) }).where('id', '=', oldNoExpiry.id).execute();
+    await env.db
+      .updateTable('files')
+      .set({ created_at: new Date(Date.now() - 31 * 86_400_000) })
+      .where('id', '=', oldNoExpiry.id)
+      .execute();
     expect(storedFiles(t.tenant).sort()).toEqual([expired.id, live.id, oldNoExpiry.id, newNoExpiry.id].sort());
 
     const deleted = await deleteExpiredFiles(env.db, env.storage, 30);

@@ -24,7 +24,10 @@ let env: TestEnv;
 let web: Proc;
 let ops: Op[] = [];
 let keys: { client: string; operator: string; jobId: string };
-let doc: { paths: Record<string, Record<string, { parameters?: Param[]; requestBody?: { content?: Record<string, unknown> } }>>; components?: { schemas?: Record<string, unknown> } };
+let doc: {
+  paths: Record<string, Record<string, { parameters?: Param[]; requestBody?: { content?: Record<string, unknown> } }>>;
+  components?: { schemas?: Record<string, unknown> };
+};
 
 /** Valid bodies to start mutations from, so fuzzing reaches past the first validation error. */
 const SEEDS: Record<string, unknown[]> = {
@@ -35,13 +38,23 @@ const SEEDS: Record<string, unknown[]> = {
     { type: 'report', payload: { kind: 'jobs', format: 'csv' } },
     { type: 'recommendations', payload: { user_id: 'u1', limit: 5 } },
   ],
-  'POST /v1/jobs/bulk': [{ jobs: [{ type: 'test', payload: {} }, { type: 'serial', payload: { sleep_ms: 1 } }] }],
+  'POST /v1/jobs/bulk': [
+    {
+      jobs: [
+        { type: 'test', payload: {} },
+        { type: 'serial', payload: { sleep_ms: 1 } },
+      ],
+    },
+  ],
   'POST /v1/movies': [{ movies: [{ id: 'm1', title: 'Alien', genres: ['Horror'], year: 1979 }] }],
   'POST /v1/ratings': [{ ratings: [{ user_id: 'u1', movie_id: 'm1', rating: 4.5 }] }],
   'PUT /v1/schedules/{name}': [{ type: 'test', payload: {}, every_ms: 60_000 }],
 };
 
-const printable = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 80 });
+const printable = fc.string({
+  unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)),
+  maxLength: 80,
+});
 
 const idArb = () =>
   fc.oneof(
@@ -49,23 +62,42 @@ const idArb = () =>
     fc.constant(keys.jobId),
     fc.constant(keys.jobId.toUpperCase()),
     fc.string({ maxLength: 60 }),
-    fc.constantFrom('', '0', '-1', 'null', 'undefined', '..', '../..', '%00', "' or 1=1--", 'a'.repeat(400), '\u0000', '1e309', 'file_' + 'x'.repeat(80)),
+    fc.constantFrom(
+      '',
+      '0',
+      '-1',
+      'null',
+      'undefined',
+      '..',
+      '../..',
+      '%00',
+      "' or 1=1--",
+      'a'.repeat(400),
+      '\u0000',
+      '1e309',
+      `file_${'x'.repeat(80)}`,
+    ),
     fc.string({ unit: 'binary', maxLength: 20 }),
   );
 
 /** A JSON value, a mutation of a valid body, or bytes that are not JSON at all. */
 function bodyArb(seedKey: string) {
   const seeds = SEEDS[seedKey] ?? [{}];
-  const mutated = fc.tuple(fc.constantFrom(...seeds), fc.array(fc.tuple(fc.string({ maxLength: 12 }), fc.jsonValue({ maxDepth: 3 })), { maxLength: 3 }), fc.boolean()).map(
-    ([seed, extra, deep]) => {
+  const mutated = fc
+    .tuple(
+      fc.constantFrom(...seeds),
+      fc.array(fc.tuple(fc.string({ maxLength: 12 }), fc.jsonValue({ maxDepth: 3 })), { maxLength: 3 }),
+      fc.boolean(),
+    )
+    .map(([seed, extra, deep]) => {
       const copy = structuredClone(seed) as Record<string, unknown>;
       for (const [k, v] of extra) {
-        const target = deep && copy.payload && typeof copy.payload === 'object' ? (copy.payload as Record<string, unknown>) : copy;
+        const target =
+          deep && copy.payload && typeof copy.payload === 'object' ? (copy.payload as Record<string, unknown>) : copy;
         target[k === '' ? 'x' : k] = v;
       }
       return JSON.stringify(copy);
-    },
-  );
+    });
   const replaced = fc.tuple(fc.constantFrom(...seeds), fc.jsonValue({ maxDepth: 4 })).map(([seed, v]) => {
     const copy = structuredClone(seed) as Record<string, unknown>;
     const k = Object.keys(copy)[0];
@@ -77,8 +109,25 @@ function bodyArb(seedKey: string) {
     { weight: 2, arbitrary: replaced },
     { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 5 }).map((v) => JSON.stringify(v)) },
     { weight: 1, arbitrary: fc.string({ maxLength: 200 }) },
-    { weight: 1, arbitrary: fc.constantFrom('{', '{"type":', '[]', 'null', '{"__proto__":{"polluted":1}}', '{"constructor":{"prototype":{}}}', '\u0000', '[' .repeat(5000)) },
-    { weight: 1, arbitrary: fc.nat({ max: 3 }).map((d) => JSON.stringify({ jobs: Array.from({ length: 1001 + d }, () => ({ type: 'test', payload: {} })) })) },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom(
+        '{',
+        '{"type":',
+        '[]',
+        'null',
+        '{"__proto__":{"polluted":1}}',
+        '{"constructor":{"prototype":{}}}',
+        '\u0000',
+        '['.repeat(5000),
+      ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .nat({ max: 3 })
+        .map((d) => JSON.stringify({ jobs: Array.from({ length: 1001 + d }, () => ({ type: 'test', payload: {} })) })),
+    },
   );
 }
 
@@ -86,25 +135,69 @@ const request = (op: Op) =>
   fc.record({
     auth: fc.oneof(
       { weight: 6, arbitrary: fc.constantFrom(`Bearer ${keys.client}`, `Bearer ${keys.operator}`) },
-      { weight: 1, arbitrary: fc.constantFrom('', 'Bearer', 'Bearer ', 'Basic', 'Basic !!!', `Basic ${Buffer.from(`x:${keys.client}`).toString('base64')}`, 'Bearer mj_forged', `Bearer ${'x'.repeat(300)}`) },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(
+          '',
+          'Bearer',
+          'Bearer ',
+          'Basic',
+          'Basic !!!',
+          `Basic ${Buffer.from(`x:${keys.client}`).toString('base64')}`,
+          'Bearer mj_forged',
+          `Bearer ${'x'.repeat(300)}`,
+        ),
+      },
       { weight: 1, arbitrary: printable },
     ),
     ids: fc.array(idArb(), { minLength: 4, maxLength: 4 }),
     query: fc.array(
       fc.tuple(
-        fc.oneof(fc.constantFrom(...op.params.filter((p) => p.in === 'query').map((p) => p.name), 'limit', 'cursor', 'state', 'type'), fc.string({ maxLength: 8 })),
-        fc.oneof(printable, fc.integer().map(String), fc.constantFrom('0', '-1', '201', '1e3', 'NaN', 'queued', 'bad=cursor', '%', '')),
+        fc.oneof(
+          fc.constantFrom(
+            ...op.params.filter((p) => p.in === 'query').map((p) => p.name),
+            'limit',
+            'cursor',
+            'state',
+            'type',
+          ),
+          fc.string({ maxLength: 8 }),
+        ),
+        fc.oneof(
+          printable,
+          fc.integer().map(String),
+          fc.constantFrom('0', '-1', '201', '1e3', 'NaN', 'queued', 'bad=cursor', '%', ''),
+        ),
       ),
       { maxLength: 3 },
     ),
     headers: fc.array(
-      fc.tuple(fc.constantFrom('idempotency-key', 'content-type', 'last-event-id', 'accept', 'x-request-id', 'content-encoding'), printable),
+      fc.tuple(
+        fc.constantFrom(
+          'idempotency-key',
+          'content-type',
+          'last-event-id',
+          'accept',
+          'x-request-id',
+          'content-encoding',
+        ),
+        printable,
+      ),
       { maxLength: 2 },
     ),
-    body: op.bodyTypes.length || op.method !== 'GET' ? fc.option(bodyArb(`${op.method} ${op.path}`), { nil: undefined, freq: 8 }) : fc.constant(undefined),
+    body:
+      op.bodyTypes.length || op.method !== 'GET'
+        ? fc.option(bodyArb(`${op.method} ${op.path}`), { nil: undefined, freq: 8 })
+        : fc.constant(undefined),
   });
 
-type Req = { auth: string; ids: string[]; query: [string, string][]; headers: [string, string][]; body: string | undefined };
+type Req = {
+  auth: string;
+  ids: string[];
+  query: [string, string][];
+  headers: [string, string][];
+  body: string | undefined;
+};
 
 function build(op: Op, r: Req): { url: string; init: RequestInit } {
   let i = 0;
@@ -114,7 +207,10 @@ function build(op: Op, r: Req): { url: string; init: RequestInit } {
   if (r.auth) headers.authorization = r.auth;
   if (r.body !== undefined) headers['content-type'] = op.bodyTypes[0] ?? 'application/json';
   for (const [k, v] of r.headers) headers[k] = v;
-  return { url: `${path}${qs ? `?${qs}` : ''}`, init: { method: op.method, headers, body: op.method === 'GET' || op.method === 'HEAD' ? undefined : r.body } };
+  return {
+    url: `${path}${qs ? `?${qs}` : ''}`,
+    init: { method: op.method, headers, body: op.method === 'GET' || op.method === 'HEAD' ? undefined : r.body },
+  };
 }
 
 /** The properties every answer must have; a failure message, or undefined. */
@@ -127,14 +223,16 @@ async function check(op: Op, res: Response): Promise<string | undefined> {
   const text = await res.text();
   if (res.status >= 500) return `${op.method} ${op.path}: ${res.status} ${text.slice(0, 300)}`;
   if (res.status >= 400) {
-    if (!type.includes('application/problem+json')) return `${op.method} ${op.path}: ${res.status} with content-type ${type}`;
+    if (!type.includes('application/problem+json'))
+      return `${op.method} ${op.path}: ${res.status} with content-type ${type}`;
     let body: { status?: number; type?: string; title?: string };
     try {
       body = JSON.parse(text);
     } catch {
       return `${op.method} ${op.path}: ${res.status} problem that is not JSON`;
     }
-    if (body.status !== res.status || !body.type || !body.title) return `${op.method} ${op.path}: malformed problem ${text.slice(0, 200)}`;
+    if (body.status !== res.status || !body.type || !body.title)
+      return `${op.method} ${op.path}: malformed problem ${text.slice(0, 200)}`;
     if (/\bat [^ ]+\.(ts|js):\d+/.test(text)) return `${op.method} ${op.path}: stack trace in the answer`;
   }
   return undefined;
@@ -152,7 +250,12 @@ beforeAll(async () => {
   keys = { client: t.clientKey, operator: t.operatorKey, jobId: ((await job.json()) as { id: string }).id };
   doc = (await (await env.app.request('/openapi.json')).json()) as typeof doc;
   ops = Object.entries(doc.paths).flatMap(([path, byMethod]) =>
-    Object.entries(byMethod).map(([m, o]) => ({ method: m.toUpperCase(), path, params: o.parameters ?? [], bodyTypes: Object.keys(o.requestBody?.content ?? {}) })),
+    Object.entries(byMethod).map(([m, o]) => ({
+      method: m.toUpperCase(),
+      path,
+      params: o.parameters ?? [],
+      bodyTypes: Object.keys(o.requestBody?.content ?? {}),
+    })),
   );
 });
 
@@ -221,7 +324,8 @@ describe('strict schemas', () => {
       const s = schema as Record<string, unknown>;
       if (typeof s.$ref === 'string') {
         const name = s.$ref.split('/').pop()!;
-        return visit(doc.components?.schemas?.[name], `${where}→${name}`);
+        visit(doc.components?.schemas?.[name], `${where}→${name}`);
+        return;
       }
       if (s.properties && s.additionalProperties !== false) open.push(where);
       for (const [k, v] of Object.entries((s.properties as Record<string, unknown>) ?? {})) visit(v, `${where}.${k}`);
@@ -243,19 +347,40 @@ describe('strict schemas', () => {
 
   it('refuses internal fields on a job submission, one by one and in bulk, and records nothing', async () => {
     const before = await countJobs();
-    for (const field of ['attempts', 'max_attempts', 'tenant', 'state', 'id', 'result', 'error', 'progress', 'created_at', 'cancel_requested', 'parent_id', 'idempotency_key']) {
+    for (const field of [
+      'attempts',
+      'max_attempts',
+      'tenant',
+      'state',
+      'id',
+      'result',
+      'error',
+      'progress',
+      'created_at',
+      'cancel_requested',
+      'parent_id',
+      'idempotency_key',
+    ]) {
       for (const [path, body] of [
         ['/v1/jobs', { type: 'test', payload: {}, [field]: field === 'tenant' ? 'someone-else' : 1 }],
         ['/v1/jobs/bulk', { jobs: [{ type: 'test', payload: {}, [field]: 1 }] }],
         ['/v1/jobs/bulk', { jobs: [{ type: 'test', payload: {} }], [field]: 1 }],
       ] as const) {
-        const res = await env.app.request(path, { method: 'POST', headers: { authorization: `Bearer ${keys.client}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const res = await env.app.request(path, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${keys.client}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
         expect(res.status, `${path} with ${field}`).toBe(400);
         expect(JSON.stringify(await res.json())).toContain(field);
       }
     }
     // Inside a payload too: a type's schema is strict.
-    const res = await env.app.request('/v1/jobs', { method: 'POST', headers: { authorization: `Bearer ${keys.client}`, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'test', payload: { attempts: 9 } }) });
+    const res = await env.app.request('/v1/jobs', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${keys.client}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'test', payload: { attempts: 9 } }),
+    });
     expect(res.status).toBe(400);
     expect(await countJobs()).toBe(before);
   });
@@ -264,18 +389,32 @@ describe('strict schemas', () => {
     const failures: string[] = [];
     for (const op of ops.filter((o) => o.bodyTypes.includes('application/json'))) {
       for (const seed of SEEDS[`${op.method} ${op.path}`] ?? [{}]) {
-        const { url, init } = build(op, { auth: `Bearer ${keys.operator}`, ids: [keys.jobId], query: [], headers: [], body: JSON.stringify({ ...(seed as object), not_a_field: true }) });
+        const { url, init } = build(op, {
+          auth: `Bearer ${keys.operator}`,
+          ids: [keys.jobId],
+          query: [],
+          headers: [],
+          body: JSON.stringify({ ...(seed as object), not_a_field: true }),
+        });
         const res = await env.app.request(url, init);
         const text = await res.text();
-        if (res.status !== 400 && res.status !== 404) failures.push(`${op.method} ${op.path}: ${res.status} ${text.slice(0, 200)}`);
+        if (res.status !== 400 && res.status !== 404)
+          failures.push(`${op.method} ${op.path}: ${res.status} ${text.slice(0, 200)}`);
       }
     }
     expect(failures).toEqual([]);
   });
 
   it('answers 400 for values PostgreSQL cannot store (NUL characters)', async () => {
-    for (const body of [{ type: 'test', payload: { value: 'a\u0000b' } }, { type: 'test', payload: { value: { 'k\u0000': 1 } } }]) {
-      const res = await env.app.request('/v1/jobs', { method: 'POST', headers: { authorization: `Bearer ${keys.client}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    for (const body of [
+      { type: 'test', payload: { value: 'a\u0000b' } },
+      { type: 'test', payload: { value: { 'k\u0000': 1 } } },
+    ]) {
+      const res = await env.app.request('/v1/jobs', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${keys.client}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       expect(res.status).toBe(400);
       expect(res.headers.get('content-type')).toContain('application/problem+json');
     }
@@ -283,13 +422,18 @@ describe('strict schemas', () => {
 
   it('answers 404 for malformed ids without reaching the database', async () => {
     for (const id of ['not-a-uuid', "1' or '1'='1", '00000000-0000-0000-0000-00000000000g', 'x'.repeat(1000)]) {
-      const res = await env.app.request(`/v1/jobs/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${keys.client}` } });
+      const res = await env.app.request(`/v1/jobs/${encodeURIComponent(id)}`, {
+        headers: { authorization: `Bearer ${keys.client}` },
+      });
       expect(res.status).toBe(404);
     }
   });
 });
 
 async function countJobs(): Promise<number> {
-  const r = await env.db.selectFrom('jobs').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  const r = await env.db
+    .selectFrom('jobs')
+    .select((e) => e.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow();
   return Number(r.n);
 }

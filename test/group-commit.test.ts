@@ -46,13 +46,20 @@ describe('groupCommit', () => {
     const rest = [write('b'), write('bad'), write('c')];
     expect(await first).toBe('A');
     const settled = await Promise.allSettled(rest);
-    expect(settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message))).toEqual(['B', 'rejected value', 'C']);
+    expect(settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message))).toEqual([
+      'B',
+      'rejected value',
+      'C',
+    ]);
     expect(batches).toEqual([['a'], ['b', 'bad', 'c'], ['b'], ['bad'], ['c']]);
   });
 
   it('caps the batch size', async () => {
     const sizes: number[] = [];
-    const write = groupCommit(async (items: number[]) => (sizes.push(items.length), items), { maxBatch: 3, maxInFlight: 1 });
+    const write = groupCommit(async (items: number[]) => (sizes.push(items.length), items), {
+      maxBatch: 3,
+      maxInFlight: 1,
+    });
     await Promise.all(Array.from({ length: 10 }, (_, i) => write(i)));
     expect(Math.max(...sizes)).toBeLessThanOrEqual(3);
     expect(sizes.reduce((a, b) => a + b)).toBe(10);

@@ -43,14 +43,20 @@ export interface TestEnv {
 export const silentLog = pino({ level: 'silent' });
 
 export function uniqueName(label: string): string {
-  return `${label.replace(/[^a-z0-9]/gi, '_').toLowerCase().slice(0, 30)}_${randomBytes(4).toString('hex')}`;
+  return `${label
+    .replace(/[^a-z0-9]/gi, '_')
+    .toLowerCase()
+    .slice(0, 30)}_${randomBytes(4).toString('hex')}`;
 }
 
 /**
  * A fresh database (migrated) and queue prefix. `env` overrides go to the config and to spawned processes.
  * The test job types (test/fixtures/test-jobs.ts) are registered unless `testJobs: false`.
  */
-export async function createTestEnv(label: string, opts: { env?: Record<string, string>; testJobs?: boolean } = {}): Promise<TestEnv> {
+export async function createTestEnv(
+  label: string,
+  opts: { env?: Record<string, string>; testJobs?: boolean } = {},
+): Promise<TestEnv> {
   const name = uniqueName(label);
   const env: Record<string, string> = {
     DATABASE_URL: process.env.TEST_PG_URL_BASE ? `${process.env.TEST_PG_URL_BASE}/${name}` : `${BASE_PG}/${name}`,
@@ -75,7 +81,10 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
   const redis = createRedis(config, 'producer');
   redis.on('error', () => {});
   await waitForRedis(redis);
-  const registry = await loadJobModules(createRegistry(), config.jobModules.map((m) => path.resolve(ROOT, m)));
+  const registry = await loadJobModules(
+    createRegistry(),
+    config.jobModules.map((m) => path.resolve(ROOT, m)),
+  );
   const queues = new Queues(config, redis);
   const storage = new DirectoryStorage(config.STORAGE_DIR);
   const hub = EventHub.create(config);
@@ -91,7 +100,12 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
     app,
     storage,
     hub,
-    async startWorkers(names = registry.all().filter((d) => d.process).map((d) => d.type)) {
+    async startWorkers(
+      names = registry
+        .all()
+        .filter((d) => d.process)
+        .map((d) => d.type),
+    ) {
       const w = await startWorkers({ config, db, redis, queues, storage, registry, log: silentLog }, registry, names);
       running.push(w);
       return w;
@@ -110,7 +124,10 @@ export async function createTestEnv(label: string, opts: { env?: Record<string, 
 
 async function deleteKeys(config: Config) {
   const prefix = config.QUEUE_PREFIX;
-  const r = createRedis(loadConfig({ REDIS_URL: config.REDIS_URL, REDIS_CLUSTER: String(config.REDIS_CLUSTER) }), 'worker');
+  const r = createRedis(
+    loadConfig({ REDIS_URL: config.REDIS_URL, REDIS_CLUSTER: String(config.REDIS_CLUSTER) }),
+    'worker',
+  );
   try {
     // On a cluster, SCAN each master, and match the per-queue hash-tagged prefix (`{prefix:queue}:…`) as well.
     if (r instanceof Cluster) await waitForRedis(r);
@@ -161,8 +178,16 @@ export interface Reply<T = any> {
 }
 
 /** Calls the app in process (no socket) or a base URL, with a key. */
-export function client(target: { request: (path: string, init?: RequestInit) => Response | Promise<Response> } | string, key?: string) {
-  return async function call<T = any>(method: string, urlPath: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply<T>> {
+export function client(
+  target: { request: (path: string, init?: RequestInit) => Response | Promise<Response> } | string,
+  key?: string,
+) {
+  return async function call<T = any>(
+    method: string,
+    urlPath: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Reply<T>> {
     const init: RequestInit = {
       method,
       headers: {
@@ -195,7 +220,10 @@ export function jobInState(api: ReturnType<typeof client>, id: string, states: s
   );
 }
 
-export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, opts: { timeout?: number; interval?: number; what?: string } = {}): Promise<T> {
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  opts: { timeout?: number; interval?: number; what?: string } = {},
+): Promise<T> {
   const deadline = Date.now() + (opts.timeout ?? 20_000);
   let last: unknown;
   for (;;) {
@@ -205,7 +233,8 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${opts.what ?? 'condition'}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, opts.interval ?? 50));
   }
 }
@@ -240,7 +269,14 @@ export async function startProcess(
   const port = kind === 'web' ? await getPort() : undefined;
   const child = spawn(process.execPath, ['--import', 'tsx', ENTRY[kind]], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env, LOG_LEVEL: 'info', ...(port ? { PORT: String(port) } : {}), ...extra },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      ...env,
+      LOG_LEVEL: 'info',
+      ...(port ? { PORT: String(port) } : {}),
+      ...extra,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -253,7 +289,10 @@ export async function startProcess(
       resolve(code ?? (signal ? null : 0));
     }),
   );
-  await waitFor(() => READY[kind].test(out) || child.exitCode !== null, { timeout: opts.startTimeoutMs ?? 30_000, what: `${kind} to start` }).catch((err) => {
+  await waitFor(() => READY[kind].test(out) || child.exitCode !== null, {
+    timeout: opts.startTimeoutMs ?? 30_000,
+    what: `${kind} to start`,
+  }).catch((err) => {
     // A process that missed its start-up deadline must not become ready later and take jobs behind the test's back.
     child.kill('SIGKILL');
     throw err;

@@ -45,7 +45,8 @@ async function call(key: string, method: string, path: string, body?: unknown) {
   return { status: res.status, body: (await res.json()) as any };
 }
 
-const upload = async (bytes: Buffer, key = t.clientKey) => (await call(key, 'POST', '/v1/files', new Uint8Array(bytes))).body.id as string;
+const upload = async (bytes: Buffer, key = t.clientKey) =>
+  (await call(key, 'POST', '/v1/files', new Uint8Array(bytes))).body.id as string;
 
 async function runImage(payload: Record<string, unknown>) {
   const r = await call(t.clientKey, 'POST', '/v1/jobs', { type: 'image', payload });
@@ -78,7 +79,11 @@ describe('hostile input to image jobs', () => {
   it('refuses a 20000x20000 PNG bomb before decoding it: image_too_large, no memory spike', async () => {
     const bomb = makePngBomb(20_000, 20_000);
     expect(bomb.length).toBeLessThan(200_000);
-    expect(await sharp(bomb, { limitInputPixels: false }).metadata()).toMatchObject({ format: 'png', width: 20_000, height: 20_000 });
+    expect(await sharp(bomb, { limitInputPixels: false }).metadata()).toMatchObject({
+      format: 'png',
+      width: 20_000,
+      height: 20_000,
+    });
     const job = await expectRefused({ file_id: await upload(bomb) }, 'image_too_large');
     expect(job.error.message).toMatch(/20000x20000/);
     // Decoding it would take 400 MB as greyscale, 1.2 GB as RGB.
@@ -108,7 +113,9 @@ describe('hostile input to image jobs', () => {
     await expect(probe(svg, 1e6)).rejects.toMatchObject({ code: 'unsupported_image' });
     // A PDF and a FITS-looking header are refused the same way.
     await expect(sharp(Buffer.from('%PDF-1.4\n%%EOF\n')).metadata()).rejects.toThrow(/unsupported image format/);
-    await expect(sharp(Buffer.from('SIMPLE  =                    T' + ' '.repeat(50))).metadata()).rejects.toThrow(/unsupported image format/);
+    await expect(sharp(Buffer.from(`SIMPLE  =                    T${' '.repeat(50)}`)).metadata()).rejects.toThrow(
+      /unsupported image format/,
+    );
     expect(remoteHits).toEqual([]);
   });
 
@@ -119,7 +126,10 @@ describe('hostile input to image jobs', () => {
     await expectRefused({ file_id: await upload(png.subarray(0, 40)) }, 'image_corrupt');
     const webp = await makeImage('webp', 300, 200);
     await expectRefused({ file_id: await upload(webp.subarray(0, Math.floor(webp.length * 0.6))) }, 'image_corrupt');
-    await expectRefused({ file_id: await upload(Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7919) % 251))) }, 'unsupported_image');
+    await expectRefused(
+      { file_id: await upload(Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7919) % 251))) },
+      'unsupported_image',
+    );
   });
 
   it('names every format cut short as image_corrupt (or unsupported_image when no header is left)', async () => {

@@ -16,7 +16,10 @@ const progress = new Map<string, number[]>();
 beforeAll(async () => {
   env = await createTestEnv('image', { testJobs: false, env: { TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: '0' } });
   t = await tenantWithKeys(env);
-  events = new QueueEvents('image', { connection: createRedis(env.config, 'worker'), prefix: env.queues.get('image').opts.prefix });
+  events = new QueueEvents('image', {
+    connection: createRedis(env.config, 'worker'),
+    prefix: env.queues.get('image').opts.prefix,
+  });
   events.on('progress', ({ jobId, data }) => progress.set(jobId, [...(progress.get(jobId) ?? []), Number(data)]));
   await events.waitUntilReady();
   await env.startWorkers(['image']);
@@ -34,7 +37,11 @@ async function call(method: string, path: string, body?: unknown, raw?: Buffer) 
     body: raw ? new Uint8Array(raw) : body ? JSON.stringify(body) : undefined,
   });
   const type = res.headers.get('content-type') ?? '';
-  return { status: res.status, type, body: /json/.test(type) ? ((await res.json()) as any) : Buffer.from(await res.arrayBuffer()) };
+  return {
+    status: res.status,
+    type,
+    body: /json/.test(type) ? ((await res.json()) as any) : Buffer.from(await res.arrayBuffer()),
+  };
 }
 
 const upload = async (bytes: Buffer) => (await call('POST', '/v1/files', undefined, bytes)).body.id as string;
@@ -58,7 +65,11 @@ async function checkVariant(v: { file_id: string; width: number; height: number;
   expect(got.type).toBe(`image/${v.format}`);
   expect(got.body.length).toBe(v.bytes);
   const meta = await sharp(got.body).metadata();
-  expect({ width: meta.width, height: meta.height, format: meta.format === 'heif' ? 'avif' : meta.format }).toEqual({ width: v.width, height: v.height, format: v.format });
+  expect({ width: meta.width, height: meta.height, format: meta.format === 'heif' ? 'avif' : meta.format }).toEqual({
+    width: v.width,
+    height: v.height,
+    format: v.format,
+  });
   // Metadata stripped: no EXIF, no orientation, no ICC profile.
   expect(meta.exif).toBeUndefined();
   expect(meta.orientation).toBeUndefined();
@@ -66,7 +77,7 @@ async function checkVariant(v: { file_id: string; width: number; height: number;
   return got.body as Buffer;
 }
 
-const fit = (w: number, h: number, box: number) => {
+const fitBox = (w: number, h: number, box: number) => {
   const s = Math.min(1, box / Math.max(w, h));
   return [Math.round(w * s), Math.round(h * s)];
 };
@@ -80,18 +91,21 @@ describe('image jobs', () => {
     ['gif', 200, 150],
     ['tiff', 640, 480],
   ];
-  it.each(inputs)('turns a %s into the default variants (thumb 128, medium 512, large 1280, webp)', async (format, w, h) => {
-    const id = await upload(await makeImage(format, w, h));
-    const job = await runImage({ file_id: id });
-    expect(job.error).toBeNull();
-    expect(job).toMatchObject({ state: 'succeeded', progress: 100, attempts: 1 });
-    expect(job.result.variants.map((v: { name: string }) => v.name)).toEqual(['thumb', 'medium', 'large']);
-    for (const [v, box] of job.result.variants.map((v: any, i: number) => [v, [128, 512, 1280][i]])) {
-      const [ew, eh] = fit(w, h, box);
-      expect(v).toMatchObject({ format: 'webp', width: ew, height: eh, file_id: jobFileId(job.id, v.name) });
-      await checkVariant(v);
-    }
-  });
+  it.each(inputs)(
+    'turns a %s into the default variants (thumb 128, medium 512, large 1280, webp)',
+    async (format, w, h) => {
+      const id = await upload(await makeImage(format, w, h));
+      const job = await runImage({ file_id: id });
+      expect(job.error).toBeNull();
+      expect(job).toMatchObject({ state: 'succeeded', progress: 100, attempts: 1 });
+      expect(job.result.variants.map((v: { name: string }) => v.name)).toEqual(['thumb', 'medium', 'large']);
+      for (const [v, box] of job.result.variants.map((v: any, i: number) => [v, [128, 512, 1280][i]])) {
+        const [ew, eh] = fitBox(w, h, box);
+        expect(v).toMatchObject({ format: 'webp', width: ew, height: eh, file_id: jobFileId(job.id, v.name) });
+        await checkVariant(v);
+      }
+    },
+  );
 
   it('honours custom variants: cover, contain and inside; jpeg, png, webp and avif; quality', async () => {
     const id = await upload(await makeImage('jpeg', 1200, 800));
@@ -116,7 +130,10 @@ describe('image jobs', () => {
     expect(by.lq.bytes).toBeLessThan(by.hq.bytes);
     for (const v of job.result.variants) await checkVariant(v);
     // contain letterboxes with transparency in PNG.
-    const boxed = await sharp(await checkVariant(by.boxed)).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+    const boxed = await sharp(await checkVariant(by.boxed))
+      .ensureAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     expect(boxed.data[3]).toBe(0);
   });
 
@@ -150,11 +167,21 @@ describe('image jobs', () => {
     const before = await env.db.selectFrom('files').selectAll().where('job_id', '=', job.id).execute();
     // Make the job runnable again the way a retry would, and run it.
     await (await env.queues.get('image').getJob(job.id))?.remove();
-    const row = await env.db.updateTable('jobs').set({ state: 'queued' }).where('id', '=', job.id).returningAll().executeTakeFirstOrThrow();
+    const row = await env.db
+      .updateTable('jobs')
+      .set({ state: 'queued' })
+      .where('id', '=', job.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
     await enqueue(env.queues, env.registry, [row]);
-    await waitFor(async () => (await env.db.selectFrom('jobs').select('attempts').where('id', '=', job.id).executeTakeFirstOrThrow()).attempts === 2 || undefined, {
-      what: 'the rerun',
-    });
+    await waitFor(
+      async () =>
+        (await env.db.selectFrom('jobs').select('attempts').where('id', '=', job.id).executeTakeFirstOrThrow())
+          .attempts === 2 || undefined,
+      {
+        what: 'the rerun',
+      },
+    );
     await waitFor(async () => (await call('GET', `/v1/jobs/${job.id}`)).body.state === 'succeeded');
     const after = await env.db.selectFrom('files').selectAll().where('job_id', '=', job.id).execute();
     expect(after.map((f) => f.id)).toEqual(before.map((f) => f.id));
@@ -163,10 +190,18 @@ describe('image jobs', () => {
 
   it('keeps the source at least as long as its outputs', async () => {
     const id = await upload(await makeImage('png', 100, 100));
-    await env.db.updateTable('files').set({ expires_at: new Date(Date.now() + 60_000) }).where('id', '=', id).execute();
+    await env.db
+      .updateTable('files')
+      .set({ expires_at: new Date(Date.now() + 60_000) })
+      .where('id', '=', id)
+      .execute();
     const job = await runImage({ file_id: id, variants: [{ name: 'x', width: 10 }] });
     const src = await env.db.selectFrom('files').select('expires_at').where('id', '=', id).executeTakeFirstOrThrow();
-    const out = await env.db.selectFrom('files').select('expires_at').where('id', '=', job.result.variants[0].file_id).executeTakeFirstOrThrow();
+    const out = await env.db
+      .selectFrom('files')
+      .select('expires_at')
+      .where('id', '=', job.result.variants[0].file_id)
+      .executeTakeFirstOrThrow();
     expect(src.expires_at!.getTime()).toBeGreaterThanOrEqual(out.expires_at!.getTime() - 5_000);
     expect(out.expires_at!.getTime()).toBeGreaterThan(Date.now() + 29 * 86_400_000);
   });

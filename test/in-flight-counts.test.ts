@@ -40,7 +40,9 @@ describe('InFlightCounts', () => {
   it('shares one query among requests waiting for the same tenant, and keeps tenants apart', async () => {
     const db = counter({ a: 4, b: 7 });
     const counts = new InFlightCounts(db.count, 60_000);
-    expect(await Promise.all([counts.live('a', fits(1)), counts.live('a', fits(1)), counts.live('b', fits(1))])).toEqual([4, 4, 7]);
+    expect(
+      await Promise.all([counts.live('a', fits(1)), counts.live('a', fits(1)), counts.live('b', fits(1))]),
+    ).toEqual([4, 4, 7]);
     expect(db.queries).toEqual(['a', 'b']);
   });
 

@@ -21,7 +21,8 @@ beforeAll(async () => {
 });
 afterAll(() => env?.close());
 
-const sneak = (id: string, progress: number) => env.db.updateTable('jobs').set({ progress }).where('id', '=', id).execute();
+const sneak = (id: string, progress: number) =>
+  env.db.updateTable('jobs').set({ progress }).where('id', '=', id).execute();
 
 describe('status cache', () => {
   it('answers from memory until the TTL, when a change came without an event', async () => {
@@ -61,7 +62,11 @@ describe('status cache', () => {
   });
 
   it("shows this process's own cancel at once, and keeps tenants apart", async () => {
-    const { body: job } = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 3_600_000).toISOString() });
+    const { body: job } = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      run_at: new Date(Date.now() + 3_600_000).toISOString(),
+    });
     expect((await api('GET', `/v1/jobs/${job.id}`)).body.state).toBe('delayed');
     expect((await api('POST', `/v1/jobs/${job.id}/cancel`)).status).toBe(200);
     expect((await api('GET', `/v1/jobs/${job.id}`)).body.state).toBe('cancelled');
@@ -72,7 +77,16 @@ describe('status cache', () => {
   it('serves nothing from memory while its event hub is not receiving', async () => {
     const hub = EventHub.create(env.config);
     const config = loadConfig({ ...env.env, STATUS_CACHE_MS: '60000' });
-    const app = createApp({ config, db: env.db, redis: env.redis, queues: env.queues, registry: env.registry, storage: env.storage, log: silentLog, hub });
+    const app = createApp({
+      config,
+      db: env.db,
+      redis: env.redis,
+      queues: env.queues,
+      registry: env.registry,
+      storage: env.storage,
+      log: silentLog,
+      hub,
+    });
     const call = client(app, t.clientKey);
     await waitFor(() => hub.receiving);
     const { body: job } = await call('POST', '/v1/jobs', { type: 'test', payload: {} });

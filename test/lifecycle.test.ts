@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, createTestEnv, jobInState, type Proc, startProcess, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
+import { client, createTestEnv, jobInState, type Proc, startProcess, tenantWithKeys, type TestEnv } from './helpers.js';
 
 let env: TestEnv;
 let web: Proc;
@@ -27,12 +27,28 @@ const until = (id: string, states: string[], timeout?: number) => jobInState(api
 
 describe('job lifecycle over HTTP with a real worker', () => {
   it('runs a job to succeeded with its result', async () => {
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { value: { hello: 'world' }, progress_steps: 2, sleep_ms: 100 } });
+    const r = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: { value: { hello: 'world' }, progress_steps: 2, sleep_ms: 100 },
+    });
     expect(r.status).toBe(202);
     expect(r.headers.get('location')).toBe(`/v1/jobs/${r.body.id}`);
-    expect(r.body).toMatchObject({ type: 'test', state: 'queued', priority: 'normal', progress: 0, attempts: 0, max_attempts: 3 });
+    expect(r.body).toMatchObject({
+      type: 'test',
+      state: 'queued',
+      priority: 'normal',
+      progress: 0,
+      attempts: 0,
+      max_attempts: 3,
+    });
     const done = await until(r.body.id, ['succeeded']);
-    expect(done).toMatchObject({ state: 'succeeded', progress: 100, attempts: 1, result: { echo: { hello: 'world' }, attempt: 1 }, error: null });
+    expect(done).toMatchObject({
+      state: 'succeeded',
+      progress: 100,
+      attempts: 1,
+      result: { echo: { hello: 'world' }, attempt: 1 },
+      error: null,
+    });
     expect(Date.parse(done.finished_at)).toBeGreaterThanOrEqual(Date.parse(done.started_at));
   });
 
@@ -42,7 +58,11 @@ describe('job lifecycle over HTTP with a real worker', () => {
     const succeeded = await until(ok.body.id, ['succeeded']);
     expect(succeeded.attempts).toBe(3);
     const failed = await until(bad.body.id, ['failed']);
-    expect(failed).toMatchObject({ state: 'failed', attempts: 3, error: { code: 'processor_error', message: 'planned failure on attempt 3' } });
+    expect(failed).toMatchObject({
+      state: 'failed',
+      attempts: 3,
+      error: { code: 'processor_error', message: 'planned failure on attempt 3' },
+    });
   });
 
   it('fails a payload that can never succeed at once, without retries', async () => {
@@ -56,8 +76,12 @@ describe('job lifecycle over HTTP with a real worker', () => {
     // A blocker occupies the single serial slot while the backlog builds.
     const blocker = await api('POST', '/v1/jobs', { type: 'serial', payload: { sleep_ms: 1500 } });
     await until(blocker.body.id, ['running']);
-    const low = await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 5 }, () => ({ type: 'serial', priority: 'low', payload: { started_marker: dir } })) });
-    const high = await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 5 }, () => ({ type: 'serial', priority: 'high', payload: { started_marker: dir } })) });
+    const low = await api('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 5 }, () => ({ type: 'serial', priority: 'low', payload: { started_marker: dir } })),
+    });
+    const high = await api('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 5 }, () => ({ type: 'serial', priority: 'high', payload: { started_marker: dir } })),
+    });
     expect(low.status).toBe(202);
     const all = [...low.body.jobs, ...high.body.jobs].map((j: { id: string }) => j.id);
     await Promise.all(all.map((id) => until(id, ['succeeded'])));
@@ -75,13 +99,20 @@ describe('job lifecycle over HTTP with a real worker', () => {
   });
 
   it('cancels a queued job and a running one', async () => {
-    const delayed = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 60_000).toISOString() });
+    const delayed = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      run_at: new Date(Date.now() + 60_000).toISOString(),
+    });
     const c1 = await api('POST', `/v1/jobs/${delayed.body.id}/cancel`);
     expect(c1.status).toBe(200);
     expect(c1.body.state).toBe('cancelled');
 
     const dir = mkdtempSync(path.join(markers, 'cancel-'));
-    const long = await api('POST', '/v1/jobs', { type: 'test', payload: { sleep_ms: 20_000, progress_steps: 20, marker: dir } });
+    const long = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: { sleep_ms: 20_000, progress_steps: 20, marker: dir },
+    });
     await until(long.body.id, ['running']);
     const c2 = await api('POST', `/v1/jobs/${long.body.id}/cancel`);
     expect(c2.status).toBe(202);

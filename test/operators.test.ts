@@ -30,7 +30,10 @@ describe('GET /v1/queues', () => {
     const names = r.body.map((q: { name: string }) => q.name);
     expect(names).toEqual(expect.arrayContaining(['recommendations', 'email', 'image', 'report', 'test']));
     const test = r.body.find((q: { name: string }) => q.name === 'test');
-    expect(test).toMatchObject({ paused: false, counts: { waiting: 0, active: 0, delayed: 0, failed: 0, completed: expect.any(Number) } });
+    expect(test).toMatchObject({
+      paused: false,
+      counts: { waiting: 0, active: 0, delayed: 0, failed: 0, completed: expect.any(Number) },
+    });
     // This process runs one Worker for `test`, none for `report`.
     expect(test.workers).toBeGreaterThanOrEqual(1);
     expect(r.body.find((q: { name: string }) => q.name === 'report').workers).toBe(0);
@@ -74,7 +77,11 @@ describe('pause and resume', () => {
     expect(audit.status).toBe(200);
     expect(audit.body.items.map((e: { action: string }) => e.action)).toEqual(['queue.resume', 'queue.pause']);
     const [entry] = audit.body.items;
-    expect(entry).toMatchObject({ target_kind: 'queue', target: 'test', actor: { tenant: keys.tenant, role: 'operator', key_id: expect.stringMatching(/^key_/) } });
+    expect(entry).toMatchObject({
+      target_kind: 'queue',
+      target: 'test',
+      actor: { tenant: keys.tenant, role: 'operator', key_id: expect.stringMatching(/^key_/) },
+    });
     expect(Date.parse(entry.at)).toBeGreaterThan(Date.now() - 60_000);
   });
 });
@@ -87,7 +94,9 @@ describe('retry-failed', () => {
       const r = await cl('POST', '/v1/jobs', { type: 'test', payload: { permanent: true, started_marker: marker } });
       ids.push(r.body.id);
     }
-    await waitFor(async () => (await Promise.all(ids.map(jobState))).every((s) => s === 'failed'), { what: 'jobs to fail' });
+    await waitFor(async () => (await Promise.all(ids.map(jobState))).every((s) => s === 'failed'), {
+      what: 'jobs to fail',
+    });
     expect((await op('GET', '/v1/queues')).body.find((q: { name: string }) => q.name === 'test').counts.failed).toBe(2);
 
     // Paused, so the retried jobs can be seen queued before they run.
@@ -101,8 +110,15 @@ describe('retry-failed', () => {
 
     await op('POST', '/v1/queues/test/resume');
     // They run again (and, being permanent failures, fail again): two starts each.
-    await waitFor(async () => (await Promise.all(ids.map(jobState))).every((s) => s === 'failed'), { what: 'jobs to run again' });
-    for (const id of ids) expect(readFileSync(path.join(marker, `${id}.started`), 'utf8').trim().split('\n')).toHaveLength(2);
+    await waitFor(async () => (await Promise.all(ids.map(jobState))).every((s) => s === 'failed'), {
+      what: 'jobs to run again',
+    });
+    for (const id of ids)
+      expect(
+        readFileSync(path.join(marker, `${id}.started`), 'utf8')
+          .trim()
+          .split('\n'),
+      ).toHaveLength(2);
 
     const audit = await op('GET', '/v1/audit?action=queue.retry_failed');
     expect(audit.body.items[0]).toMatchObject({ target: 'test', detail: { retried: 2 } });
@@ -112,7 +128,11 @@ describe('retry-failed', () => {
 
 describe('job actions', () => {
   test('cancel and retry through the API are audited with who did them; refused ones are not', async () => {
-    const r = await cl('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 3_600_000).toISOString() });
+    const r = await cl('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      run_at: new Date(Date.now() + 3_600_000).toISOString(),
+    });
     const id = r.body.id as string;
     expect((await cl('POST', `/v1/jobs/${id}/cancel`)).status).toBe(200);
     expect((await cl('POST', `/v1/jobs/${id}/cancel`)).status).toBe(409);

@@ -24,7 +24,8 @@ afterAll(async () => {
   await env?.close();
 });
 
-const children = (parent: string) => env.db.selectFrom('jobs').selectAll().where('parent_id', '=', parent).orderBy('created_at').execute();
+const children = (parent: string) =>
+  env.db.selectFrom('jobs').selectAll().where('parent_id', '=', parent).orderBy('created_at').execute();
 
 describe('batch recommendations', () => {
   it('fans out per chunk; a failing chunk retries on its own; the parent counts what failed', async () => {
@@ -36,7 +37,9 @@ describe('batch recommendations', () => {
         if new.user_id = 'u00035' then raise exception 'injected permanent fault'; end if;
         return new;
       end $$`.execute(env.db);
-    await sql`create trigger refuse_some before insert on recommendations for each row execute function refuse_some()`.execute(env.db);
+    await sql`create trigger refuse_some before insert on recommendations for each row execute function refuse_some()`.execute(
+      env.db,
+    );
 
     const r = await api('POST', '/v1/jobs', { type: 'recommendations', payload: { all_users: true } });
     expect(r.status).toBe(202);
@@ -67,7 +70,11 @@ describe('batch recommendations', () => {
     const listed = await api('GET', '/v1/jobs?type=recommendations-chunk');
     expect(listed.body.items).toHaveLength(4);
 
-    const rows = await env.db.selectFrom('recommendations').select(['user_id', 'job_id']).where('tenant', '=', tenant).execute();
+    const rows = await env.db
+      .selectFrom('recommendations')
+      .select(['user_id', 'job_id'])
+      .where('tenant', '=', tenant)
+      .execute();
     expect(rows).toHaveLength(30);
     await sql`drop trigger refuse_some on recommendations`.execute(env.db);
   });
@@ -84,7 +91,11 @@ describe('batch recommendations', () => {
     expect(done.result).toEqual({ users: 40, succeeded: 40, failed: 0, chunks: 4 });
     expect(done.progress).toBe(100);
     const kids = new Set((await children(r.body.id)).map((k) => k.id));
-    const rows = await env.db.selectFrom('recommendations').select(['user_id', 'job_id', 'strategy']).where('tenant', '=', tenant).execute();
+    const rows = await env.db
+      .selectFrom('recommendations')
+      .select(['user_id', 'job_id', 'strategy'])
+      .where('tenant', '=', tenant)
+      .execute();
     expect(rows).toHaveLength(40);
     for (const row of rows) {
       expect(kids.has(row.job_id!)).toBe(true);
@@ -96,12 +107,18 @@ describe('batch recommendations', () => {
   });
 
   it('cancelling a batch cancels the chunks that have not started', async () => {
-    await sql`create function slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.2); return new; end $$`.execute(env.db);
-    await sql`create trigger slow_insert before insert on recommendations for each row execute function slow_insert()`.execute(env.db);
+    await sql`create function slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.2); return new; end $$`.execute(
+      env.db,
+    );
+    await sql`create trigger slow_insert before insert on recommendations for each row execute function slow_insert()`.execute(
+      env.db,
+    );
     try {
       // Every user has a row by now, so the upsert's insert trigger fires for each: 2 s per chunk.
       const r = await api('POST', '/v1/jobs', { type: 'recommendations', payload: { all_users: true } });
-      await waitFor(async () => (await children(r.body.id)).some((k) => k.state === 'running'), { what: 'a chunk to start' });
+      await waitFor(async () => (await children(r.body.id)).some((k) => k.state === 'running'), {
+        what: 'a chunk to start',
+      });
       expect((await api('POST', `/v1/jobs/${r.body.id}/cancel`)).status).toBe(202);
       const parent = await waitFor(async () => {
         const j = (await api('GET', `/v1/jobs/${r.body.id}`)).body;

@@ -19,8 +19,12 @@ beforeAll(async () => {
   api = client(env.app, t.clientKey);
   await writeSynthetic(env.db, tenant, synthesize({ seed: 9, movies: 150, users: 30, ratingsPerUser: 20 }));
   // Every result row takes a while to write, so the batch is still running when its worker dies.
-  await sql`create function slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.1); return new; end $$`.execute(env.db);
-  await sql`create trigger slow_insert before insert on recommendations for each row execute function slow_insert()`.execute(env.db);
+  await sql`create function slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.1); return new; end $$`.execute(
+    env.db,
+  );
+  await sql`create trigger slow_insert before insert on recommendations for each row execute function slow_insert()`.execute(
+    env.db,
+  );
 });
 
 afterAll(async () => {
@@ -35,7 +39,10 @@ describe('batch recommendations survive a worker crash', () => {
     procs.push(first);
     const r = await api('POST', '/v1/jobs', { type: 'recommendations', payload: { all_users: true } });
     const id = r.body.id;
-    await waitFor(async () => (await env.db.selectFrom('jobs').select('id').where('parent_id', '=', id).execute()).length === 3, { what: 'the chunks to be created' });
+    await waitFor(
+      async () => (await env.db.selectFrom('jobs').select('id').where('parent_id', '=', id).execute()).length === 3,
+      { what: 'the chunks to be created' },
+    );
     await first.stop('SIGKILL');
 
     // The survivor: workers in this process (starting a second process would double the test's time).

@@ -7,7 +7,16 @@ import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ledger from '../src/db/jobs.js';
 import { reconcileOnce } from '../src/workers/reconciler.js';
-import { client, createTestEnv, silentLog, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import {
+  client,
+  createTestEnv,
+  silentLog,
+  startProcess,
+  tenantWithKeys,
+  waitFor,
+  type Proc,
+  type TestEnv,
+} from './helpers.js';
 import { privateRedis, type PrivateRedis } from './support/private-redis.js';
 
 let redis: PrivateRedis;
@@ -38,7 +47,8 @@ async function worker() {
 }
 
 const state = async (id: string) => (await ledger.findJob(env.db, id))?.state;
-const until = (id: string, s: string, timeout = 30_000) => waitFor(async () => (await state(id)) === s, { timeout, what: `job ${id} ${s}` });
+const until = (id: string, s: string, timeout = 30_000) =>
+  waitFor(async () => (await state(id)) === s, { timeout, what: `job ${id} ${s}` });
 
 describe('recovery', () => {
   it('finishes a job whose worker was SIGKILLed mid-run, exactly once', async () => {
@@ -52,13 +62,25 @@ describe('recovery', () => {
     await until(r.body.id, 'succeeded');
     const row = await ledger.findJob(env.db, r.body.id);
     expect(row!.attempts).toBe(2); // two runs started; only the second finished
-    expect(readFileSync(path.join(dir, `${r.body.id}.done`), 'utf8').trim().split('\n')).toHaveLength(1);
+    expect(
+      readFileSync(path.join(dir, `${r.body.id}.done`), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(1);
   });
 
   it('runs a committed job whose enqueue never happened (the API died between the two writes)', async () => {
     // The ledger row alone, exactly as the API commits it before enqueueing.
     const [row] = await ledger.insertJobs(env.db, [
-      { id: uuidv7(), tenant, type: 'test', state: 'queued', priority: 'normal', payload: JSON.stringify({ value: 'orphan' }), max_attempts: 3 },
+      {
+        id: uuidv7(),
+        tenant,
+        type: 'test',
+        state: 'queued',
+        priority: 'normal',
+        payload: JSON.stringify({ value: 'orphan' }),
+        max_attempts: 3,
+      },
     ]);
     await until(row.id, 'succeeded');
     expect((await ledger.findJob(env.db, row.id))!.result).toMatchObject({ echo: 'orphan' });
@@ -67,8 +89,14 @@ describe('recovery', () => {
   it('runs every queued, delayed and running job after Redis is wiped', async () => {
     for (const p of procs.splice(0)) await p.stop('SIGTERM');
     const dir = mkdtempSync(path.join(markers, 'flush-'));
-    const bulk = await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: 30 }, (_, i) => ({ type: 'test', payload: { value: i, marker: dir } })) });
-    const delayed = await api('POST', '/v1/jobs', { type: 'test', payload: { marker: dir }, run_at: new Date(Date.now() + 2000).toISOString() });
+    const bulk = await api('POST', '/v1/jobs/bulk', {
+      jobs: Array.from({ length: 30 }, (_, i) => ({ type: 'test', payload: { value: i, marker: dir } })),
+    });
+    const delayed = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: { marker: dir },
+      run_at: new Date(Date.now() + 2000).toISOString(),
+    });
     expect(bulk.status).toBe(202);
     await redis.flushall();
     await worker();
@@ -87,7 +115,7 @@ describe('recovery', () => {
     expect((await ledger.findJob(env.db, r.body.id))!.state).toBe('succeeded');
   });
 
-  it("settles jobs that BullMQ finished (succeeded, failed, cancelled) but whose last ledger write was lost", async () => {
+  it('settles jobs that BullMQ finished (succeeded, failed, cancelled) but whose last ledger write was lost', async () => {
     const running = await env.startWorkers(['test']);
     try {
       const ok = await api('POST', '/v1/jobs', { type: 'test', payload: { value: 7 } });
@@ -101,24 +129,61 @@ describe('recovery', () => {
       // BullMQ records the end just after the ledger does.
       const queue = env.queues.get('test');
       const ids = [ok.body.id, bad.body.id, stopped.body.id];
-      for (const id of ids) await waitFor(async () => (await queue.getJob(id))?.finishedOn, { what: `BullMQ to finish ${id}` });
+      for (const id of ids)
+        await waitFor(async () => (await queue.getJob(id))?.finishedOn, { what: `BullMQ to finish ${id}` });
       const okResult = (await ledger.findJob(env.db, ok.body.id))!.result;
       // The lost write: the ledger still says running, long past the grace period.
       await env.db
         .updateTable('jobs')
-        .set({ state: 'running', result: null, error: null, finished_at: null, updated_at: new Date(Date.now() - 3_600_000) })
+        .set({
+          state: 'running',
+          result: null,
+          error: null,
+          finished_at: null,
+          updated_at: new Date(Date.now() - 3_600_000),
+        })
         .where('id', 'in', ids)
         .execute();
-      const r = await reconcileOnce({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, storage: env.storage, registry: env.registry, log: silentLog }, env.registry, 1_000);
+      const r = await reconcileOnce(
+        {
+          config: env.config,
+          db: env.db,
+          redis: env.redis,
+          queues: env.queues,
+          storage: env.storage,
+          registry: env.registry,
+          log: silentLog,
+        },
+        env.registry,
+        1_000,
+      );
       expect(r.settled.sort()).toEqual([...ids].sort());
       expect(r.requeued).toEqual([]);
-      const [okRow, badRow] = await Promise.all([ledger.findJob(env.db, ok.body.id), ledger.findJob(env.db, bad.body.id)]);
+      const [okRow, badRow] = await Promise.all([
+        ledger.findJob(env.db, ok.body.id),
+        ledger.findJob(env.db, bad.body.id),
+      ]);
       expect(okRow).toMatchObject({ state: 'succeeded', result: okResult });
       expect(okRow!.finished_at).toBeInstanceOf(Date);
-      expect(badRow).toMatchObject({ state: 'failed', error: { code: 'test_permanent', message: 'this payload can never succeed' } });
+      expect(badRow).toMatchObject({
+        state: 'failed',
+        error: { code: 'test_permanent', message: 'this payload can never succeed' },
+      });
       expect((await ledger.findJob(env.db, stopped.body.id))?.state).toBe('cancelled');
       // A second pass has nothing to do.
-      const again = await reconcileOnce({ config: env.config, db: env.db, redis: env.redis, queues: env.queues, storage: env.storage, registry: env.registry, log: silentLog }, env.registry, 1_000);
+      const again = await reconcileOnce(
+        {
+          config: env.config,
+          db: env.db,
+          redis: env.redis,
+          queues: env.queues,
+          storage: env.storage,
+          registry: env.registry,
+          log: silentLog,
+        },
+        env.registry,
+        1_000,
+      );
       expect(again.settled).toEqual([]);
     } finally {
       await running.close(1_000);

@@ -82,18 +82,66 @@ beforeAll(async () => {
   apiB = client(env.app, b.clientKey);
 
   const seeds: Seed[] = [];
-  for (let i = 0; i < 10; i++) seeds.push({ tenant: a.tenant, type: 'email', state: 'succeeded', created: at(FROM, i * 60_000), waitMs: waits[i], runMs: runs[i] });
-  seeds.push({ tenant: a.tenant, type: 'email', state: 'failed', created: at(FROM, 3600_000), waitMs: 50, runMs: 500, code: 'smtp_rejected' });
-  seeds.push({ tenant: a.tenant, type: 'email', state: 'failed', created: at(FROM, 3700_000), waitMs: 50, runMs: 700, code: 'smtp_rejected' });
-  seeds.push({ tenant: a.tenant, type: 'email', state: 'failed', created: at(FROM, 3800_000), waitMs: 50, runMs: 900, code: 'timeout' });
+  for (let i = 0; i < 10; i++)
+    seeds.push({
+      tenant: a.tenant,
+      type: 'email',
+      state: 'succeeded',
+      created: at(FROM, i * 60_000),
+      waitMs: waits[i],
+      runMs: runs[i],
+    });
+  seeds.push({
+    tenant: a.tenant,
+    type: 'email',
+    state: 'failed',
+    created: at(FROM, 3600_000),
+    waitMs: 50,
+    runMs: 500,
+    code: 'smtp_rejected',
+  });
+  seeds.push({
+    tenant: a.tenant,
+    type: 'email',
+    state: 'failed',
+    created: at(FROM, 3700_000),
+    waitMs: 50,
+    runMs: 700,
+    code: 'smtp_rejected',
+  });
+  seeds.push({
+    tenant: a.tenant,
+    type: 'email',
+    state: 'failed',
+    created: at(FROM, 3800_000),
+    waitMs: 50,
+    runMs: 900,
+    code: 'timeout',
+  });
   seeds.push({ tenant: a.tenant, type: 'email', state: 'cancelled', created: at(FROM, 3900_000) });
-  for (let i = 0; i < 3; i++) seeds.push({ tenant: a.tenant, type: 'image', state: 'succeeded', created: at(FROM, 7200_000 + i), waitMs: 10, runMs: 200 });
+  for (let i = 0; i < 3; i++)
+    seeds.push({
+      tenant: a.tenant,
+      type: 'image',
+      state: 'succeeded',
+      created: at(FROM, 7200_000 + i),
+      waitMs: 10,
+      runMs: 200,
+    });
   seeds.push({ tenant: a.tenant, type: 'image', state: 'queued', created: at(TO, -1) });
   // Outside the period: [from, to) excludes both.
   seeds.push({ tenant: a.tenant, type: 'email', state: 'succeeded', created: at(TO), waitMs: 1, runMs: 1 });
   seeds.push({ tenant: a.tenant, type: 'email', state: 'succeeded', created: at(FROM, -1), waitMs: 1, runMs: 1 });
   // Another tenant, inside the period.
-  for (let i = 0; i < 5; i++) seeds.push({ tenant: b.tenant, type: 'email', state: 'succeeded', created: at(FROM, 1000 + i), waitMs: 20_000, runMs: 60_000 });
+  for (let i = 0; i < 5; i++)
+    seeds.push({
+      tenant: b.tenant,
+      type: 'email',
+      state: 'succeeded',
+      created: at(FROM, 1000 + i),
+      waitMs: 20_000,
+      runMs: 60_000,
+    });
   await insertJobs(seeds);
 
   const inPeriod = at(FROM, 5 * 3600_000);
@@ -106,7 +154,13 @@ beforeAll(async () => {
       { tenant: b.tenant, id: 'm1', title: 'Other Tenant Drama', genres: ['Drama'] },
     ])
     .execute();
-  const rating = (tenant: string, user: string, movie: string, value: number, when = inPeriod) => ({ tenant, user_id: user, movie_id: movie, rating: value, updated_at: when });
+  const rating = (tenant: string, user: string, movie: string, value: number, when = inPeriod) => ({
+    tenant,
+    user_id: user,
+    movie_id: movie,
+    rating: value,
+    updated_at: when,
+  });
   await env.db
     .insertInto('ratings')
     .values([
@@ -154,7 +208,8 @@ async function fileBytes(fileId: string, tenant: string): Promise<Buffer> {
   return bytes;
 }
 
-const csvRecords = (bytes: Buffer) => parse(bytes, { columns: true, skip_empty_lines: true }) as Record<string, string>[];
+const csvRecords = (bytes: Buffer) =>
+  parse(bytes, { columns: true, skip_empty_lines: true }) as Record<string, string>[];
 
 describe('jobs report', () => {
   it('aggregates the tenant’s ledger over the period, in a CSV that parses back to the numbers', async () => {
@@ -163,7 +218,13 @@ describe('jobs report', () => {
     const bytes = await fileBytes(job.result.file_id, a.tenant);
     expect(job.result.bytes).toBe(bytes.length);
     const records = csvRecords(bytes);
-    expect(records.map((r) => `${r.type}/${r.state}`)).toEqual(['email/succeeded', 'email/failed', 'email/cancelled', 'image/queued', 'image/succeeded']);
+    expect(records.map((r) => `${r.type}/${r.state}`)).toEqual([
+      'email/succeeded',
+      'email/failed',
+      'email/cancelled',
+      'image/queued',
+      'image/succeeded',
+    ]);
     const ok = records[0];
     expect(Number(ok.jobs)).toBe(10);
     expect(Number(ok.share_of_type_pct)).toBe(Math.round((1000 * 10) / 14) / 10);
@@ -191,7 +252,12 @@ describe('jobs report', () => {
     const refused = await apiA('POST', '/v1/jobs', { type: 'report', payload: { kind: 'jobs', scope: 'all' } });
     expect(refused.status).toBe(403);
     expect(refused.headers.get('content-type')).toContain('application/problem+json');
-    const refusedBulk = await apiA('POST', '/v1/jobs/bulk', { jobs: [{ type: 'report', payload: { kind: 'jobs' } }, { type: 'report', payload: { kind: 'ratings', scope: 'all' } }] });
+    const refusedBulk = await apiA('POST', '/v1/jobs/bulk', {
+      jobs: [
+        { type: 'report', payload: { kind: 'jobs' } },
+        { type: 'report', payload: { kind: 'ratings', scope: 'all' } },
+      ],
+    });
     expect(refusedBulk.status).toBe(403);
 
     const all = await runReport(opA, { kind: 'jobs', from: FROM, to: TO, scope: 'all' });
@@ -245,8 +311,20 @@ describe('ratings report', () => {
     const job = await runReport(apiA, { kind: 'ratings', from: FROM, to: TO });
     const records = csvRecords(await fileBytes(job.result.file_id, a.tenant));
     expect(records).toEqual([
-      { genre: 'Drama', ratings: '6', movies_rated: '2', mean_rating: '3.5', most_rated_titles: `'${EVIL} (4); Calm Film (2)` },
-      { genre: 'Comedy', ratings: '3', movies_rated: '2', mean_rating: '3.333', most_rated_titles: 'Calm Film (2); Laughs (1)' },
+      {
+        genre: 'Drama',
+        ratings: '6',
+        movies_rated: '2',
+        mean_rating: '3.5',
+        most_rated_titles: `'${EVIL} (4); Calm Film (2)`,
+      },
+      {
+        genre: 'Comedy',
+        ratings: '3',
+        movies_rated: '2',
+        mean_rating: '3.333',
+        most_rated_titles: 'Calm Film (2); Laughs (1)',
+      },
     ]);
   });
 
@@ -265,7 +343,12 @@ describe('ratings report', () => {
 
 describe('chaining and bounds', () => {
   it('asks for one report_ready email job, even when the report runs again', async () => {
-    const job = await runReport(apiA, { kind: 'jobs', from: FROM, to: TO, notify: ['ops@example.com', 'lead@example.com'] });
+    const job = await runReport(apiA, {
+      kind: 'jobs',
+      from: FROM,
+      to: TO,
+      notify: ['ops@example.com', 'lead@example.com'],
+    });
     const emailId = job.result.notify_job_id;
     expect(emailId).toBeTruthy();
     const email = await env.db.selectFrom('jobs').selectAll().where('id', '=', emailId).executeTakeFirstOrThrow();
@@ -287,7 +370,13 @@ describe('chaining and bounds', () => {
     });
     expect(again.result.file_id).toBe(job.result.file_id);
     expect(again.result.notify_job_id).toBe(emailId);
-    const emails = await env.db.selectFrom('jobs').select('id').where('tenant', '=', a.tenant).where('type', '=', 'email').where(sql`payload->>'template'`, '=', 'report_ready').execute();
+    const emails = await env.db
+      .selectFrom('jobs')
+      .select('id')
+      .where('tenant', '=', a.tenant)
+      .where('type', '=', 'email')
+      .where(sql`payload->>'template'`, '=', 'report_ready')
+      .execute();
     expect(emails).toHaveLength(1);
   });
 
@@ -313,7 +402,11 @@ describe('chaining and bounds', () => {
     })();
     await expect(aborted).rejects.toThrow('stop');
     // The server-side statement was cancelled, not left running.
-    const still = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where query like '%pg_sleep(5)%' and state = 'active' and pid <> pg_backend_pid()`.execute(env.db);
+    const still = await sql<{
+      n: number;
+    }>`select count(*)::int as n from pg_stat_activity where query like '%pg_sleep(5)%' and state = 'active' and pid <> pg_backend_pid()`.execute(
+      env.db,
+    );
     expect(still.rows[0].n).toBe(0);
   });
 

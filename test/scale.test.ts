@@ -6,7 +6,16 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startWorkers } from '../src/workers/runtime.js';
-import { client, createTestEnv, silentLog, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import {
+  client,
+  createTestEnv,
+  silentLog,
+  startProcess,
+  tenantWithKeys,
+  waitFor,
+  type Proc,
+  type TestEnv,
+} from './helpers.js';
 
 const WORKERS = 4;
 const START = { startTimeoutMs: 90_000 };
@@ -21,7 +30,10 @@ beforeAll(async () => {
   const t = await tenantWithKeys(env);
   // Only the test queue: the real job types' start-up in four processes would only slow the machine. Two at a time
   // at most, so a loaded 2-core machine starts each within the timeout.
-  const [w, first] = await Promise.all([startProcess('web', env.env, {}, START), startProcess('worker', env.env, { QUEUES: 'test' }, START)]);
+  const [w, first] = await Promise.all([
+    startProcess('web', env.env, {}, START),
+    startProcess('worker', env.env, { QUEUES: 'test' }, START),
+  ]);
   web = w;
   workers.push(first);
   while (workers.length < WORKERS) workers.push(await startProcess('worker', env.env, { QUEUES: 'test' }, START));
@@ -42,12 +54,19 @@ interface Row {
 }
 
 async function submit(n: number, payload: Record<string, unknown>): Promise<string[]> {
-  const r = await api('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: n }, (_, i) => ({ type: 'test', payload: { ...payload, value: i } })) });
+  const r = await api('POST', '/v1/jobs/bulk', {
+    jobs: Array.from({ length: n }, (_, i) => ({ type: 'test', payload: { ...payload, value: i } })),
+  });
   expect(r.status).toBe(202);
   return r.body.jobs.map((j: { id: string }) => j.id);
 }
 
-const rows = (ids: string[]) => env.db.selectFrom('jobs').select(['id', 'state', 'attempts', 'result', 'finished_at']).where('id', 'in', ids).execute() as Promise<Row[]>;
+const rows = (ids: string[]) =>
+  env.db
+    .selectFrom('jobs')
+    .select(['id', 'state', 'attempts', 'result', 'finished_at'])
+    .where('id', 'in', ids)
+    .execute() as Promise<Row[]>;
 
 async function allSucceeded(ids: string[], timeout: number): Promise<Row[]> {
   return waitFor(
@@ -90,7 +109,10 @@ describe(`one API and ${WORKERS} worker processes`, () => {
     const dir = mkdtempSync(path.join(markers, 'sigterm-'));
     const ids = await submit(160, { sleep_ms: 600, marker: dir });
     // Mid-load: every worker busy, most of the backlog still waiting.
-    await waitFor(async () => (await rows(ids)).filter((r) => r.state === 'running').length >= 15, { timeout: 20_000, what: 'load to build' });
+    await waitFor(async () => (await rows(ids)).filter((r) => r.state === 'running').length >= 15, {
+      timeout: 20_000,
+      what: 'load to build',
+    });
     const victim = workers[0];
     const stoppedAt = new Date();
     const code = await victim.stop('SIGTERM');
@@ -118,6 +140,8 @@ describe(`one API and ${WORKERS} worker processes`, () => {
     } finally {
       await running.close(1_000);
     }
-    await expect(startProcess('worker', env.env, { WORKER_CONCURRENCY: 'imgae=4' }, START)).rejects.toThrow(/WORKER_CONCURRENCY: unknown queue\(s\) imgae/);
+    await expect(startProcess('worker', env.env, { WORKER_CONCURRENCY: 'imgae=4' }, START)).rejects.toThrow(
+      /WORKER_CONCURRENCY: unknown queue\(s\) imgae/,
+    );
   });
 });

@@ -3,7 +3,16 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTenant } from '../src/auth/keys.js';
 import { installDemoSchedules, SCHEDULES_QUEUE, syncSchedulers } from '../src/schedules.js';
-import { client, createTestEnv, sleep, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import {
+  client,
+  createTestEnv,
+  sleep,
+  startProcess,
+  tenantWithKeys,
+  waitFor,
+  type Proc,
+  type TestEnv,
+} from './helpers.js';
 
 let env: TestEnv;
 let keys: Awaited<ReturnType<typeof tenantWithKeys>>;
@@ -29,8 +38,15 @@ describe('validation', () => {
     expect(r.status).toBe(400);
     expect(r.headers.get('content-type')).toContain('application/problem+json');
     expect(r.body.detail).toContain("'61 * * * *'");
-    expect(r.body.errors).toEqual([expect.objectContaining({ path: 'cron', message: expect.stringContaining("'61 * * * *' is not a valid cron expression") })]);
-    expect((await op('PUT', '/v1/schedules/bad-cron', { type: 'test', payload: {}, cron: 'every day' })).status).toBe(400);
+    expect(r.body.errors).toEqual([
+      expect.objectContaining({
+        path: 'cron',
+        message: expect.stringContaining("'61 * * * *' is not a valid cron expression"),
+      }),
+    ]);
+    expect((await op('PUT', '/v1/schedules/bad-cron', { type: 'test', payload: {}, cron: 'every day' })).status).toBe(
+      400,
+    );
     expect(await scheduler('bad-cron')).toBeUndefined();
   });
 
@@ -51,7 +67,9 @@ describe('validation', () => {
   });
 
   test('a bad name is a 400; a name that cannot exist is 404', async () => {
-    expect((await op('PUT', '/v1/schedules/Bad%20Name', { type: 'test', payload: {}, every_ms: 5000 })).status).toBe(400);
+    expect((await op('PUT', '/v1/schedules/Bad%20Name', { type: 'test', payload: {}, every_ms: 5000 })).status).toBe(
+      400,
+    );
     expect((await op('GET', '/v1/schedules/Bad%20Name')).status).toBe(404);
     expect((await op('DELETE', '/v1/schedules/missing')).status).toBe(404);
   });
@@ -69,14 +87,28 @@ describe('CRUD', () => {
     const spec = { type: 'test', payload: { value: 'nightly' }, cron: '0 3 * * *', tz: 'Europe/Paris' };
     const created = await op('PUT', '/v1/schedules/nightly', spec);
     expect(created.status).toBe(201);
-    expect(created.body).toMatchObject({ name: 'nightly', tenant: keys.tenant, type: 'test', cron: '0 3 * * *', tz: 'Europe/Paris', every_ms: null, priority: 'normal' });
+    expect(created.body).toMatchObject({
+      name: 'nightly',
+      tenant: keys.tenant,
+      type: 'test',
+      cron: '0 3 * * *',
+      tz: 'Europe/Paris',
+      every_ms: null,
+      priority: 'normal',
+    });
     const next = new Date(created.body.next_run_at);
     expect(next.getTime()).toBeGreaterThan(Date.now());
     // 03:00 in Paris is 01:00 or 02:00 UTC.
     expect([1, 2]).toContain(next.getUTCHours());
     expect(await scheduler('nightly')).toMatchObject({ pattern: '0 3 * * *', tz: 'Europe/Paris' });
 
-    const replaced = await op('PUT', '/v1/schedules/nightly', { ...spec, cron: undefined, tz: undefined, every_ms: 3_600_000, priority: 'low' });
+    const replaced = await op('PUT', '/v1/schedules/nightly', {
+      ...spec,
+      cron: undefined,
+      tz: undefined,
+      every_ms: 3_600_000,
+      priority: 'low',
+    });
     expect(replaced.status).toBe(200);
     expect(replaced.body).toMatchObject({ cron: null, tz: null, every_ms: 3_600_000, priority: 'low' });
     expect(await scheduler('nightly')).toMatchObject({ every: 3_600_000 });
@@ -91,7 +123,11 @@ describe('CRUD', () => {
     expect(await scheduler('nightly')).toBeUndefined();
 
     const audit = await op('GET', '/v1/audit?target_kind=schedule&target=nightly');
-    expect(audit.body.items.map((e: { action: string }) => e.action)).toEqual(['schedule.delete', 'schedule.update', 'schedule.create']);
+    expect(audit.body.items.map((e: { action: string }) => e.action)).toEqual([
+      'schedule.delete',
+      'schedule.update',
+      'schedule.create',
+    ]);
   });
 });
 
@@ -101,7 +137,11 @@ describe('ticks', () => {
     procs.push(await startProcess('worker', env.env));
     procs.push(await startProcess('worker', env.env));
     const t0 = Date.now();
-    const put = await op('PUT', '/v1/schedules/every-second', { type: 'test', payload: { value: 'tick' }, every_ms: 1000 });
+    const put = await op('PUT', '/v1/schedules/every-second', {
+      type: 'test',
+      payload: { value: 'tick' },
+      every_ms: 1000,
+    });
     expect(put.status).toBe(201);
     await sleep(6_000);
     expect((await op('DELETE', '/v1/schedules/every-second')).status).toBe(204);
@@ -118,22 +158,49 @@ describe('ticks', () => {
     // One job per tick: no tick twice, ticks a whole number of seconds apart, no more jobs than ticks in the window.
     expect(new Set(ticks).size, seen).toBe(jobs.length);
     const sorted = [...ticks].sort((a, b) => a - b);
-    expect(sorted.slice(1).every((t, i) => (t - sorted[i]) % 1000 === 0), seen).toBe(true);
+    expect(
+      sorted.slice(1).every((t, i) => (t - sorted[i]) % 1000 === 0),
+      seen,
+    ).toBe(true);
     expect(jobs.length, seen).toBeGreaterThanOrEqual(4);
     expect(jobs.length, seen).toBeLessThanOrEqual(Math.ceil((t1 - t0) / 1000) + 1);
     expect(jobs.every((j) => j.tenant === keys.tenant)).toBe(true);
     // Each run is a normal job: it runs to success like any other.
-    await waitFor(async () => {
-      const states = await env.db.selectFrom('jobs').select('state').where('id', 'in', jobs.map((j) => j.id)).execute();
-      return states.every((s) => s.state === 'succeeded');
-    }, { what: 'scheduled jobs to succeed' });
-    const submittedLines = procs.map((p) => p.output().split('\n').filter((l) => l.includes('scheduled run submitted')).length);
-    expect(submittedLines.reduce((a, b) => a + b, 0), `${seen}; lines per process ${submittedLines}`).toBe(jobs.length);
+    await waitFor(
+      async () => {
+        const states = await env.db
+          .selectFrom('jobs')
+          .select('state')
+          .where(
+            'id',
+            'in',
+            jobs.map((j) => j.id),
+          )
+          .execute();
+        return states.every((s) => s.state === 'succeeded');
+      },
+      { what: 'scheduled jobs to succeed' },
+    );
+    const submittedLines = procs.map(
+      (p) =>
+        p
+          .output()
+          .split('\n')
+          .filter((l) => l.includes('scheduled run submitted')).length,
+    );
+    expect(
+      submittedLines.reduce((a, b) => a + b, 0),
+      `${seen}; lines per process ${submittedLines}`,
+    ).toBe(jobs.length);
 
     // Both processes were live: each had a schedules worker.
     const workers = await env.queues.get(SCHEDULES_QUEUE).getWorkersCount();
     expect(workers).toBeGreaterThanOrEqual(2);
-    const count = await env.db.selectFrom('jobs').select(sql<number>`count(*)`.as('n')).where('type', '=', 'test').executeTakeFirstOrThrow();
+    const count = await env.db
+      .selectFrom('jobs')
+      .select(sql<number>`count(*)`.as('n'))
+      .where('type', '=', 'test')
+      .executeTakeFirstOrThrow();
     expect(count.n).toBe(jobs.length);
   });
 
@@ -141,7 +208,9 @@ describe('ticks', () => {
     const put = await op('PUT', '/v1/schedules/restored', { type: 'test', payload: {}, cron: '0 0 1 1 *' });
     expect(put.status).toBe(201);
     await env.queues.get(SCHEDULES_QUEUE).removeJobScheduler('restored');
-    await env.queues.get(SCHEDULES_QUEUE).upsertJobScheduler('orphan', { every: 60_000 }, { name: 'tick', data: { schedule: 'orphan' } });
+    await env.queues
+      .get(SCHEDULES_QUEUE)
+      .upsertJobScheduler('orphan', { every: 60_000 }, { name: 'tick', data: { schedule: 'orphan' } });
     expect(await scheduler('restored')).toBeUndefined();
     // What every worker process runs at start and each minute.
     expect(await syncSchedulers(env.db, env.queues)).toEqual({ installed: ['restored'], removed: ['orphan'] });
@@ -152,14 +221,29 @@ describe('ticks', () => {
 
   test('the demo seed installs a nightly recommendations batch and a daily report with its email', async () => {
     await createTenant(env.db, 'demo');
-    expect(await installDemoSchedules(env.config, env.db, env.registry, 'demo')).toEqual(['nightly-recommendations', 'daily-operations-report']);
+    expect(await installDemoSchedules(env.config, env.db, env.registry, 'demo')).toEqual([
+      'nightly-recommendations',
+      'daily-operations-report',
+    ]);
     const list = (await op('GET', '/v1/schedules')).body.items as { name: string; next_run_at: string | null }[];
     const byName = Object.fromEntries(list.map((s) => [s.name, s]));
-    expect(byName['nightly-recommendations']).toMatchObject({ type: 'recommendations', payload: { all_users: true }, cron: '0 2 * * *', tenant: 'demo' });
-    expect(byName['daily-operations-report']).toMatchObject({ type: 'report', payload: { kind: 'jobs', notify: ['operators@example.com'] }, cron: '0 6 * * *' });
-    for (const s of [byName['nightly-recommendations'], byName['daily-operations-report']]) expect(Date.parse(s.next_run_at!)).toBeGreaterThan(Date.now());
+    expect(byName['nightly-recommendations']).toMatchObject({
+      type: 'recommendations',
+      payload: { all_users: true },
+      cron: '0 2 * * *',
+      tenant: 'demo',
+    });
+    expect(byName['daily-operations-report']).toMatchObject({
+      type: 'report',
+      payload: { kind: 'jobs', notify: ['operators@example.com'] },
+      cron: '0 6 * * *',
+    });
+    for (const s of [byName['nightly-recommendations'], byName['daily-operations-report']])
+      expect(Date.parse(s.next_run_at!)).toBeGreaterThan(Date.now());
     // Seeding again replaces, never duplicates.
     await installDemoSchedules(env.config, env.db, env.registry, 'demo');
-    expect(await env.queues.get(SCHEDULES_QUEUE).getJobSchedulersCount()).toBe((await op('GET', '/v1/schedules')).body.items.length);
+    expect(await env.queues.get(SCHEDULES_QUEUE).getJobSchedulersCount()).toBe(
+      (await op('GET', '/v1/schedules')).body.items.length,
+    );
   });
 });

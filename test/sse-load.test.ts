@@ -4,7 +4,16 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../src/queues.js';
-import { client, createTestEnv, sleep, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
+import {
+  client,
+  createTestEnv,
+  sleep,
+  startProcess,
+  tenantWithKeys,
+  waitFor,
+  type Proc,
+  type TestEnv,
+} from './helpers.js';
 import { openStream, type RawStream } from './support/sse.js';
 
 let env: TestEnv;
@@ -33,7 +42,9 @@ afterAll(async () => {
 const later = () => new Date(Date.now() + 600_000).toISOString();
 
 async function delayedJobs(base: string, n: number): Promise<string[]> {
-  const r = await client(base, key)('POST', '/v1/jobs/bulk', { jobs: Array.from({ length: n }, () => ({ type: 'test', payload: {}, run_at: later() })) });
+  const r = await client(base, key)('POST', '/v1/jobs/bulk', {
+    jobs: Array.from({ length: n }, () => ({ type: 'test', payload: {}, run_at: later() })),
+  });
   expect(r.status).toBe(202);
   return r.body.jobs.map((j: { id: string }) => j.id);
 }
@@ -83,12 +94,16 @@ describe('many live streams', () => {
     await waitFor(() => s.events.some((e) => e.data.progress >= 20), { what: 'some progress' });
     // Drop the hub's own connection while progress comes every 60 ms (found by its local port); ioredis reconnects and resubscribes.
     const port = (env.hub as unknown as { subscriber: { stream: { localPort: number } } }).subscriber.stream.localPort;
-    const line = ((await env.redis.call('CLIENT', 'LIST')) as string).split('\n').find((l) => l.includes(`addr=127.0.0.1:${port} `))!;
+    const line = ((await env.redis.call('CLIENT', 'LIST')) as string)
+      .split('\n')
+      .find((l) => l.includes(`addr=127.0.0.1:${port} `))!;
     expect(line).toBeTruthy();
     await env.redis.call('CLIENT', 'KILL', 'ID', /\bid=(\d+)/.exec(line)![1]);
     await s.ended;
     const progress = s.events.filter((e) => e.event === 'progress').map((e) => e.data.progress);
-    expect(progress.filter((p) => p > progress[0])).toEqual(Array.from({ length: 50 }, (_, i) => (i + 1) * 2).filter((p) => p > progress[0]));
+    expect(progress.filter((p) => p > progress[0])).toEqual(
+      Array.from({ length: 50 }, (_, i) => (i + 1) * 2).filter((p) => p > progress[0]),
+    );
     expect(s.events.at(-1)!.data.state).toBe('succeeded');
   });
 
@@ -103,7 +118,9 @@ describe('many live streams', () => {
     await sleep(500);
     const open = rssBytes(web.child.pid!);
     const perStream = (open - base) / streams.length;
-    console.log(`SSE: 1000 open streams, web RSS ${(base / 2 ** 20).toFixed(1)} MiB → ${(open / 2 ** 20).toFixed(1)} MiB, ${Math.round(perStream)} bytes per stream`);
+    console.log(
+      `SSE: 1000 open streams, web RSS ${(base / 2 ** 20).toFixed(1)} MiB → ${(open / 2 ** 20).toFixed(1)} MiB, ${Math.round(perStream)} bytes per stream`,
+    );
     expect(streams.every((s) => s.events.length === 1 && s.events[0].data.state === 'delayed')).toBe(true);
     // Generous bound: a stream must not cost anywhere near a connection or a buffer per job.
     expect(perStream).toBeLessThan(200 * 1024);

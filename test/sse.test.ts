@@ -35,7 +35,8 @@ async function whilePaused<T>(queue: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-const summary = (events: RawEvent[]) => events.map((e) => (e.event === 'progress' ? `progress:${e.data.progress}` : `${e.data.state}`));
+const summary = (events: RawEvent[]) =>
+  events.map((e) => (e.event === 'progress' ? `progress:${e.data.progress}` : `${e.data.state}`));
 
 describe('GET /v1/jobs/:id/events', () => {
   it('streams queued → running → progress → succeeded in order, then closes', async () => {
@@ -47,9 +48,20 @@ describe('GET /v1/jobs/:id/events', () => {
     await s.ended;
     expect(s.status).toBe(200);
     expect(s.headers['content-type']).toContain('text/event-stream');
-    expect(summary(s.events)).toEqual(['queued', 'running', 'progress:25', 'progress:50', 'progress:75', 'progress:100', 'succeeded']);
+    expect(summary(s.events)).toEqual([
+      'queued',
+      'running',
+      'progress:25',
+      'progress:50',
+      'progress:75',
+      'progress:100',
+      'succeeded',
+    ]);
     expect(s.events[0].event).toBe('state');
-    expect(s.events.at(-1)).toMatchObject({ event: 'state', data: { id: r.body.id, state: 'succeeded', progress: 100, result: { attempt: 1 } } });
+    expect(s.events.at(-1)).toMatchObject({
+      event: 'state',
+      data: { id: r.body.id, state: 'succeeded', progress: 100, result: { attempt: 1 } },
+    });
     // Ids increase, so a reconnect can say where it stopped.
     const ids = s.events.slice(1).map((e) => e.id!);
     expect([...ids].sort(compareEventIds)).toEqual(ids);
@@ -57,7 +69,11 @@ describe('GET /v1/jobs/:id/events', () => {
   });
 
   it('streams an image job: queued → running → progress → succeeded with its variants', async () => {
-    const up = await fetch(`${web.url}/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'image/png' }, body: await makeImage('png', 1600, 1200) });
+    const up = await fetch(`${web.url}/v1/files`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'image/png' },
+      body: await makeImage('png', 1600, 1200),
+    });
     expect(up.status).toBe(201);
     const file = (await up.json()) as { id: string };
     const { r, s } = await whilePaused('image', async () => {
@@ -73,7 +89,11 @@ describe('GET /v1/jobs/:id/events', () => {
     const progress = s.events.filter((e) => e.event === 'progress').map((e) => e.data.progress);
     expect(progress.length).toBeGreaterThan(0);
     expect([...progress].sort((a, b) => a - b)).toEqual(progress);
-    expect(s.events.at(-1)!.data.result.variants.map((v: { name: string }) => v.name)).toEqual(['thumb', 'medium', 'large']);
+    expect(s.events.at(-1)!.data.result.variants.map((v: { name: string }) => v.name)).toEqual([
+      'thumb',
+      'medium',
+      'large',
+    ]);
   });
 
   it('starts from a queued job’s current state and follows it to the end', async () => {
@@ -94,7 +114,11 @@ describe('GET /v1/jobs/:id/events', () => {
   });
 
   it('replays what a client missed when it reconnects with Last-Event-ID', async () => {
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { progress_steps: 10, sleep_ms: 1500 }, run_at: new Date(Date.now() + 2000).toISOString() });
+    const r = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: { progress_steps: 10, sleep_ms: 1500 },
+      run_at: new Date(Date.now() + 2000).toISOString(),
+    });
     const first = await openStream(web.url!, key, r.body.id);
     const seen = await first.next(3); // delayed, running, progress:10
     first.close();
@@ -103,14 +127,23 @@ describe('GET /v1/jobs/:id/events', () => {
     const second = await openStream(web.url!, key, r.body.id, seen.at(-1)!.id);
     await second.ended;
     const all = summary([...seen, ...second.events]);
-    expect(all).toEqual(['delayed', 'running', ...Array.from({ length: 10 }, (_, i) => `progress:${(i + 1) * 10}`), 'succeeded']);
+    expect(all).toEqual([
+      'delayed',
+      'running',
+      ...Array.from({ length: 10 }, (_, i) => `progress:${(i + 1) * 10}`),
+      'succeeded',
+    ]);
     // An EventSource reconnecting after the end is told to stop (204).
     const third = await openStream(web.url!, key, r.body.id, second.events.at(-1)!.id);
     expect(third.status).toBe(204);
   });
 
   it('sends keep-alive comments on a quiet stream and cleans up when the client goes away', async () => {
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 60_000).toISOString() });
+    const r = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      run_at: new Date(Date.now() + 60_000).toISOString(),
+    });
     const s = await openStream(web.url!, key, r.body.id);
     await s.next(1);
     await waitFor(() => s.comments.includes('keep-alive'), { timeout: 3_000, what: 'a keep-alive comment' });
@@ -120,7 +153,11 @@ describe('GET /v1/jobs/:id/events', () => {
   });
 
   it('is tenant-scoped: another tenant’s job and unknown ids are 404', async () => {
-    const r = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: new Date(Date.now() + 60_000).toISOString() });
+    const r = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      run_at: new Date(Date.now() + 60_000).toISOString(),
+    });
     const other = await client(web.url!, otherKey)('GET', `/v1/jobs/${r.body.id}/events`);
     expect(other.status).toBe(404);
     expect(other.headers.get('content-type')).toContain('application/problem+json');

@@ -27,14 +27,42 @@ const strict = { allowPrivate: false };
 
 describe('SSRF guard', () => {
   it('classifies addresses', () => {
-    for (const ip of ['127.0.0.1', '127.1.2.3', '10.0.0.5', '172.20.1.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '224.0.0.1', '::1', '::', 'fe80::1', 'fd00:ec2::254', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe', '[::1]']) {
+    for (const ip of [
+      '127.0.0.1',
+      '127.1.2.3',
+      '10.0.0.5',
+      '172.20.1.1',
+      '192.168.1.1',
+      '169.254.169.254',
+      '100.64.0.1',
+      '0.0.0.0',
+      '224.0.0.1',
+      '::1',
+      '::',
+      'fe80::1',
+      'fd00:ec2::254',
+      '::ffff:127.0.0.1',
+      '::ffff:a9fe:a9fe',
+      '[::1]',
+    ]) {
       expect(isForbiddenAddress(ip), ip).toBe(true);
     }
-    for (const ip of ['93.184.216.34', '8.8.8.8', '2606:4700:4700::1111', '::ffff:8.8.8.8']) expect(isForbiddenAddress(ip), ip).toBe(false);
+    for (const ip of ['93.184.216.34', '8.8.8.8', '2606:4700:4700::1111', '::ffff:8.8.8.8'])
+      expect(isForbiddenAddress(ip), ip).toBe(false);
   });
 
   it('refuses other schemes, credentials, and address literals in any spelling', () => {
-    for (const url of ['ftp://example.com/', 'file:///etc/passwd', 'http://user:pw@example.com/', 'http://127.0.0.1/', 'http://2130706433/', 'http://0x7f.0.0.1/', 'http://[::1]:80/', 'http://169.254.169.254/latest/meta-data/', 'http://[::ffff:169.254.169.254]/']) {
+    for (const url of [
+      'ftp://example.com/',
+      'file:///etc/passwd',
+      'http://user:pw@example.com/',
+      'http://127.0.0.1/',
+      'http://2130706433/',
+      'http://0x7f.0.0.1/',
+      'http://[::1]:80/',
+      'http://169.254.169.254/latest/meta-data/',
+      'http://[::ffff:169.254.169.254]/',
+    ]) {
       expect(() => checkUrl(url, strict), url).toThrow(RefusedError);
     }
     expect(checkUrl('https://example.com/hook', strict).hostname).toBe('example.com');
@@ -55,18 +83,28 @@ describe('SSRF guard', () => {
     rx.on('/to-ok', `redirect:${rx.url}/ok`);
     await expect(postJson(`${rx.url}/to-metadata`, '{}', {}, policy, 2000)).rejects.toThrow(/169\.254\.169\.254/);
     await expect(postJson(`${rx.url}/to-loopback6`, '{}', {}, policy, 2000)).rejects.toThrow(RefusedError);
-    expect(await postJson(`${rx.url}/to-ok`, '{}', {}, policy, 2000)).toMatchObject({ status: 200, url: `${rx.url}/ok` });
+    expect(await postJson(`${rx.url}/to-ok`, '{}', {}, policy, 2000)).toMatchObject({
+      status: 200,
+      url: `${rx.url}/ok`,
+    });
   });
 
   it('refuses callbacks to 127.0.0.1 and 169.254.169.254 by default, once, without retrying', async () => {
     const local = await api('POST', '/v1/jobs', { type: 'test', payload: {}, callback_url: `${rx.url}/hook` });
-    const metadata = await api('POST', '/v1/jobs', { type: 'test', payload: {}, callback_url: 'http://169.254.169.254/latest/meta-data/' });
+    const metadata = await api('POST', '/v1/jobs', {
+      type: 'test',
+      payload: {},
+      callback_url: 'http://169.254.169.254/latest/meta-data/',
+    });
     for (const job of [local, metadata]) {
       expect(job.status).toBe(202);
-      const rows = await waitFor(async () => {
-        const r = await api('GET', `/v1/jobs/${job.body.id}/webhooks`);
-        return r.body.items.length ? r.body.items : undefined;
-      }, { what: 'the refused try' });
+      const rows = await waitFor(
+        async () => {
+          const r = await api('GET', `/v1/jobs/${job.body.id}/webhooks`);
+          return r.body.items.length ? r.body.items : undefined;
+        },
+        { what: 'the refused try' },
+      );
       expect(rows).toMatchObject([{ attempt: 1, outcome: 'refused', status_code: null }]);
       expect(rows[0].error).toMatch(/refused/);
     }

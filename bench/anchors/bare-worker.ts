@@ -9,12 +9,22 @@ const prefix = process.env.QUEUE_PREFIX ?? 'bench-anchor';
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const queue = new Queue('bare', { connection: new Redis(url), prefix });
 for (let i = 0; i < n; i += 1000) {
-  await queue.addBulk(Array.from({ length: Math.min(1000, n - i) }, (_, k) => ({ name: 'bare', data: { n: i + k }, opts: { removeOnComplete: { count: 1000 } } })));
+  await queue.addBulk(
+    Array.from({ length: Math.min(1000, n - i) }, (_, k) => ({
+      name: 'bare',
+      data: { n: i + k },
+      opts: { removeOnComplete: { count: 1000 } },
+    })),
+  );
 }
 let done = 0;
 const start = performance.now();
 const finished = new Promise<void>((resolve) => {
-  const worker = new Worker('bare', async () => ({ ok: true }), { connection: new Redis(url, { maxRetriesPerRequest: null }), prefix, concurrency });
+  const worker = new Worker('bare', async () => ({ ok: true }), {
+    connection: new Redis(url, { maxRetriesPerRequest: null }),
+    prefix,
+    concurrency,
+  });
   worker.on('completed', () => {
     if (++done === n) {
       resolve();

@@ -31,9 +31,15 @@ function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
       await auth(c, async () => {});
     } catch (err) {
       if (err instanceof ProblemError && err.status === 401) {
-        throw new ProblemError(401, 'unauthorized', `${err.message} Log in with any user name and an operator API key as the password.`, {}, {
-          'WWW-Authenticate': 'Basic realm="movie-jobs operators", charset="UTF-8"',
-        });
+        throw new ProblemError(
+          401,
+          'unauthorized',
+          `${err.message} Log in with any user name and an operator API key as the password.`,
+          {},
+          {
+            'WWW-Authenticate': 'Basic realm="movie-jobs operators", charset="UTF-8"',
+          },
+        );
       }
       throw err;
     }
@@ -43,14 +49,20 @@ function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
 }
 
 /** What a dashboard API call did, for the audit log: `PUT …/api/queues/email/<id>/retry` → job retry. */
-export function describeBoardAction(method: string, apiPath: string): { action: string; target_kind: AuditTargetKind; target: string } {
+export function describeBoardAction(
+  method: string,
+  apiPath: string,
+): { action: string; target_kind: AuditTargetKind; target: string } {
   const s = apiPath.split('/').filter(Boolean).map(decodeURIComponent);
-  if (s[0] === 'queues' && s.length === 2) return { action: `dashboard.${s[1]}_all`, target_kind: 'queue', target: '*' };
+  if (s[0] === 'queues' && s.length === 2)
+    return { action: `dashboard.${s[1]}_all`, target_kind: 'queue', target: '*' };
   if (s[0] === 'queues' && s.length >= 3) {
     const queue = s[1];
     if (s.length === 3) return { action: `dashboard.${s[2]}`, target_kind: 'queue', target: queue };
-    if (s[2] === 'retry' || s[2] === 'clean') return { action: `dashboard.${s[2]}_${s[3]}`, target_kind: 'queue', target: queue };
-    if (s[2] === 'job-schedulers') return { action: `dashboard.scheduler_${s[4] ?? method.toLowerCase()}`, target_kind: 'schedule', target: s[3] };
+    if (s[2] === 'retry' || s[2] === 'clean')
+      return { action: `dashboard.${s[2]}_${s[3]}`, target_kind: 'queue', target: queue };
+    if (s[2] === 'job-schedulers')
+      return { action: `dashboard.scheduler_${s[4] ?? method.toLowerCase()}`, target_kind: 'schedule', target: s[3] };
     if (s[2] === 'rate-limit') return { action: `dashboard.rate_limit_${s[3]}`, target_kind: 'queue', target: queue };
     return { action: `dashboard.job_${s.slice(3).join('_')}`, target_kind: 'job', target: s[2] };
   }
@@ -77,7 +89,11 @@ export function operatorTools(deps: AppDeps) {
     await next();
     if (c.req.method === 'GET' || c.res.status >= 400) return;
     const what = describeBoardAction(c.req.method, c.req.path.slice(`${BOARD_PATH}/api`.length));
-    await recordAudit(deps.db, { actor: c.get('principal'), ...what, detail: { method: c.req.method, path: c.req.path } });
+    await recordAudit(deps.db, {
+      actor: c.get('principal'),
+      ...what,
+      detail: { method: c.req.method, path: c.req.path },
+    });
   });
 
   // Retries and removals go through the ledger first, so workers and the reconciler agree with the dashboard.
@@ -103,7 +119,8 @@ export function operatorTools(deps: AppDeps) {
     app.put(`${BOARD_PATH}/api/queues/:queue/${wipe}`, async (c, next) => {
       const queue = c.req.param('queue');
       // BullMQ's drain (empty) leaves delayed jobs; obliterate takes everything.
-      if (jobQueues.includes(queue)) await cancelWaiting(deps, queue, undefined, wipe === 'empty' ? ['queued'] : ['queued', 'delayed']);
+      if (jobQueues.includes(queue))
+        await cancelWaiting(deps, queue, undefined, wipe === 'empty' ? ['queued'] : ['queued', 'delayed']);
       return next();
     });
   }
@@ -111,8 +128,12 @@ export function operatorTools(deps: AppDeps) {
   const serverAdapter = new HonoAdapter(serveStatic).setBasePath(BOARD_PATH);
   createBullBoard({
     queues: [
-      ...jobQueues.map((name) => new BullMQAdapter(deps.queues.get(name), { description: deps.registry.get(name)?.description ?? '' })),
-      ...Object.entries(INTERNAL_QUEUES).map(([name, description]) => new BullMQAdapter(deps.queues.get(name), { description })),
+      ...jobQueues.map(
+        (name) => new BullMQAdapter(deps.queues.get(name), { description: deps.registry.get(name)?.description ?? '' }),
+      ),
+      ...Object.entries(INTERNAL_QUEUES).map(
+        ([name, description]) => new BullMQAdapter(deps.queues.get(name), { description }),
+      ),
     ],
     serverAdapter,
     options: { uiConfig: { boardTitle: 'movie-jobs' } },

@@ -28,7 +28,9 @@ export const JSON_LIMIT = 1024 * 1024;
 
 function isRedisUnavailable(err: unknown): boolean {
   const m = String((err as Error)?.message ?? '');
-  return /enableOfflineQueue|Connection is closed|ECONNREFUSED|Command timed out|max retries per request|Stream isn't writeable/i.test(m);
+  return /enableOfflineQueue|Connection is closed|ECONNREFUSED|Command timed out|max retries per request|Stream isn't writeable/i.test(
+    m,
+  );
 }
 
 export function createApp(deps: AppDeps) {
@@ -41,8 +43,16 @@ export function createApp(deps: AppDeps) {
     const start = performance.now();
     await next();
     const ms = Math.round((performance.now() - start) * 10) / 10;
-    if (c.res.status >= 500) log.error({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
-    else if (log.isLevelEnabled('debug')) log.debug({ req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms }, 'request');
+    if (c.res.status >= 500)
+      log.error(
+        { req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms },
+        'request',
+      );
+    else if (log.isLevelEnabled('debug'))
+      log.debug(
+        { req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms },
+        'request',
+      );
   });
 
   app.route('/', healthRoutes(deps));
@@ -94,14 +104,24 @@ export function createApp(deps: AppDeps) {
   // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
   app.route('/', operatorTools(deps));
 
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API key from `npm run cli -- keys create`' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An API key from `npm run cli -- keys create`',
+  });
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
-    info: { title: 'movie-jobs', version: '1.0.0', description: 'Background-job platform for the movie-recommendation product. See API.md for the contract.' },
+    info: {
+      title: 'movie-jobs',
+      version: '1.0.0',
+      description: 'Background-job platform for the movie-recommendation product. See API.md for the contract.',
+    },
   });
   app.get('/docs', Scalar({ url: '/openapi.json', pageTitle: 'movie-jobs API' }));
 
-  app.notFound((c) => problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` }));
+  app.notFound((c) =>
+    problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` }),
+  );
 
   app.onError((err, c) => {
     if (err instanceof ProblemError) {
@@ -113,8 +133,18 @@ export function createApp(deps: AppDeps) {
       const detail = status === 400 ? 'The body is not valid JSON.' : err.message || 'Request error.';
       return problemResponse(c, status, { slug: status === 400 ? 'malformed' : 'http-error', detail });
     }
-    if (isZodError(err)) return problemResponse(c, 400, { slug: 'validation', detail: 'The request is not valid.', errors: fieldErrors(err) });
-    if (isDataException(err)) return problemResponse(c, 400, { slug: 'unstorable', detail: 'The request holds a value that cannot be stored (e.g. a NUL character, or a number or date out of range).' });
+    if (isZodError(err))
+      return problemResponse(c, 400, {
+        slug: 'validation',
+        detail: 'The request is not valid.',
+        errors: fieldErrors(err),
+      });
+    if (isDataException(err))
+      return problemResponse(c, 400, {
+        slug: 'unstorable',
+        detail:
+          'The request holds a value that cannot be stored (e.g. a NUL character, or a number or date out of range).',
+      });
     // The client hung up mid-request (its body read fails with ECONNRESET): nobody will read the answer, and it is
     // not PostgreSQL being down.
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
@@ -124,14 +154,27 @@ export function createApp(deps: AppDeps) {
     }
     if (isDbUnavailable(err)) {
       log.warn({ err: String(err), req_id: c.get('requestId') }, 'PostgreSQL unavailable');
-      return problemResponse(c, 503, { slug: 'unavailable', detail: 'The database (PostgreSQL) is unreachable; try again shortly.' }, { 'Retry-After': '5' });
+      return problemResponse(
+        c,
+        503,
+        { slug: 'unavailable', detail: 'The database (PostgreSQL) is unreachable; try again shortly.' },
+        { 'Retry-After': '5' },
+      );
     }
     if (isRedisUnavailable(err)) {
       log.warn({ err: String(err), req_id: c.get('requestId') }, 'Redis unavailable');
-      return problemResponse(c, 503, { slug: 'unavailable', detail: 'The queue (Redis) is unreachable; try again shortly.' }, { 'Retry-After': '5' });
+      return problemResponse(
+        c,
+        503,
+        { slug: 'unavailable', detail: 'The queue (Redis) is unreachable; try again shortly.' },
+        { 'Retry-After': '5' },
+      );
     }
     log.error({ err, req_id: c.get('requestId'), path: c.req.path }, 'unhandled error');
-    return problemResponse(c, 500, { slug: 'internal', detail: 'Something went wrong on our side; it has been logged.' });
+    return problemResponse(c, 500, {
+      slug: 'internal',
+      detail: 'Something went wrong on our side; it has been logged.',
+    });
   });
 
   return app;

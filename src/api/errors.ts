@@ -47,26 +47,51 @@ export class ProblemError extends HTTPException {
 }
 
 export const problem = {
-  badRequest: (detail: string, errors?: FieldError[]) => new ProblemError(400, 'bad-request', detail, errors ? { errors } : {}),
-  validation: (errors: FieldError[], detail = 'The request is not valid.') => new ProblemError(400, 'validation', detail, { errors }),
+  badRequest: (detail: string, errors?: FieldError[]) =>
+    new ProblemError(400, 'bad-request', detail, errors ? { errors } : {}),
+  validation: (errors: FieldError[], detail = 'The request is not valid.') =>
+    new ProblemError(400, 'validation', detail, { errors }),
   unauthorized: (detail = 'A valid API key is required.') =>
-    new ProblemError(401, 'unauthorized', detail, {}, { 'WWW-Authenticate': 'Bearer realm="movie-jobs", Basic realm="movie-jobs"' }),
+    new ProblemError(
+      401,
+      'unauthorized',
+      detail,
+      {},
+      { 'WWW-Authenticate': 'Bearer realm="movie-jobs", Basic realm="movie-jobs"' },
+    ),
   forbidden: (detail: string) => new ProblemError(403, 'forbidden', detail),
   notFound: (what = 'resource') => new ProblemError(404, 'not-found', `No such ${what}.`),
   conflict: (detail: string, extra: Partial<Problem> = {}) => new ProblemError(409, 'conflict', detail, extra),
   tooLarge: (detail: string) => new ProblemError(413, 'too-large', detail),
-  unprocessable: (slug: string, detail: string, extra: Partial<Problem> = {}) => new ProblemError(422, slug, detail, extra),
+  unprocessable: (slug: string, detail: string, extra: Partial<Problem> = {}) =>
+    new ProblemError(422, slug, detail, extra),
   unavailable: (detail: string) => new ProblemError(503, 'unavailable', detail, {}, { 'Retry-After': '5' }),
 };
 
 export function fieldErrors(err: z.ZodError | ZodError, prefix: (string | number)[] = []): FieldError[] {
-  return err.issues.map((i) => ({ path: [...prefix, ...i.path].map(String).join('.') || '(body)', message: i.message }));
+  return err.issues.map((i) => ({
+    path: [...prefix, ...i.path].map(String).join('.') || '(body)',
+    message: i.message,
+  }));
 }
 
-export function problemResponse(c: Context, status: number, p: Omit<Problem, 'status' | 'title' | 'type'> & { slug: string; title?: string }, headers: Record<string, string> = {}) {
+export function problemResponse(
+  c: Context,
+  status: number,
+  p: Omit<Problem, 'status' | 'title' | 'type'> & { slug: string; title?: string },
+  headers: Record<string, string> = {},
+) {
   const { slug, title, ...rest } = p;
-  const body: Problem = { type: `https://movie-jobs.dev/problems/${slug}`, title: title ?? TITLES[status] ?? 'Error', status, ...rest };
-  return c.body(JSON.stringify(body), status as ContentfulStatusCode, { 'Content-Type': 'application/problem+json', ...headers });
+  const body: Problem = {
+    type: `https://movie-jobs.dev/problems/${slug}`,
+    title: title ?? TITLES[status] ?? 'Error',
+    status,
+    ...rest,
+  };
+  return c.body(JSON.stringify(body), status as ContentfulStatusCode, {
+    'Content-Type': 'application/problem+json',
+    ...headers,
+  });
 }
 
 export function isZodError(err: unknown): err is ZodError {

@@ -120,7 +120,10 @@ export class EventHub {
     try {
       await Promise.race([
         this.subscribed,
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('Redis unreachable: Connection is closed')), timeoutMs))),
+        new Promise(
+          (_, reject) =>
+            (timer = setTimeout(() => reject(new Error('Redis unreachable: Connection is closed')), timeoutMs)),
+        ),
       ]);
     } catch (err) {
       unsubscribe();

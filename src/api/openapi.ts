@@ -8,7 +8,11 @@ export function router() {
     defaultHook: (result, c) => {
       if (!result.success) {
         const where = result.target === 'json' ? [] : [result.target];
-        return problemResponse(c, 400, { slug: 'validation', detail: 'The request is not valid.', errors: fieldErrors(result.error, where) });
+        return problemResponse(c, 400, {
+          slug: 'validation',
+          detail: 'The request is not valid.',
+          errors: fieldErrors(result.error, where),
+        });
       }
     },
   });
@@ -39,7 +43,9 @@ export function problems(...codes: number[]) {
     429: 'Rate limited',
     503: 'A dependency is down',
   };
-  return Object.fromEntries(codes.map((c) => [c, { description: descriptions[c] ?? 'Error', content: problemContent }]));
+  return Object.fromEntries(
+    codes.map((c) => [c, { description: descriptions[c] ?? 'Error', content: problemContent }]),
+  );
 }
 
 export const security = [{ bearer: [] as string[] }];

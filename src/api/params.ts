@@ -25,6 +25,7 @@ export function encodeCursor(value: string): string {
 /** Cursors are opaque too; one we did not issue is a 400. */
 export function decodeCursor(cursor: string, valid: RegExp = UUID): string {
   const value = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!valid.test(value)) throw problem.badRequest('The cursor is not valid.', [{ path: 'cursor', message: 'not a cursor this API issued' }]);
+  if (!valid.test(value))
+    throw problem.badRequest('The cursor is not valid.', [{ path: 'cursor', message: 'not a cursor this API issued' }]);
   return value;
 }

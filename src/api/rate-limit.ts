@@ -16,7 +16,13 @@ import { WindowCounter } from './window-counter.js';
 const WINDOW_S = 60;
 
 function tooMany(detail: string, retryAfterS: number, headers: Record<string, string> = {}) {
-  return new ProblemError(429, 'rate-limited', detail, {}, { ...headers, 'Retry-After': String(Math.max(1, Math.ceil(retryAfterS))) });
+  return new ProblemError(
+    429,
+    'rate-limited',
+    detail,
+    {},
+    { ...headers, 'Retry-After': String(Math.max(1, Math.ceil(retryAfterS))) },
+  );
 }
 
 /** IETF draft "RateLimit header fields for HTTP" (the -07 shape most clients read). */
@@ -80,7 +86,8 @@ const DEFAULT_IMAGE_VARIANTS = 3;
 
 async function askOf(c: Context<AuthEnv>): Promise<Ask> {
   const path = c.req.path;
-  if (/^\/v1\/jobs\/[^/]+\/retry$/.test(path) || /^\/v1\/users\/[^/]+\/recommendations$/.test(path)) return { jobs: 1, images: [] };
+  if (/^\/v1\/jobs\/[^/]+\/retry$/.test(path) || /^\/v1\/users\/[^/]+\/recommendations$/.test(path))
+    return { jobs: 1, images: [] };
   if (path !== '/v1/jobs' && path !== '/v1/jobs/bulk') return { jobs: 0, images: [] };
   let body: unknown;
   try {
@@ -88,7 +95,12 @@ async function askOf(c: Context<AuthEnv>): Promise<Ask> {
   } catch {
     return { jobs: 0, images: [] }; // malformed: validation answers 400
   }
-  const specs: unknown[] = path === '/v1/jobs' ? [body] : Array.isArray((body as { jobs?: unknown })?.jobs) ? (body as { jobs: unknown[] }).jobs : [];
+  const specs: unknown[] =
+    path === '/v1/jobs'
+      ? [body]
+      : Array.isArray((body as { jobs?: unknown })?.jobs)
+        ? (body as { jobs: unknown[] }).jobs
+        : [];
   const images: Ask['images'] = [];
   for (const s of specs) {
     const spec = s as { type?: unknown; payload?: { file_id?: unknown; variants?: unknown } } | null;
@@ -155,10 +167,17 @@ export class InFlightCounts {
 /** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
 async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
   if (fileId.length > 64) return 0;
-  const row = await deps.db.selectFrom('files').select(['storage_key']).where('id', '=', fileId).where('tenant', '=', tenant).executeTakeFirst();
+  const row = await deps.db
+    .selectFrom('files')
+    .select(['storage_key'])
+    .where('id', '=', fileId)
+    .where('tenant', '=', tenant)
+    .executeTakeFirst();
   if (!row) return 0;
   try {
-    const input = deps.storage.localPath ? deps.storage.localPath(row.storage_key) : await streamToBuffer(await deps.storage.get(row.storage_key));
+    const input = deps.storage.localPath
+      ? deps.storage.localPath(row.storage_key)
+      : await streamToBuffer(await deps.storage.get(row.storage_key));
     // The image pipeline's own header probe: untrusted bytes meet only the allowed libvips loaders. It throws
     // above IMAGE_MAX_PIXELS, where the worker refuses the image before decoding it: no work to charge for.
     const { width, height } = await probe(input, deps.config.IMAGE_MAX_PIXELS);
@@ -196,18 +215,32 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     if (cap > 0) {
       const live = await inFlight.live(principal.tenant, (n) => n + ask.jobs <= cap);
       if (live + ask.jobs > cap) {
-        throw tooMany(`Your tenant has ${live} jobs queued or running; the limit is ${cap}. Wait for some to finish.`, 5, {
-          'RateLimit-Limit': String(cap),
-          'RateLimit-Remaining': String(Math.max(0, cap - live)),
-        });
+        throw tooMany(
+          `Your tenant has ${live} jobs queued or running; the limit is ${cap}. Wait for some to finish.`,
+          5,
+          {
+            'RateLimit-Limit': String(cap),
+            'RateLimit-Remaining': String(Math.max(0, cap - live)),
+          },
+        );
       }
     }
 
     let charged = 0;
     if (mp && ask.images.length) {
-      const cost = Math.ceil((await Promise.all(ask.images.map(async (i) => (await megapixels(deps, principal.tenant, i.file_id)) * i.variants))).reduce((a, b) => a + b, 0));
+      const cost = Math.ceil(
+        (
+          await Promise.all(
+            ask.images.map(async (i) => (await megapixels(deps, principal.tenant, i.file_id)) * i.variants),
+          )
+        ).reduce((a, b) => a + b, 0),
+      );
       if (cost > mpLimit) {
-        throw new ProblemError(422, 'over-quota', `These image jobs need ${cost} megapixels of work; your tenant may submit ${mpLimit} per minute. Submit fewer images or variants at once.`);
+        throw new ProblemError(
+          422,
+          'over-quota',
+          `These image jobs need ${cost} megapixels of work; your tenant may submit ${mpLimit} per minute. Submit fewer images or variants at once.`,
+        );
       }
       if (cost > 0) {
         try {
@@ -217,7 +250,11 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
           if (err instanceof RateLimiterRes) {
             // The counter took the points even though it refused them; a refused request must not cost anything.
             await mp.reward(principal.tenant, cost).catch(() => undefined);
-            throw tooMany(`Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`, err.msBeforeNext / 1000, rateHeaders(mpLimit, err));
+            throw tooMany(
+              `Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`,
+              err.msBeforeNext / 1000,
+              rateHeaders(mpLimit, err),
+            );
           }
           deps.log.warn({ err: String(err) }, 'image quota limiter unavailable');
         }

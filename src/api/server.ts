@@ -33,7 +33,16 @@ try {
 const registry = await loadJobModules(createRegistry(), config.jobModules);
 const queues = new Queues(config, redis);
 const hub = EventHub.create(config, log);
-const app = createApp({ config, db, redis, queues, registry, storage: new DirectoryStorage(config.STORAGE_DIR), log, hub });
+const app = createApp({
+  config,
+  db,
+  redis,
+  queues,
+  registry,
+  storage: new DirectoryStorage(config.STORAGE_DIR),
+  log,
+  hub,
+});
 // A key revoked anywhere stops working here at once, not when its cache entry expires.
 const revocations = listenForRevocations(config, forgetKey);
 

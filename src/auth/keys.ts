@@ -20,12 +20,20 @@ export async function createTenant(db: Db, name: string): Promise<{ tenant: stri
 export async function createKey(db: Db, secret: string, tenant: string, role: Role) {
   const id = `key_${randomBytes(9).toString('base64url')}`;
   const key = `mj_${randomBytes(32).toString('base64url')}`;
-  await db.insertInto('api_keys').values({ id, tenant, role, hash: hashKey(secret, key) }).execute();
+  await db
+    .insertInto('api_keys')
+    .values({ id, tenant, role, hash: hashKey(secret, key) })
+    .execute();
   return { id, tenant, role, key };
 }
 
 export async function revokeKey(db: Db, id: string): Promise<boolean> {
-  const r = await db.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst();
+  const r = await db
+    .updateTable('api_keys')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
   return Number(r.numUpdatedRows) > 0;
 }
 

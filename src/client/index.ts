@@ -59,7 +59,12 @@ export class ApiError extends Error {
   override name = 'ApiError';
   constructor(
     readonly status: number,
-    readonly problem: { type?: string; title?: string; detail?: string; errors?: { path: string; message: string }[] } & Record<string, unknown>,
+    readonly problem: {
+      type?: string;
+      title?: string;
+      detail?: string;
+      errors?: { path: string; message: string }[];
+    } & Record<string, unknown>,
   ) {
     super(`${status} ${problem.title ?? ''}: ${problem.detail ?? ''}`.trim());
   }
@@ -98,10 +103,21 @@ export class JobsClient {
     this.pollMs = opts.pollIntervalMs ?? 1_000;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<T> {
+  private async call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    signal?: AbortSignal,
+  ): Promise<T> {
     const res = await this.fetch(this.base + path, {
       method,
-      headers: { authorization: `Bearer ${this.opts.apiKey}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      headers: {
+        authorization: `Bearer ${this.opts.apiKey}`,
+        accept: 'application/json',
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     });
@@ -135,7 +151,10 @@ export class JobsClient {
   }
 
   /** Uploads bytes (an image for an `image` job); 201 with the file's id. */
-  async upload(bytes: Uint8Array | Blob, contentType: string): Promise<{ id: string; content_type: string; bytes: number; sha256: string }> {
+  async upload(
+    bytes: Uint8Array | Blob,
+    contentType: string,
+  ): Promise<{ id: string; content_type: string; bytes: number; sha256: string }> {
     const res = await this.fetch(`${this.base}/v1/files`, {
       method: 'POST',
       headers: { authorization: `Bearer ${this.opts.apiKey}`, 'content-type': contentType },
@@ -160,7 +179,11 @@ export class JobsClient {
    */
   async *events(id: string, opts: { lastEventId?: string; signal?: AbortSignal } = {}): AsyncGenerator<JobEvent> {
     const res = await this.fetch(`${this.base}/v1/jobs/${encodeURIComponent(id)}/events`, {
-      headers: { authorization: `Bearer ${this.opts.apiKey}`, accept: 'text/event-stream', ...(opts.lastEventId ? { 'last-event-id': opts.lastEventId } : {}) },
+      headers: {
+        authorization: `Bearer ${this.opts.apiKey}`,
+        accept: 'text/event-stream',
+        ...(opts.lastEventId ? { 'last-event-id': opts.lastEventId } : {}),
+      },
       signal: opts.signal,
     });
     if (res.status === 204) return; // resumed after the end: nothing more

@@ -69,7 +69,12 @@ export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
       ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
       ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[])
     returning *`.execute(db);
-  return rows.length === 1 ? inserted : (inOrder(rows.map((r) => r.id), inserted) as JobRow[]);
+  return rows.length === 1
+    ? inserted
+    : (inOrder(
+        rows.map((r) => r.id),
+        inserted,
+      ) as JobRow[]);
 }
 
 /** A job by id; with `tenant`, only that tenant's (another tenant's job is "not found"). */
@@ -153,7 +158,10 @@ export async function markRunningMany(db: Q, ids: string[]): Promise<(JobRow | u
 }
 
 /** Runs that succeeded, many in one statement; rows come back in input order. */
-export async function markSucceededMany(db: Q, done: { id: string; result: unknown }[]): Promise<(JobRow | undefined)[]> {
+export async function markSucceededMany(
+  db: Q,
+  done: { id: string; result: unknown }[],
+): Promise<(JobRow | undefined)[]> {
   if (done.length === 0) return [];
   const { rows } = await finishRuns(done).execute(db);
   return inOrder(
@@ -215,7 +223,11 @@ export async function markFailed(db: Q, id: string, error: JobError, final: bool
     .executeTakeFirst();
 }
 
-export async function markCancelled(db: Q, id: string, states: readonly JobState[] = LIVE): Promise<JobRow | undefined> {
+export async function markCancelled(
+  db: Q,
+  id: string,
+  states: readonly JobState[] = LIVE,
+): Promise<JobRow | undefined> {
   return db
     .updateTable('jobs')
     .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
@@ -271,7 +283,13 @@ export async function resetForRetry(
  * Jobs that should be in Redis, last changed in [since, until), in id order after `after`. `since` absent: all of
  * them (a full scan).
  */
-export async function liveJobsChangedBetween(db: Q, until: Date, since: Date | undefined, after: string | undefined, limit: number): Promise<JobRow[]> {
+export async function liveJobsChangedBetween(
+  db: Q,
+  until: Date,
+  since: Date | undefined,
+  after: string | undefined,
+  limit: number,
+): Promise<JobRow[]> {
   let q = db.selectFrom('jobs').selectAll().where('state', 'in', LIVE).where('updated_at', '<', until);
   if (since) q = q.where('updated_at', '>=', since);
   if (after) q = q.where('id', '>', after);
@@ -280,6 +298,8 @@ export async function liveJobsChangedBetween(db: Q, until: Date, since: Date | u
 
 /** The database's clock minus `ms`: ledger timestamps come from it, so horizons must too. */
 export async function dbNowMinus(db: Q, ms: number): Promise<Date> {
-  const { t } = await db.selectNoFrom(sql<Date>`now() - make_interval(secs => ${ms / 1000})`.as('t')).executeTakeFirstOrThrow();
+  const { t } = await db
+    .selectNoFrom(sql<Date>`now() - make_interval(secs => ${ms / 1000})`.as('t'))
+    .executeTakeFirstOrThrow();
   return t;
 }

@@ -33,9 +33,17 @@ export async function ensureDatabase(connectionString: string): Promise<boolean>
 /** Like kysely's FileMigrationProvider, but importing from here so TypeScript migrations load under tsx and vitest alike. */
 const provider: MigrationProvider = {
   async getMigrations() {
-    const files = (await fs.readdir(MIGRATIONS_DIR)).filter((f) => /\.(ts|js|mjs)$/.test(f) && !f.endsWith('.d.ts')).sort();
+    const files = (await fs.readdir(MIGRATIONS_DIR))
+      .filter((f) => /\.(ts|js|mjs)$/.test(f) && !f.endsWith('.d.ts'))
+      .sort();
     const entries = await Promise.all(
-      files.map(async (f) => [f.replace(/\.(ts|js|mjs)$/, ''), (await import(pathToFileURL(path.join(MIGRATIONS_DIR, f)).href)) as Migration] as const),
+      files.map(
+        async (f) =>
+          [
+            f.replace(/\.(ts|js|mjs)$/, ''),
+            (await import(pathToFileURL(path.join(MIGRATIONS_DIR, f)).href)) as Migration,
+          ] as const,
+      ),
     );
     return Object.fromEntries(entries);
   },

@@ -21,7 +21,12 @@ export const DEFAULT_VARIANTS: readonly Variant[] = [
   { name: 'large', width: 1280, height: 1280, fit: 'inside', format: 'webp' },
 ];
 
-export const MIME: Record<OutputFormat, string> = { jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp', avif: 'image/avif' };
+export const MIME: Record<OutputFormat, string> = {
+  jpeg: 'image/jpeg',
+  png: 'image/png',
+  webp: 'image/webp',
+  avif: 'image/avif',
+};
 
 /** Input formats we decode, as sharp's metadata names them (heif: AVIF only, as the bundled libheif has no HEVC). */
 const INPUT_FORMATS = new Set(['jpeg', 'png', 'webp', 'heif', 'gif', 'tiff']);
@@ -30,7 +35,14 @@ const INPUT_FORMATS = new Set(['jpeg', 'png', 'webp', 'heif', 'gif', 'tiff']);
  * Loaders that stay enabled; every other libvips loader (SVG, PDF, ImageMagick, FITS, Matlab, raw camera…)
  * is blocked for the whole process. SVG is therefore refused outright, so no href is ever resolved.
  */
-const ALLOWED_LOADERS = ['VipsForeignLoadJpeg', 'VipsForeignLoadPng', 'VipsForeignLoadWebp', 'VipsForeignLoadHeif', 'VipsForeignLoadNsgif', 'VipsForeignLoadTiff'];
+const ALLOWED_LOADERS = [
+  'VipsForeignLoadJpeg',
+  'VipsForeignLoadPng',
+  'VipsForeignLoadWebp',
+  'VipsForeignLoadHeif',
+  'VipsForeignLoadNsgif',
+  'VipsForeignLoadTiff',
+];
 
 /** A single pipeline may not run longer than this (a pathological input must not hold a slot forever). */
 const TIMEOUT_SECONDS = 120;
@@ -71,13 +83,19 @@ export async function probe(input: string | Buffer, maxPixels: number): Promise<
     throw imageError(err);
   }
   if (!m.format || !INPUT_FORMATS.has(m.format) || (m.format === 'heif' && m.compression !== 'av1')) {
-    throw new PermanentError('unsupported_image', `not an accepted image format (${m.format ?? 'unknown'}); accepted: jpeg, png, webp, avif, gif, tiff`);
+    throw new PermanentError(
+      'unsupported_image',
+      `not an accepted image format (${m.format ?? 'unknown'}); accepted: jpeg, png, webp, avif, gif, tiff`,
+    );
   }
   const width = m.autoOrient?.width ?? m.width ?? 0;
   const height = m.autoOrient?.height ?? m.height ?? 0;
   if (!width || !height) throw new PermanentError('image_corrupt', 'the image has no dimensions');
   if (width * height > maxPixels) {
-    throw new PermanentError('image_too_large', `${width}x${height} is more than the ${maxPixels} pixels an input may have`);
+    throw new PermanentError(
+      'image_too_large',
+      `${width}x${height} is more than the ${maxPixels} pixels an input may have`,
+    );
   }
   return { format: m.format, width, height };
 }
@@ -129,13 +147,21 @@ export async function renderVariant(input: string | Buffer, v: Variant, maxPixel
 /** libvips speaks in messages; the ledger wants a code, and to know whether a retry could ever help. */
 export function imageError(err: unknown): Error {
   if (err instanceof PermanentError || err instanceof RetryableError) return err;
-  const message = String((err as Error)?.message ?? err).split('\n')[0].slice(0, 500);
+  const message = String((err as Error)?.message ?? err)
+    .split('\n')[0]
+    .slice(0, 500);
   if (/exceeds pixel limit|exceeds channel limit/i.test(message)) return new PermanentError('image_too_large', message);
-  if (/unsupported image format|is blocked|not a known file format/i.test(message)) return new PermanentError('unsupported_image', message);
-  if (/Input file is missing/i.test(message)) return new PermanentError('file_missing', 'the stored bytes of the file are gone');
+  if (/unsupported image format|is blocked|not a known file format/i.test(message))
+    return new PermanentError('unsupported_image', message);
+  if (/Input file is missing/i.test(message))
+    return new PermanentError('file_missing', 'the stored bytes of the file are gone');
   if (/timeout/i.test(message)) return new RetryableError('image_timeout', message);
   // Decoders' words for bytes that end early or do not parse (seen from jpeg, png, webp, avif, gif loaders).
-  if (/premature end|truncat|corrupt|read error|unable to parse|bad seek|unexpected end|not enough data|crc error|Input (file|buffer) has/i.test(message)) {
+  if (
+    /premature end|truncat|corrupt|read error|unable to parse|bad seek|unexpected end|not enough data|crc error|Input (file|buffer) has/i.test(
+      message,
+    )
+  ) {
     return new PermanentError('image_corrupt', message);
   }
   return err instanceof Error ? err : new Error(message);

@@ -10,7 +10,15 @@ import { z } from 'zod';
 import { addressProblem, normalizeAddress, senderDomain } from '../mail/address.js';
 import { isDbUnavailable, type Db } from '../db/index.js';
 import { groupCommit } from '../group-commit.js';
-import { claimDeliveriesMany, messageIdFor, releaseClaims, settleDeliveries, type Claim, type ClaimRequest, type Settlement } from '../mail/deliveries.js';
+import {
+  claimDeliveriesMany,
+  messageIdFor,
+  releaseClaims,
+  settleDeliveries,
+  type Claim,
+  type ClaimRequest,
+  type Settlement,
+} from '../mail/deliveries.js';
 import { latestRecommendations } from '../mail/recommendations.js';
 import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
 import { closeMailer, compose, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
@@ -29,12 +37,33 @@ export const emailAddress = z.string().superRefine((v, ctx) => {
 // Header fields: CR or LF would let a value start a new header (header injection), so none may hold one.
 const subject = z.string().min(1).max(200).refine(noControl, 'must not contain CR, LF or other control characters');
 const text = z.string().min(1).max(100_000);
-const to = z.union([emailAddress, z.array(emailAddress).min(1).max(MAX_RECIPIENTS, `at most ${MAX_RECIPIENTS} recipients`)]);
+const to = z.union([
+  emailAddress,
+  z.array(emailAddress).min(1).max(MAX_RECIPIENTS, `at most ${MAX_RECIPIENTS} recipients`),
+]);
 
 export const emailPayload = z.discriminatedUnion('template', [
-  z.strictObject({ to, template: z.literal('welcome'), subject: subject.optional(), text: text.optional(), data: templateData.welcome.optional() }),
-  z.strictObject({ to, template: z.literal('recommendations'), subject: subject.optional(), text: text.optional(), data: templateData.recommendations }),
-  z.strictObject({ to, template: z.literal('report_ready'), subject: subject.optional(), text: text.optional(), data: templateData.report_ready }),
+  z.strictObject({
+    to,
+    template: z.literal('welcome'),
+    subject: subject.optional(),
+    text: text.optional(),
+    data: templateData.welcome.optional(),
+  }),
+  z.strictObject({
+    to,
+    template: z.literal('recommendations'),
+    subject: subject.optional(),
+    text: text.optional(),
+    data: templateData.recommendations,
+  }),
+  z.strictObject({
+    to,
+    template: z.literal('report_ready'),
+    subject: subject.optional(),
+    text: text.optional(),
+    data: templateData.report_ready,
+  }),
   z.strictObject({ to, template: z.literal('plain'), subject, text, data: templateData.plain.optional() }),
 ]);
 export type EmailPayload = z.infer<typeof emailPayload>;
@@ -48,7 +77,10 @@ export interface EmailResult {
 
 async function content(ctx: JobContext<EmailPayload>): Promise<Rendered> {
   const p = ctx.payload;
-  const common = { subject: p.subject ?? DEFAULT_SUBJECT[p.template], note: p.template === 'plain' ? undefined : p.text };
+  const common = {
+    subject: p.subject ?? DEFAULT_SUBJECT[p.template],
+    note: p.template === 'plain' ? undefined : p.text,
+  };
   switch (p.template) {
     case 'welcome':
       return render('welcome', { ...common, ...p.data });
@@ -69,7 +101,10 @@ async function content(ctx: JobContext<EmailPayload>): Promise<Rendered> {
 // Claims and outcomes of concurrent runs share statements (group commit): one round trip and one commit per batch,
 // not per message. Each caller still waits for its own write to commit, so every message is claimed before it is sent
 // and settled before its run goes on, as when each went alone.
-const ledgers = new WeakMap<Db, { claim: Map<number, (r: ClaimRequest) => Promise<Claim[]>>; settle: (s: Settlement) => Promise<void> }>();
+const ledgers = new WeakMap<
+  Db,
+  { claim: Map<number, (r: ClaimRequest) => Promise<Claim[]>>; settle: (s: Settlement) => Promise<void> }
+>();
 
 // A value the database refuses fails its own run only; a lost connection fails the batch (and the DbGuard pauses).
 const isolate = (err: unknown) => !isDbUnavailable(err);
@@ -77,7 +112,10 @@ const isolate = (err: unknown) => !isDbUnavailable(err);
 function deliveryLedger(db: Db, leaseMs: number) {
   let l = ledgers.get(db);
   if (!l) {
-    const settle = groupCommit(async (list: Settlement[]) => (await settleDeliveries(db, list), list.map(() => undefined)), { maxInFlight: 1, isolate });
+    const settle = groupCommit(
+      async (list: Settlement[]) => (await settleDeliveries(db, list), list.map(() => undefined)),
+      { maxInFlight: 1, isolate },
+    );
     l = { claim: new Map(), settle };
     ledgers.set(db, l);
   }
@@ -97,13 +135,20 @@ const SETTLE_RETRY_MS = [100, 200, 400, 800, 1_600, 3_200, 4_000, 5_000];
  * know of is sent again by the next run (with the same Message-ID, but twice all the same). Gives up, and fails the
  * run, only after SETTLE_RETRY_MS; the claim then stays pending, the ambiguous case the Message-ID is for.
  */
-async function settleSurely(settle: (s: Settlement) => Promise<void>, s: Settlement, log: JobContext<unknown>['log']): Promise<void> {
+async function settleSurely(
+  settle: (s: Settlement) => Promise<void>,
+  s: Settlement,
+  log: JobContext<unknown>['log'],
+): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await settle(s);
     } catch (err) {
       if (attempt >= SETTLE_RETRY_MS.length) throw err;
-      log.warn({ err: String((err as Error)?.message ?? err), recipient: s.recipient, state: s.state, attempt: attempt + 1 }, 'recording a send outcome failed; trying again');
+      log.warn(
+        { err: String((err as Error)?.message ?? err), recipient: s.recipient, state: s.state, attempt: attempt + 1 },
+        'recording a send outcome failed; trying again',
+      );
       await new Promise((r) => setTimeout(r, SETTLE_RETRY_MS[attempt]));
     }
   }
@@ -116,7 +161,11 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   const domain = senderDomain(config.MAIL_FROM);
   // Half the BullMQ lock: a dead run's claims are older than that by the time its job is picked up again.
   const deliveries = deliveryLedger(db, config.WORKER_LOCK_MS / 2);
-  const claims = await deliveries.claim({ jobId: ctx.id, recipients, messageIds: recipients.map((r) => messageIdFor(ctx.id, r, domain)) });
+  const claims = await deliveries.claim({
+    jobId: ctx.id,
+    recipients,
+    messageIds: recipients.map((r) => messageIdFor(ctx.id, r, domain)),
+  });
 
   const state = new Map(claims.map((c) => [c.recipient, c.attempts === null ? c.prev_state! : ('pending' as string)]));
   const todo = claims.filter((c) => c.attempts !== null);
@@ -131,7 +180,10 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
       while (next < todo.length && !ctx.signal.aborted) {
         const c = todo[next++];
         if (c.prev_state === 'pending') {
-          log.warn({ message_id: c.message_id, attempts: c.attempts }, 'an earlier send of this message has no recorded outcome; sending it again with the same Message-ID');
+          log.warn(
+            { message_id: c.message_id, attempts: c.attempts },
+            'an earlier send of this message has no recorded outcome; sending it again with the same Message-ID',
+          );
         }
         // Only the send's own failure decides the outcome: a failed write of a 'sent' must never turn it into
         // 'deferred', which the retry would send again.
@@ -156,9 +208,14 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
       }
     };
     await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, todo.length) }, sendNext));
-    await releaseClaims(db, ctx.id, todo.slice(next).map((c) => c.recipient));
+    await releaseClaims(
+      db,
+      ctx.id,
+      todo.slice(next).map((c) => c.recipient),
+    );
     // The BullMQ limiter counts jobs; a job that sent several messages holds the queue back for the extra ones.
-    if (done > 1) await ctx.deps.queues.get('email').rateLimit(Math.ceil(((done - 1) * 1000) / config.EMAIL_RATE_PER_SECOND));
+    if (done > 1)
+      await ctx.deps.queues.get('email').rateLimit(Math.ceil(((done - 1) * 1000) / config.EMAIL_RATE_PER_SECOND));
   }
 
   const by = (s: string) => recipients.filter((r) => state.get(r) === s);
@@ -166,13 +223,24 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   const rejected = by('rejected');
   const unsent = recipients.length - accepted.length - rejected.length;
   if (unsent && !ctx.signal.aborted) {
-    throw new RetryableError('smtp_temporary', `${unsent} of ${recipients.length} recipient(s) not delivered yet (${lastTemporary ?? 'interrupted, or being sent by another run'}); will retry`);
+    throw new RetryableError(
+      'smtp_temporary',
+      `${unsent} of ${recipients.length} recipient(s) not delivered yet (${lastTemporary ?? 'interrupted, or being sent by another run'}); will retry`,
+    );
   }
   if (!accepted.length && rejected.length) {
-    throw new PermanentError('recipients_rejected', `the server rejected every recipient${lastPermanent ? `: ${lastPermanent}` : ''}`);
+    throw new PermanentError(
+      'recipients_rejected',
+      `the server rejected every recipient${lastPermanent ? `: ${lastPermanent}` : ''}`,
+    );
   }
   const ids = claims.map((c) => [c.recipient, c.message_id] as const);
-  return { message_id: ids[0][1], accepted, rejected, ...(ids.length > 1 ? { message_ids: Object.fromEntries(ids) } : {}) };
+  return {
+    message_id: ids[0][1],
+    accepted,
+    rejected,
+    ...(ids.length > 1 ? { message_ids: Object.fromEntries(ids) } : {}),
+  };
 }
 
 export const email = defineJob({

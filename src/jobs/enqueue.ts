@@ -33,7 +33,9 @@ export async function enqueue(queues: Queues, registry: JobRegistry, rows: JobRo
         const r = list[0];
         return queue.add(type, { tenant: r.tenant } satisfies BullData, bullOptions(registry, r));
       }
-      return queue.addBulk(list.map((r) => ({ name: type, data: { tenant: r.tenant }, opts: bullOptions(registry, r) })));
+      return queue.addBulk(
+        list.map((r) => ({ name: type, data: { tenant: r.tenant }, opts: bullOptions(registry, r) })),
+      );
     }),
   );
 }

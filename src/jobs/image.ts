@@ -50,7 +50,9 @@ export const image = defineJob({
     const source = await findFile(db, ctx.payload.file_id, ctx.tenant);
     if (!source) throw new PermanentError('file_not_found', `no file ${ctx.payload.file_id} for this tenant`);
     // A local path lets libvips read only what it needs (a JPEG header, then shrink-on-load).
-    const input = storage.localPath ? storage.localPath(source.storage_key) : await readAll(await storage.get(source.storage_key), source.bytes);
+    const input = storage.localPath
+      ? storage.localPath(source.storage_key)
+      : await readAll(await storage.get(source.storage_key), source.bytes);
     const expiresAt = retentionEnd(config.FILE_RETENTION_DAYS);
     await Promise.all([probe(input, config.IMAGE_MAX_PIXELS), extendExpiry(db, source.id, expiresAt)]);
 
@@ -64,8 +66,22 @@ export const image = defineJob({
       const out = await renderVariant(input, v, config.IMAGE_MAX_PIXELS);
       await saving;
       saving = (async () => {
-        const row = await saveFile(db, storage, { tenant: ctx.tenant, body: out.data, contentType: MIME[out.format], jobId: ctx.id, name: v.name, expiresAt });
-        result.variants.push({ name: v.name, file_id: row.id, width: out.width, height: out.height, format: out.format, bytes: out.bytes });
+        const row = await saveFile(db, storage, {
+          tenant: ctx.tenant,
+          body: out.data,
+          contentType: MIME[out.format],
+          jobId: ctx.id,
+          name: v.name,
+          expiresAt,
+        });
+        result.variants.push({
+          name: v.name,
+          file_id: row.id,
+          width: out.width,
+          height: out.height,
+          format: out.format,
+          bytes: out.bytes,
+        });
         // The last step is the ledger's own 100 on success.
         if (i < variants.length - 1) await ctx.progress(((i + 1) * 100) / variants.length);
       })();

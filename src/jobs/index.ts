@@ -12,7 +12,12 @@ export * from './types.js';
 
 /** The product's job types. */
 export function createRegistry(): JobRegistry {
-  return new JobRegistry().register(recommendations).register(recommendationsChunk).register(email).register(image).register(report);
+  return new JobRegistry()
+    .register(recommendations)
+    .register(recommendationsChunk)
+    .register(email)
+    .register(image)
+    .register(report);
 }
 
 /**

@@ -27,7 +27,14 @@ export const recommendations = defineJob({
   async process(ctx) {
     const { recommendUsers, runBatch } = await import('../reco/service.js');
     if ('all_users' in ctx.payload) return runBatch(ctx, ctx.deps.config.RECO_CHUNK_USERS);
-    const [result] = await recommendUsers(ctx.deps, ctx.tenant, ctx.id, [ctx.payload.user_id], ctx.payload.limit, ctx.signal);
+    const [result] = await recommendUsers(
+      ctx.deps,
+      ctx.tenant,
+      ctx.id,
+      [ctx.payload.user_id],
+      ctx.payload.limit,
+      ctx.signal,
+    );
     return result;
   },
 });

@@ -20,7 +20,10 @@ export const reportPayload = z
     scope: z.enum(['tenant', 'all']).default('tenant'),
     notify: z.array(emailAddress).min(1).max(50).optional(),
   })
-  .refine((p) => !p.from || !p.to || Date.parse(p.from) < Date.parse(p.to), { message: 'must be after from', path: ['to'] });
+  .refine((p) => !p.from || !p.to || Date.parse(p.from) < Date.parse(p.to), {
+    message: 'must be after from',
+    path: ['to'],
+  });
 
 /** True for a submission that only an operator may make: a report across every tenant. */
 export function crossTenantReport(spec: { type: string; payload: Record<string, unknown> }): boolean {

@@ -35,18 +35,38 @@ export interface SubmitDeps {
 export type SpecIssue = { path: (string | number)[]; message: string; code: 'invalid' | 'unavailable' };
 
 /** Checks a spec against its type: unknown type, a type not built yet, or a bad payload. */
-export function checkSpec(registry: JobRegistry, spec: JobSpec): { row?: Omit<NewJobRow, 'id' | 'tenant'>; issues: SpecIssue[] } {
+export function checkSpec(
+  registry: JobRegistry,
+  spec: JobSpec,
+): { row?: Omit<NewJobRow, 'id' | 'tenant'>; issues: SpecIssue[] } {
   const def = registry.get(spec.type);
   if (!def || def.internal) {
-    const known = registry.all().filter((d) => !d.internal).map((d) => d.type);
+    const known = registry
+      .all()
+      .filter((d) => !d.internal)
+      .map((d) => d.type);
     return { issues: [{ path: ['type'], message: `unknown job type; one of: ${known.join(', ')}`, code: 'invalid' }] };
   }
   if (!def.process) {
-    return { issues: [{ path: ['type'], message: `job type '${spec.type}' is not available yet on this platform`, code: 'unavailable' }] };
+    return {
+      issues: [
+        {
+          path: ['type'],
+          message: `job type '${spec.type}' is not available yet on this platform`,
+          code: 'unavailable',
+        },
+      ],
+    };
   }
   const parsed = def.payload.safeParse(spec.payload);
   if (!parsed.success) {
-    return { issues: parsed.error.issues.map((i) => ({ path: ['payload', ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))], message: i.message, code: 'invalid' as const })) };
+    return {
+      issues: parsed.error.issues.map((i) => ({
+        path: ['payload', ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
+        message: i.message,
+        code: 'invalid' as const,
+      })),
+    };
   }
   const runAt = spec.run_at ? new Date(spec.run_at) : null;
   return {
@@ -71,7 +91,12 @@ export function requestHash(body: unknown): string {
  * Commits the rows, then adds them to BullMQ. An enqueue that fails after the commit is logged and left to
  * the reconciler: the job is accepted either way.
  */
-export async function submit(deps: SubmitDeps, tenant: string, rows: Omit<NewJobRow, 'id' | 'tenant'>[], extra: Partial<NewJobRow> = {}): Promise<JobRow[]> {
+export async function submit(
+  deps: SubmitDeps,
+  tenant: string,
+  rows: Omit<NewJobRow, 'id' | 'tenant'>[],
+  extra: Partial<NewJobRow> = {},
+): Promise<JobRow[]> {
   const inserted = await ledger.insertJobs(
     deps.db,
     rows.map((r) => ({ ...r, ...extra, id: newId(), tenant })),
@@ -104,5 +129,6 @@ export function groupSubmitter(deps: SubmitDeps) {
     },
     { gather: 'turn' },
   );
-  return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => add(await insert({ ...row, id: newId(), tenant }));
+  return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> =>
+    add(await insert({ ...row, id: newId(), tenant }));
 }

@@ -13,7 +13,9 @@ const UNDEFINED_COLUMN = '42703';
 export async function latestRecommendations(db: Db, tenant: string, userId: string): Promise<RecommendationItem[]> {
   let rows: { items: unknown }[];
   try {
-    ({ rows } = await sql<{ items: unknown }>`select items from recommendations where tenant = ${tenant} and user_id = ${userId} limit 1`.execute(db));
+    ({ rows } = await sql<{
+      items: unknown;
+    }>`select items from recommendations where tenant = ${tenant} and user_id = ${userId} limit 1`.execute(db));
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === UNDEFINED_TABLE || code === UNDEFINED_COLUMN) return [];

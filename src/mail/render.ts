@@ -35,10 +35,16 @@ export const templateData = {
       name: singleLine(100).optional(),
       items: z.array(recommendationItem.strict()).max(100).optional(),
     })
-    .refine((d) => d.user_id !== undefined || d.items !== undefined, 'give data.user_id (latest stored recommendations) or data.items'),
+    .refine(
+      (d) => d.user_id !== undefined || d.items !== undefined,
+      'give data.user_id (latest stored recommendations) or data.items',
+    ),
   report_ready: z
     .strictObject({
-      file_id: z.string().regex(/^file_[A-Za-z0-9_-]{10,64}$/, 'must be a file id (file_…)').optional(),
+      file_id: z
+        .string()
+        .regex(/^file_[A-Za-z0-9_-]{10,64}$/, 'must be a file id (file_…)')
+        .optional(),
       url: httpUrl.optional(),
       report: singleLine(60).optional(),
       name: singleLine(100).optional(),
@@ -56,7 +62,9 @@ export const DEFAULT_SUBJECT: Record<TemplateName, string> = {
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Under tsx the templates sit next to this file; a compiled build (dist/src/mail) reads them from the source tree.
-const VIEWS = [path.join(here, 'templates'), path.resolve(here, '../../../src/mail/templates')].find((d) => existsSync(d)) ?? path.join(here, 'templates');
+const VIEWS =
+  [path.join(here, 'templates'), path.resolve(here, '../../../src/mail/templates')].find((d) => existsSync(d)) ??
+  path.join(here, 'templates');
 
 const html = new Eta({ views: VIEWS, autoEscape: true, cache: true });
 const text = new Eta({ views: VIEWS, autoEscape: false, autoTrim: false, cache: true });

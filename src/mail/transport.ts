@@ -36,7 +36,14 @@ const HEADER_TOKEN = /^[\x21-\x7e]{1,998}$/;
  * so a job with 50 recipients pays it once instead of 50 times.
  */
 export async function compose(from: string, content: MessageContent): Promise<ComposedMessage> {
-  const node = new MailComposer({ from, to: TO_SLOT, messageId: ID_SLOT, ...content, disableFileAccess: true, disableUrlAccess: true }).compile();
+  const node = new MailComposer({
+    from,
+    to: TO_SLOT,
+    messageId: ID_SLOT,
+    ...content,
+    disableFileAccess: true,
+    disableUrlAccess: true,
+  }).compile();
   const envelopeFrom = (node.getEnvelope() as { from: string | false }).from;
   if (!envelopeFrom) throw new Error(`MAIL_FROM has no address: ${from}`);
   const whole = await node.build();
@@ -51,7 +58,8 @@ export async function compose(from: string, content: MessageContent): Promise<Co
     envelopeFrom,
     for(to, messageId) {
       // Written into the header as they are, past nodemailer's encoding: printable ASCII without spaces only.
-      if (!HEADER_TOKEN.test(to) || !HEADER_TOKEN.test(messageId)) throw new Error(`not a bare address and Message-ID: ${JSON.stringify([to, messageId])}`);
+      if (!HEADER_TOKEN.test(to) || !HEADER_TOKEN.test(messageId))
+        throw new Error(`not a bare address and Message-ID: ${JSON.stringify([to, messageId])}`);
       const copy = lines.slice();
       copy[toAt] = `To: ${to}`;
       copy[idAt] = `Message-ID: ${messageId}`;
@@ -96,7 +104,10 @@ function smtpMailer(config: Config, url: string): Mailer {
   return {
     kind: 'smtp',
     async send(m, to, messageId) {
-      const info = await transport.sendMail({ envelope: { from: m.envelopeFrom, to: [to] }, raw: m.for(to, messageId) });
+      const info = await transport.sendMail({
+        envelope: { from: m.envelopeFrom, to: [to] },
+        raw: m.for(to, messageId),
+      });
       return { accepted: info.accepted.map(String), rejected: info.rejected.map(String), response: info.response };
     },
     close: () => transport.close(),
@@ -132,7 +143,14 @@ export function createMailer(config: Config): Mailer {
 export function describeMailer(config: Config): Record<string, unknown> {
   if (!config.SMTP_URL) return { transport: 'file', dir: path.resolve(config.MAIL_DIR) };
   const u = new URL(config.SMTP_URL);
-  return { transport: 'smtp', host: u.hostname, port: Number(u.port) || (u.protocol === 'smtps:' ? 465 : 587), secure: u.protocol === 'smtps:', user: u.username ? decodeURIComponent(u.username) : undefined, pool: 5 };
+  return {
+    transport: 'smtp',
+    host: u.hostname,
+    port: Number(u.port) || (u.protocol === 'smtps:' ? 465 : 587),
+    secure: u.protocol === 'smtps:',
+    user: u.username ? decodeURIComponent(u.username) : undefined,
+    pool: 5,
+  };
 }
 
 const mailers = new WeakMap<Config, Mailer>();
@@ -143,7 +161,10 @@ export function mailerFor(config: Config, log: Logger): Mailer {
   if (!m) {
     m = createMailer(config);
     mailers.set(config, m);
-    log.info({ mail: describeMailer(config) }, config.SMTP_URL ? 'email transport: SMTP (pooled)' : 'email transport: .eml files (SMTP_URL is not set)');
+    log.info(
+      { mail: describeMailer(config) },
+      config.SMTP_URL ? 'email transport: SMTP (pooled)' : 'email transport: .eml files (SMTP_URL is not set)',
+    );
   }
   return m;
 }

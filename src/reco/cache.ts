@@ -46,7 +46,12 @@ export class ModelCache {
       this.evict();
     }
     const now = (e.usedAt = Date.now());
-    if (e.model && !e.loading && now - e.model.builtAt >= this.refreshMs && now - e.checkedAt >= Math.min(this.refreshMs, 1_000)) {
+    if (
+      e.model &&
+      !e.loading &&
+      now - e.model.builtAt >= this.refreshMs &&
+      now - e.checkedAt >= Math.min(this.refreshMs, 1_000)
+    ) {
       e.checkedAt = now;
       const version = await catalogVersion(this.db, tenant);
       if (version !== e.model.version && !e.loading) {
@@ -80,7 +85,19 @@ export class ModelCache {
       });
       const used = process.cpuUsage(cpu);
       const trainCpuMs = Math.round((used.user + used.system) / 1000);
-      this.log?.info({ tenant, version, movies: model.movies.length, users: model.users, ratings: model.ratings, load_ms: loadMs, train_ms: model.trainMs, train_cpu_ms: trainCpuMs }, 'recommendation model trained');
+      this.log?.info(
+        {
+          tenant,
+          version,
+          movies: model.movies.length,
+          users: model.users,
+          ratings: model.ratings,
+          load_ms: loadMs,
+          train_ms: model.trainMs,
+          train_cpu_ms: trainCpuMs,
+        },
+        'recommendation model trained',
+      );
       e.model = model;
       e.scorer = new Scorer(model);
       return model;
@@ -124,19 +141,34 @@ export function resultKey(config: Config, tenant: string, userId: string): strin
   return `${config.QUEUE_PREFIX}:reco:{${tenant}}:${encodeURIComponent(userId)}`;
 }
 
-export async function cacheResults(redis: RedisClient, config: Config, tenant: string, results: CachedResult[]): Promise<void> {
+export async function cacheResults(
+  redis: RedisClient,
+  config: Config,
+  tenant: string,
+  results: CachedResult[],
+): Promise<void> {
   if (!results.length) return;
   const p = redis.pipeline();
   for (const r of results) p.set(resultKey(config, tenant, r.user_id), JSON.stringify(r), 'EX', RESULT_TTL_S);
   await p.exec();
 }
 
-export async function readCachedResult(redis: RedisClient, config: Config, tenant: string, userId: string): Promise<CachedResult | undefined> {
+export async function readCachedResult(
+  redis: RedisClient,
+  config: Config,
+  tenant: string,
+  userId: string,
+): Promise<CachedResult | undefined> {
   const v = await redis.get(resultKey(config, tenant, userId));
   return v ? (JSON.parse(v) as CachedResult) : undefined;
 }
 
-export async function forgetResults(redis: RedisClient, config: Config, tenant: string, userIds: string[]): Promise<void> {
+export async function forgetResults(
+  redis: RedisClient,
+  config: Config,
+  tenant: string,
+  userIds: string[],
+): Promise<void> {
   const unique = [...new Set(userIds)];
   const p = redis.pipeline();
   for (const u of unique) p.del(resultKey(config, tenant, u));

@@ -24,7 +24,9 @@ export async function bumpVersion(db: Q, tenant: string): Promise<number> {
   const row = await db
     .insertInto('catalog_versions')
     .values({ tenant, version: 1 })
-    .onConflict((oc) => oc.column('tenant').doUpdateSet({ version: sql`catalog_versions.version + 1`, updated_at: sql`now()` }))
+    .onConflict((oc) =>
+      oc.column('tenant').doUpdateSet({ version: sql`catalog_versions.version + 1`, updated_at: sql`now()` }),
+    )
     .returning('version')
     .executeTakeFirstOrThrow();
   return Number(row.version);
@@ -51,7 +53,12 @@ export async function upsertMovies(db: Q, tenant: string, movies: MovieInput[]):
 /** Movie ids among `ids` that the tenant's catalog does not have. */
 export async function unknownMovies(db: Q, tenant: string, ids: string[]): Promise<Set<string>> {
   const wanted = [...new Set(ids)];
-  const found = await db.selectFrom('movies').select('id').where('tenant', '=', tenant).where('id', '=', sql<string>`any(${wanted}::text[])`).execute();
+  const found = await db
+    .selectFrom('movies')
+    .select('id')
+    .where('tenant', '=', tenant)
+    .where('id', '=', sql<string>`any(${wanted}::text[])`)
+    .execute();
   const known = new Set(found.map((r) => r.id));
   return new Set(wanted.filter((id) => !known.has(id)));
 }
@@ -91,8 +98,17 @@ const perUser = (where: ReturnType<typeof sql>) => sql<{ u: string; m: string; r
   from ratings where ${where} group by user_id order by user_id`;
 
 /** Everything a model is trained from, read in pages of users so memory stays flat whatever the size. */
-export async function loadTrainingData(db: Q, tenant: string, pageUsers = 2_000): Promise<{ movies: CatalogMovie[]; matrix: RatingMatrix; users: string[] }> {
-  const movies = await db.selectFrom('movies').select(['id', 'title', 'genres']).where('tenant', '=', tenant).orderBy('id').execute();
+export async function loadTrainingData(
+  db: Q,
+  tenant: string,
+  pageUsers = 2_000,
+): Promise<{ movies: CatalogMovie[]; matrix: RatingMatrix; users: string[] }> {
+  const movies = await db
+    .selectFrom('movies')
+    .select(['id', 'title', 'genres'])
+    .where('tenant', '=', tenant)
+    .orderBy('id')
+    .execute();
   const index = new Map(movies.map((m, i) => [m.id, i]));
   const users: string[] = [];
   let user = new Int32Array(1 << 16);
@@ -101,7 +117,11 @@ export async function loadTrainingData(db: Q, tenant: string, pageUsers = 2_000)
   let n = 0;
   for (;;) {
     const after = users.length ? sql`and user_id > ${users[users.length - 1]}` : sql``;
-    const { rows } = await sql<{ u: string; m: string; r: string }>`${perUser(sql`tenant = ${tenant} ${after}`)} limit ${pageUsers}`.execute(db);
+    const { rows } = await sql<{
+      u: string;
+      m: string;
+      r: string;
+    }>`${perUser(sql`tenant = ${tenant} ${after}`)} limit ${pageUsers}`.execute(db);
     for (const row of rows) {
       const ms = row.m.split(SEP);
       const rs = row.r.split(SEP);
@@ -134,13 +154,20 @@ function grow<T extends Int32Array | Float32Array>(a: T, size: number): T {
 }
 
 /** Ratings of several users at once, with the database's clock at the read (results remember what they saw). */
-export async function userRatings(db: Q, tenant: string, userIds: string[]): Promise<{ readAt: Date; byUser: Map<string, UserRating[]> }> {
+export async function userRatings(
+  db: Q,
+  tenant: string,
+  userIds: string[],
+): Promise<{ readAt: Date; byUser: Map<string, UserRating[]> }> {
   const byUser = new Map<string, UserRating[]>(userIds.map((u) => [u, []]));
   const { rows } = await perUser(sql`tenant = ${tenant} and user_id = any(${userIds}::text[])`).execute(db);
   for (const row of rows) {
     const ms = row.m.split(SEP);
     const rs = row.r.split(SEP);
-    byUser.set(row.u, ms.map((movie_id, k) => ({ movie_id, rating: Number(rs[k]) })));
+    byUser.set(
+      row.u,
+      ms.map((movie_id, k) => ({ movie_id, rating: Number(rs[k]) })),
+    );
   }
   // The read's own clock when it found something (a rating committed after it makes the result stale).
   const readAt = rows[0]?.now ?? (await sql<{ now: Date }>`select now() as now`.execute(db)).rows[0].now;
@@ -149,7 +176,9 @@ export async function userRatings(db: Q, tenant: string, userIds: string[]): Pro
 
 /** Every user with at least one rating, in id order. */
 export async function allUsers(db: Q, tenant: string): Promise<string[]> {
-  const { rows } = await sql<{ u: string }>`select distinct user_id as u from ratings where tenant = ${tenant} order by user_id`.execute(db);
+  const { rows } = await sql<{
+    u: string;
+  }>`select distinct user_id as u from ratings where tenant = ${tenant} order by user_id`.execute(db);
   return rows.map((r) => r.u);
 }
 
@@ -164,7 +193,13 @@ export interface StoredResult {
  * Upserts results generated from ratings read at `readAt`. A user who rated something after that read gets a row
  * marked stale (a rating that raced the job must not be hidden behind a fresh-looking result). Returns who is fresh.
  */
-export async function storeResults(db: Q, tenant: string, jobId: string, readAt: Date, results: StoredResult[]): Promise<{ user_id: string; stale: boolean; generated_at: Date }[]> {
+export async function storeResults(
+  db: Q,
+  tenant: string,
+  jobId: string,
+  readAt: Date,
+  results: StoredResult[],
+): Promise<{ user_id: string; stale: boolean; generated_at: Date }[]> {
   if (!results.length) return [];
   // Committed without waiting for the WAL flush (one fsync less per job): the job is only marked succeeded by a
   // later, synchronous ledger commit, which flushes this record too. A crash before that loses the row and reruns
@@ -183,17 +218,32 @@ export async function storeResults(db: Q, tenant: string, jobId: string, readAt:
 }
 
 export async function findResult(db: Q, tenant: string, userId: string): Promise<RecommendationRow | undefined> {
-  return db.selectFrom('recommendations').selectAll().where('tenant', '=', tenant).where('user_id', '=', userId).executeTakeFirst();
+  return db
+    .selectFrom('recommendations')
+    .selectAll()
+    .where('tenant', '=', tenant)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
 }
 
 /** Writes a synthetic data set (seed, bench, tests) in large statements; upserts, so a rerun changes nothing. */
-export async function writeSynthetic(db: Kysely<Database>, tenant: string, data: { movies: MovieInput[]; ratings: { user: Int32Array; movie: Int32Array; rating: Float32Array }; userId(u: number): string }, batch = 50_000): Promise<{ movies: number; ratings: number; users: number }> {
+export async function writeSynthetic(
+  db: Kysely<Database>,
+  tenant: string,
+  data: {
+    movies: MovieInput[];
+    ratings: { user: Int32Array; movie: Int32Array; rating: Float32Array };
+    userId(u: number): string;
+  },
+  batch = 50_000,
+): Promise<{ movies: number; ratings: number; users: number }> {
   for (let i = 0; i < data.movies.length; i += 5_000) await upsertMovies(db, tenant, data.movies.slice(i, i + 5_000));
   const { user, movie, rating } = data.ratings;
   for (let i = 0; i < user.length; i += batch) {
     const end = Math.min(user.length, i + batch);
     const rows: RatingInput[] = [];
-    for (let p = i; p < end; p++) rows.push({ user_id: data.userId(user[p]), movie_id: data.movies[movie[p]].id, rating: rating[p] });
+    for (let p = i; p < end; p++)
+      rows.push({ user_id: data.userId(user[p]), movie_id: data.movies[movie[p]].id, rating: rating[p] });
     await upsertRatings(db, tenant, rows);
   }
   await bumpVersion(db, tenant);

@@ -33,7 +33,17 @@ export interface EvalReport {
   lift: { precision: number; recall: number; ndcg: number };
 }
 
-export async function evaluate(input: EvalInput, opts: { k?: number; holdout?: number; seed?: number; relevantMin?: number; neighbours?: number; shrink?: number } = {}): Promise<EvalReport> {
+export async function evaluate(
+  input: EvalInput,
+  opts: {
+    k?: number;
+    holdout?: number;
+    seed?: number;
+    relevantMin?: number;
+    neighbours?: number;
+    shrink?: number;
+  } = {},
+): Promise<EvalReport> {
   const { k = 10, holdout = 0.2, seed = 7, relevantMin = 4 } = opts;
   const rand = rng(seed);
   const n = input.user.length;
@@ -62,7 +72,10 @@ export async function evaluate(input: EvalInput, opts: { k?: number; holdout?: n
   };
   const tr = keep(0);
   const te = keep(1);
-  const model = await train(input.movies, toMatrix(input.nUsers, tr.user, tr.movie, tr.rating), 0, { k: opts.neighbours, shrink: opts.shrink });
+  const model = await train(input.movies, toMatrix(input.nUsers, tr.user, tr.movie, tr.rating), 0, {
+    k: opts.neighbours,
+    shrink: opts.shrink,
+  });
 
   const trainPtr = toMatrix(input.nUsers, tr.user, tr.movie, tr.rating).userPtr;
   const testPtr = toMatrix(input.nUsers, te.user, te.movie, te.rating).userPtr;
@@ -74,9 +87,18 @@ export async function evaluate(input: EvalInput, opts: { k?: number; holdout?: n
     for (let p = testPtr[u]; p < testPtr[u + 1]; p++) if (te.rating[p] >= relevantMin) relevant.add(te.movie[p]);
     if (relevant.size === 0) continue;
     const ratings = [];
-    for (let p = trainPtr[u]; p < trainPtr[u + 1]; p++) ratings.push({ movie_id: input.movies[tr.movie[p]].id, rating: tr.rating[p] });
-    knn.add(scorer.recommend(ratings, k).items.map((x) => x.movie), relevant, k);
-    pop.add(popularityBaseline(model, new Set(Array.from(tr.movie.subarray(trainPtr[u], trainPtr[u + 1]))), k), relevant, k);
+    for (let p = trainPtr[u]; p < trainPtr[u + 1]; p++)
+      ratings.push({ movie_id: input.movies[tr.movie[p]].id, rating: tr.rating[p] });
+    knn.add(
+      scorer.recommend(ratings, k).items.map((x) => x.movie),
+      relevant,
+      k,
+    );
+    pop.add(
+      popularityBaseline(model, new Set(Array.from(tr.movie.subarray(trainPtr[u], trainPtr[u + 1]))), k),
+      relevant,
+      k,
+    );
   }
   const a = knn.result();
   const b = pop.result();
@@ -91,14 +113,19 @@ export async function evaluate(input: EvalInput, opts: { k?: number; holdout?: n
     train_ms: model.trainMs,
     item_knn: a,
     popularity: b,
-    lift: { precision: ratio(a.precision, b.precision), recall: ratio(a.recall, b.recall), ndcg: ratio(a.ndcg, b.ndcg) },
+    lift: {
+      precision: ratio(a.precision, b.precision),
+      recall: ratio(a.recall, b.recall),
+      ndcg: ratio(a.ndcg, b.ndcg),
+    },
   };
 }
 
 /** The naive recommender: the most-rated movies the user has not rated. */
 export function popularityBaseline(model: Model, seen: Set<number>, k: number): number[] {
   const out: number[] = [];
-  for (let p = 0; p < model.popular.length && out.length < k; p++) if (!seen.has(model.popular[p])) out.push(model.popular[p]);
+  for (let p = 0; p < model.popular.length && out.length < k; p++)
+    if (!seen.has(model.popular[p])) out.push(model.popular[p]);
   return out;
 }
 

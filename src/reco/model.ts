@@ -69,7 +69,12 @@ export function preferenceWeights(m: RatingMatrix): Float32Array {
   return w;
 }
 
-export async function train(movies: CatalogMovie[], m: RatingMatrix, version: number, opts: TrainOptions = {}): Promise<Model> {
+export async function train(
+  movies: CatalogMovie[],
+  m: RatingMatrix,
+  version: number,
+  opts: TrainOptions = {},
+): Promise<Model> {
   const started = performance.now();
   const k = opts.k ?? DEFAULT_K;
   const shrink = opts.shrink ?? DEFAULT_SHRINK;
@@ -128,7 +133,19 @@ export async function train(movies: CatalogMovie[], m: RatingMatrix, version: nu
   for (let i = 0; i < nItems; i++) {
     if (opts.tick && i % 250 === 0) await opts.tick();
     if (norm[i] === 0) continue;
-    const nTouched = coRatings(itemPtr[i], itemPtr[i + 1], itemUsers, itemW, itemPos, pPtr, pItems, pW, co, dot, touched);
+    const nTouched = coRatings(
+      itemPtr[i],
+      itemPtr[i + 1],
+      itemUsers,
+      itemW,
+      itemPos,
+      pPtr,
+      pItems,
+      pW,
+      co,
+      dot,
+      touched,
+    );
     for (let t = 0; t < nTouched; t++) {
       const j = touched[t];
       const n = co[j];
@@ -141,7 +158,9 @@ export async function train(movies: CatalogMovie[], m: RatingMatrix, version: nu
     }
   }
 
-  const popular = Int32Array.from({ length: nItems }, (_, i) => i).sort((a, b) => popularity[b] - popularity[a] || a - b);
+  const popular = Int32Array.from({ length: nItems }, (_, i) => i).sort(
+    (a, b) => popularity[b] - popularity[a] || a - b,
+  );
   const genreIndex = new Map<string, number>();
   const movieGenres = movies.map((mv) =>
     Int32Array.from(mv.genres, (g) => {
@@ -174,7 +193,19 @@ export async function train(movies: CatalogMovie[], m: RatingMatrix, version: nu
  * movie i, add the movies after i in their row to co-rater counts and dot products. A plain function over typed
  * arrays, so V8 compiles it tight.
  */
-function coRatings(from: number, to: number, itemUsers: Int32Array, itemW: Float32Array, itemPos: Int32Array, userPtr: Int32Array, items: Int32Array, w: Float32Array, co: Int32Array, dot: Float64Array, touched: Int32Array): number {
+function coRatings(
+  from: number,
+  to: number,
+  itemUsers: Int32Array,
+  itemW: Float32Array,
+  itemPos: Int32Array,
+  userPtr: Int32Array,
+  items: Int32Array,
+  w: Float32Array,
+  co: Int32Array,
+  dot: Float64Array,
+  touched: Int32Array,
+): number {
   let nTouched = 0;
   for (let q = from; q < to; q++) {
     const a = itemW[q];

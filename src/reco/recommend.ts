@@ -50,7 +50,8 @@ export class Scorer {
         for (const it of items) this.seen[it.movie] = 0;
         return { strategy: 'item_knn', items: [...items, ...more.map((m) => ({ ...m, score: 0 }))] };
       }
-      if (rated.length > 0) return { strategy: 'cold_start:popular_in_genres', items: this.popularInGenres(rated, values, limit) };
+      if (rated.length > 0)
+        return { strategy: 'cold_start:popular_in_genres', items: this.popularInGenres(rated, values, limit) };
       return { strategy: 'cold_start:popular', items: this.popular(limit) };
     } finally {
       for (const i of rated) this.seen[i] = 0;

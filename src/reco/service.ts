@@ -16,7 +16,14 @@ export interface UserResult {
 }
 
 /** Scores, stores (PostgreSQL) and caches (Redis) the results of some users. Safe to run twice: it upserts. */
-export async function recommendUsers(deps: WorkerDeps, tenant: string, jobId: string, userIds: string[], limit: number, signal?: AbortSignal): Promise<UserResult[]> {
+export async function recommendUsers(
+  deps: WorkerDeps,
+  tenant: string,
+  jobId: string,
+  userIds: string[],
+  limit: number,
+  signal?: AbortSignal,
+): Promise<UserResult[]> {
   const { model, scorer } = await modelCache(deps.db, deps.config, deps.log).get(tenant, signal);
   const { readAt, byUser } = await userRatings(deps.db, tenant, userIds);
   const results: StoredResult[] = userIds.map((user_id) => {
@@ -25,7 +32,11 @@ export async function recommendUsers(deps: WorkerDeps, tenant: string, jobId: st
       user_id,
       strategy: rec.strategy,
       model_version: model.version,
-      items: rec.items.map((x) => ({ movie_id: model.movies[x.movie].id, title: model.movies[x.movie].title, score: Math.round(x.score * 10_000) / 10_000 })),
+      items: rec.items.map((x) => ({
+        movie_id: model.movies[x.movie].id,
+        title: model.movies[x.movie].title,
+        score: Math.round(x.score * 10_000) / 10_000,
+      })),
     };
   });
   signal?.throwIfAborted();
@@ -57,12 +68,23 @@ export interface BatchResult {
  */
 export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, pollMs = 250): Promise<BatchResult> {
   const { db } = ctx.deps;
-  const children = () => db.selectFrom('jobs').select(['id', 'state', 'payload', 'result']).where('parent_id', '=', ctx.id).where('tenant', '=', ctx.tenant).execute();
+  const children = () =>
+    db
+      .selectFrom('jobs')
+      .select(['id', 'state', 'payload', 'result'])
+      .where('parent_id', '=', ctx.id)
+      .where('tenant', '=', ctx.tenant)
+      .execute();
   let rows = await children();
   if (rows.length > 0) {
     // A rerun (the first run's worker died): it may have died between committing the chunks and enqueueing them.
     // Adding a BullMQ job whose id exists is a no-op, so re-adding every chunk still waiting is safe.
-    const waiting = await db.selectFrom('jobs').selectAll().where('parent_id', '=', ctx.id).where('state', 'in', ['queued', 'delayed']).execute();
+    const waiting = await db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('parent_id', '=', ctx.id)
+      .where('state', 'in', ['queued', 'delayed'])
+      .execute();
     await enqueueOrLeave(ctx.deps, waiting);
   } else {
     const users = await allUsers(db, ctx.tenant);
@@ -82,8 +104,12 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
     rows = await children();
   }
   // A fleet started with QUEUES=recommendations alone would leave the chunks waiting: say so where operators look.
-  const chunkWorkers = await ctx.deps.queues.get(CHUNK_TYPE).getWorkersCount().catch(() => -1);
-  if (chunkWorkers === 0) ctx.log.error(`no worker serves the ${CHUNK_TYPE} queue; this batch waits until one does (add it to QUEUES)`);
+  const chunkWorkers = await ctx.deps.queues
+    .get(CHUNK_TYPE)
+    .getWorkersCount()
+    .catch(() => -1);
+  if (chunkWorkers === 0)
+    ctx.log.error(`no worker serves the ${CHUNK_TYPE} queue; this batch waits until one does (add it to QUEUES)`);
   let lastDone = -1;
   for (;;) {
     const done = rows.filter((r) => TERMINAL.includes(r.state)).length;
@@ -95,7 +121,11 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
     if (ctx.signal.aborted) {
       // Cancelling the batch cancels the chunks that have not started; running ones finish (they are idempotent).
       for (const r of rows.filter((x) => x.state === 'queued' || x.state === 'delayed')) {
-        if (await markCancelled(db, r.id, ['queued', 'delayed'])) await ctx.deps.queues.get(CHUNK_TYPE).remove(r.id).catch(() => 0);
+        if (await markCancelled(db, r.id, ['queued', 'delayed']))
+          await ctx.deps.queues
+            .get(CHUNK_TYPE)
+            .remove(r.id)
+            .catch(() => 0);
       }
       ctx.signal.throwIfAborted();
     }

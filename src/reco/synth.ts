@@ -3,8 +3,24 @@
 // depend on taste, the movie's quality and their own bias, plus noise. Nothing is downloaded.
 
 export const GENRES = [
-  'Action', 'Adventure', 'Animation', 'Children', 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
-  'Film-Noir', 'Horror', 'Musical', 'Mystery', 'Romance', 'Sci-Fi', 'Thriller', 'War', 'Western',
+  'Action',
+  'Adventure',
+  'Animation',
+  'Children',
+  'Comedy',
+  'Crime',
+  'Documentary',
+  'Drama',
+  'Fantasy',
+  'Film-Noir',
+  'Horror',
+  'Musical',
+  'Mystery',
+  'Romance',
+  'Sci-Fi',
+  'Thriller',
+  'War',
+  'Western',
 ] as const;
 // How common each genre is in the catalog (Drama and Comedy dominate, as in real catalogs).
 const GENRE_WEIGHT = [9, 5, 2, 2, 12, 5, 2, 16, 2, 0.6, 4, 1, 2, 6, 3, 6, 1.5, 1];
@@ -29,8 +45,50 @@ const AFFINITY: Record<string, string[]> = {
   War: ['Drama', 'Action', 'Documentary'],
   Western: ['Action', 'Adventure', 'Drama'],
 };
-const WORDS_A = ['Silent', 'Last', 'Broken', 'Golden', 'Midnight', 'Crimson', 'Hidden', 'Electric', 'Lonely', 'Savage', 'Distant', 'Burning', 'Frozen', 'Secret', 'Wild', 'Hollow', 'Iron', 'Paper', 'Glass', 'Northern'];
-const WORDS_B = ['River', 'Empire', 'Garden', 'Horizon', 'Protocol', 'Harbor', 'Kingdom', 'Signal', 'Summer', 'Frontier', 'Witness', 'Machine', 'Carnival', 'Letter', 'Orbit', 'Station', 'Promise', 'Shadow', 'Voyage', 'Verdict'];
+const WORDS_A = [
+  'Silent',
+  'Last',
+  'Broken',
+  'Golden',
+  'Midnight',
+  'Crimson',
+  'Hidden',
+  'Electric',
+  'Lonely',
+  'Savage',
+  'Distant',
+  'Burning',
+  'Frozen',
+  'Secret',
+  'Wild',
+  'Hollow',
+  'Iron',
+  'Paper',
+  'Glass',
+  'Northern',
+];
+const WORDS_B = [
+  'River',
+  'Empire',
+  'Garden',
+  'Horizon',
+  'Protocol',
+  'Harbor',
+  'Kingdom',
+  'Signal',
+  'Summer',
+  'Frontier',
+  'Witness',
+  'Machine',
+  'Carnival',
+  'Letter',
+  'Orbit',
+  'Station',
+  'Promise',
+  'Shadow',
+  'Voyage',
+  'Verdict',
+];
 
 /** mulberry32: small, fast, and good enough for simulation. */
 export function rng(seed: number): () => number {
@@ -49,7 +107,11 @@ function gaussian(rand: () => number): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
 }
 
-function pickWeighted(rand: () => number, weights: readonly number[], total = weights.reduce((a, b) => a + b, 0)): number {
+function pickWeighted(
+  rand: () => number,
+  weights: readonly number[],
+  total = weights.reduce((a, b) => a + b, 0),
+): number {
   let x = rand() * total;
   for (let i = 0; i < weights.length; i++) {
     x -= weights[i];
@@ -158,7 +220,10 @@ export function synthesize(opts: SynthOptions = {}): SynthData {
     const bias = 0.35 * gaussian(rand);
     const critic = 0.4 + rand(); // how much quality matters to them
     // Activity is long-tailed: many light raters, a few heavy ones.
-    const n = Math.min(Math.floor(nMovies * 0.4), Math.max(8, Math.round(ratingsPerUser * Math.exp(0.8 * gaussian(rand) - 0.32))));
+    const n = Math.min(
+      Math.floor(nMovies * 0.4),
+      Math.max(8, Math.round(ratingsPerUser * Math.exp(0.8 * gaussian(rand) - 0.32))),
+    );
 
     // Affinity = genre part (per distinct genre combination) + era part (per year): two lookups per movie.
     for (let c = 0; c < combos.length; c++) {

@@ -40,7 +40,9 @@ export async function* cursorRows<R>(db: Db, compiled: CompiledQuery<R>, opts: C
   let done = false;
   try {
     const [setup] = await run<{ pid: number }>(
-      CompiledQuery.raw(`select pg_backend_pid() as pid, set_config('statement_timeout', $1, true)`, [String(opts.timeoutMs)]),
+      CompiledQuery.raw(`select pg_backend_pid() as pid, set_config('statement_timeout', $1, true)`, [
+        String(opts.timeoutMs),
+      ]),
     );
     pid = setup.pid;
     await run(CompiledQuery.raw(`declare report_rows no scroll cursor for ${compiled.sql}`, [...compiled.parameters]));
@@ -55,12 +57,19 @@ export async function* cursorRows<R>(db: Db, compiled: CompiledQuery<R>, opts: C
   } catch (err) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     if ((err as { code?: string }).code === QUERY_CANCELED) {
-      throw new PermanentError('report_timeout', `a report query ran longer than ${opts.timeoutMs} ms; ask for a shorter period`);
+      throw new PermanentError(
+        'report_timeout',
+        `a report query ran longer than ${opts.timeoutMs} ms; ask for a shorter period`,
+      );
     }
     throw err;
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     if (done) await trx.commit().execute();
-    else await trx.rollback().execute().catch(() => {});
+    else
+      await trx
+        .rollback()
+        .execute()
+        .catch(() => {});
   }
 }

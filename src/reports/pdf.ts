@@ -29,15 +29,24 @@ const BAR = '#3b6ea5';
 
 /** "2026-11-21 00:00 UTC": minutes unless the time has seconds. */
 export function formatTime(d: Date): string {
-  const iso = d.toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, '');
+  const iso = d
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d{3}Z$/, '');
   return `${iso.endsWith(':00') ? iso.slice(0, -3) : iso} UTC`;
 }
 
 // The standard PDF fonts speak WinAnsi only; anything else would print as garbage, so it prints as '?'.
-const printable = (s: string) => s.replace(/[^\x20-\x7e\u00a0-\u00ff\u2013\u2014\u2018\u2019\u201c\u201d\u2022\u2026\u20ac]/g, '?');
+const printable = (s: string) =>
+  s.replace(/[^\x20-\x7e\u00a0-\u00ff\u2013\u2014\u2018\u2019\u201c\u201d\u2022\u2026\u20ac]/g, '?');
 
 export function createPdf(title: string): PDFKit.PDFDocument {
-  return new PDFDocument({ size: 'A4', margin: 48, bufferPages: false, info: { Title: title, Author: 'movie-jobs', Creator: 'movie-jobs report job' } });
+  return new PDFDocument({
+    size: 'A4',
+    margin: 48,
+    bufferPages: false,
+    info: { Title: title, Author: 'movie-jobs', Creator: 'movie-jobs report job' },
+  });
 }
 
 /** Draws the report into `doc` and ends it; `doc` is a Readable of the PDF bytes. */
@@ -47,8 +56,15 @@ export function renderPdf<R>(doc: PDFKit.PDFDocument, r: PdfReport<R>): void {
 
   doc.font('Helvetica-Bold').fontSize(20).fillColor(INK).text(printable(r.title), left, doc.page.margins.top);
   doc.moveDown(0.2);
-  doc.font('Helvetica').fontSize(11).fillColor(INK).text(`Period: ${formatTime(r.from)} to ${formatTime(r.to)}`);
-  doc.fontSize(9).fillColor(MUTED).text(`${printable(r.scopeLabel)} · generated ${formatTime(r.generatedAt)}`);
+  doc
+    .font('Helvetica')
+    .fontSize(11)
+    .fillColor(INK)
+    .text(`Period: ${formatTime(r.from)} to ${formatTime(r.to)}`);
+  doc
+    .fontSize(9)
+    .fillColor(MUTED)
+    .text(`${printable(r.scopeLabel)} · generated ${formatTime(r.generatedAt)}`);
   doc.moveDown(0.6);
   doc.fontSize(10).fillColor(INK).text(printable(r.summary), { width });
   doc.moveDown(1);
@@ -60,7 +76,11 @@ export function renderPdf<R>(doc: PDFKit.PDFDocument, r: PdfReport<R>): void {
   if (r.rows.length === 0) {
     doc.font('Helvetica').fontSize(10).fillColor(MUTED).text('Nothing happened in this period.');
   } else {
-    const header = r.columns.map((c) => ({ text: c.header, font: { src: 'Helvetica-Bold' }, backgroundColor: '#e8edf3' }));
+    const header = r.columns.map((c) => ({
+      text: c.header,
+      font: { src: 'Helvetica-Bold' },
+      backgroundColor: '#e8edf3',
+    }));
     const body = r.rows.map((row) => r.columns.map((c) => printable(c.text(row))));
     doc.font('Helvetica').fontSize(8).fillColor(INK);
     doc.table({
@@ -70,7 +90,15 @@ export function renderPdf<R>(doc: PDFKit.PDFDocument, r: PdfReport<R>): void {
     });
     doc.moveDown(0.5);
     if (r.totalRows > r.rows.length) {
-      doc.fontSize(8).fillColor(MUTED).text(`Showing the first ${r.rows.length} of ${r.totalRows} rows; the CSV format of this report has them all.`, left, doc.y, { width });
+      doc
+        .fontSize(8)
+        .fillColor(MUTED)
+        .text(
+          `Showing the first ${r.rows.length} of ${r.totalRows} rows; the CSV format of this report has them all.`,
+          left,
+          doc.y,
+          { width },
+        );
     }
     doc.fontSize(8).fillColor(MUTED).text(printable(r.footnote), left, doc.y, { width });
   }
@@ -96,12 +124,21 @@ function drawBarChart(doc: PDFKit.PDFDocument, title: string, bars: [string, num
   doc.font('Helvetica').fontSize(9);
   for (const [label, value] of bars) {
     const w = Math.max(1, (value / max) * barMax);
-    doc.fillColor(INK).text(printable(label), left, y + 2, { width: labelWidth, align: 'right', lineBreak: false, ellipsis: true });
+    doc
+      .fillColor(INK)
+      .text(printable(label), left, y + 2, { width: labelWidth, align: 'right', lineBreak: false, ellipsis: true });
     doc.rect(barLeft, y, w, rowHeight - 4).fill(BAR);
-    doc.fillColor(INK).text(value.toLocaleString('en-US'), barLeft + w + 4, y + 2, { width: valueWidth, lineBreak: false });
+    doc
+      .fillColor(INK)
+      .text(value.toLocaleString('en-US'), barLeft + w + 4, y + 2, { width: valueWidth, lineBreak: false });
     y += rowHeight;
   }
-  doc.moveTo(barLeft, top - 2).lineTo(barLeft, y).strokeColor('#999999').lineWidth(0.5).stroke();
+  doc
+    .moveTo(barLeft, top - 2)
+    .lineTo(barLeft, y)
+    .strokeColor('#999999')
+    .lineWidth(0.5)
+    .stroke();
   doc.x = left;
   doc.y = y + 14;
 }

@@ -32,9 +32,13 @@ export interface ReportKind<R> {
   };
 }
 
-const tenantFilter = (column: string, tenant: string | undefined) => (tenant === undefined ? sql`` : sql`and ${sql.ref(column)} = ${tenant}`);
+const tenantFilter = (column: string, tenant: string | undefined) =>
+  tenant === undefined ? sql`` : sql`and ${sql.ref(column)} = ${tenant}`;
 
-const num = (v: number | null, digits = 0) => (v === null || v === undefined ? '' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const num = (v: number | null, digits = 0) =>
+  v === null || v === undefined
+    ? ''
+    : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 /** 340 ms, 4.2 s, 3.1 min, 2.0 h: run times and waits span six orders of magnitude. */
 export function duration(ms: number | null): string {
@@ -82,7 +86,8 @@ export const jobsReport: ReportKind<JobsReportRow> = {
     const run = sql`extract(epoch from finished_at - started_at) * 1000`;
     const wait = sql`greatest(0, extract(epoch from started_at - coalesce(run_at, created_at)) * 1000)`;
     // One sort per measure gives both percentiles (an array argument), instead of one sort per percentile.
-    const pcts = (expr: typeof run, when: ReturnType<typeof sql>) => sql`percentile_cont(array[0.5, 0.95]) within group (order by ${expr}) filter (where ${when})`;
+    const pcts = (expr: typeof run, when: ReturnType<typeof sql>) =>
+      sql`percentile_cont(array[0.5, 0.95]) within group (order by ${expr}) filter (where ${when})`;
     const ran = sql`started_at is not null and finished_at is not null`;
     const started = sql`started_at is not null`;
     return sql<JobsReportRow>`
@@ -120,7 +125,12 @@ export const jobsReport: ReportKind<JobsReportRow> = {
       { header: 'Type', width: 70, text: (r) => r.type },
       { header: 'State', width: 56, text: (r) => r.state },
       { header: 'Jobs', width: 44, align: 'right', text: (r) => num(r.jobs) },
-      { header: 'Success', width: 44, align: 'right', text: (r) => (r.type_success_rate_pct === null ? '' : `${num(r.type_success_rate_pct, 1)}%`) },
+      {
+        header: 'Success',
+        width: 44,
+        align: 'right',
+        text: (r) => (r.type_success_rate_pct === null ? '' : `${num(r.type_success_rate_pct, 1)}%`),
+      },
       { header: 'Run p50', width: 46, align: 'right', text: (r) => duration(r.run_p50_ms) },
       { header: 'Run p95', width: 46, align: 'right', text: (r) => duration(r.run_p95_ms) },
       { header: 'Wait p50', width: 46, align: 'right', text: (r) => duration(r.wait_p50_ms) },
@@ -129,7 +139,7 @@ export const jobsReport: ReportKind<JobsReportRow> = {
     ],
     chart: { title: 'Jobs per type', label: (r) => r.type, value: (r) => r.jobs },
     footnote:
-      'Jobs created in the period. Success: the type\'s succeeded / (succeeded + failed). Run: first start to finish, retries included. Wait: from when the job was due to its first start. Top errors: the most frequent error codes.',
+      "Jobs created in the period. Success: the type's succeeded / (succeeded + failed). Run: first start to finish, retries included. Wait: from when the job was due to its first start. Top errors: the most frequent error codes.",
     totals(r, add) {
       add('jobs', r.jobs);
       add(r.state, r.jobs);
@@ -189,11 +199,13 @@ export const ratingsReport: ReportKind<RatingsReportRow> = {
       { header: 'Most-rated titles', width: 280, text: (r) => r.most_rated_titles },
     ],
     chart: { title: 'Ratings per genre', label: (r) => r.genre, value: (r) => r.ratings },
-    footnote: 'Ratings given or changed in the period. A movie counts in each of its genres; most-rated titles show their number of ratings.',
+    footnote:
+      'Ratings given or changed in the period. A movie counts in each of its genres; most-rated titles show their number of ratings.',
     totals(r, add) {
       add('genres', 1);
     },
-    summary: (t) => `${num(t.get('genres') ?? 0)} genres with ratings in the period (a movie counts in each of its genres).`,
+    summary: (t) =>
+      `${num(t.get('genres') ?? 0)} genres with ratings in the period (a movie counts in each of its genres).`,
   },
 };
 

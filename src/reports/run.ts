@@ -47,7 +47,11 @@ export async function resolvePeriod(ctx: JobContext<ReportRequest>): Promise<{ f
     end = row?.created_at ?? new Date();
   }
   const start = from ? new Date(from) : new Date(end.getTime() - DAY_MS);
-  if (start >= end) throw new PermanentError('invalid_period', `the period is empty: from ${start.toISOString()} is not before to ${end.toISOString()}`);
+  if (start >= end)
+    throw new PermanentError(
+      'invalid_period',
+      `the period is empty: from ${start.toISOString()} is not before to ${end.toISOString()}`,
+    );
   return { from: start, to: end };
 }
 
@@ -71,9 +75,16 @@ export async function runReport(ctx: JobContext<ReportRequest>): Promise<ReportR
   return result;
 }
 
-async function generate<R>(ctx: JobContext<ReportRequest>, kind: ReportKind<R>, scope: ReportScope): Promise<{ file: FileRow; rows: number; title: string }> {
+async function generate<R>(
+  ctx: JobContext<ReportRequest>,
+  kind: ReportKind<R>,
+  scope: ReportScope,
+): Promise<{ file: FileRow; rows: number; title: string }> {
   const { db, storage, config } = ctx.deps;
-  const rows = cursorRows(db, kind.query(db, scope), { timeoutMs: config.REPORT_STATEMENT_TIMEOUT_MS, signal: ctx.signal });
+  const rows = cursorRows(db, kind.query(db, scope), {
+    timeoutMs: config.REPORT_STATEMENT_TIMEOUT_MS,
+    signal: ctx.signal,
+  });
   const target = { tenant: ctx.tenant, jobId: ctx.id, name: FILE_NAME };
   const title = kind.title;
 
@@ -85,7 +96,12 @@ async function generate<R>(ctx: JobContext<ReportRequest>, kind: ReportKind<R>, 
         yield row;
       }
     };
-    const csv = stringify({ header: true, columns: kind.columns, escape_formulas: true, cast: { date: (d) => d.toISOString() } });
+    const csv = stringify({
+      header: true,
+      columns: kind.columns,
+      escape_formulas: true,
+      cast: { date: (d) => d.toISOString() },
+    });
     // A failing query destroys the CSV stream, which fails the storage write (and leaves no partial file).
     pipeline(Readable.from(counted()), csv, () => {});
     const file = await saveFile(db, storage, { ...target, body: csv, contentType: 'text/csv; charset=utf-8' });
@@ -164,7 +180,10 @@ async function notify(ctx: JobContext<ReportRequest>, to: string[], title: strin
     run_at: null,
   };
   try {
-    const [job] = await submit({ db, queues, registry, log }, ctx.tenant, [row], { idempotency_key: key, request_hash: requestHash(payload) });
+    const [job] = await submit({ db, queues, registry, log }, ctx.tenant, [row], {
+      idempotency_key: key,
+      request_hash: requestHash(payload),
+    });
     return job.id;
   } catch (err) {
     // A concurrent run of this report won the insert.

@@ -19,7 +19,12 @@ import { startSweep } from './sweep.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
-const tries = new Counter({ name: 'webhook_deliveries_total', help: 'Webhook delivery tries by outcome', labelNames: ['outcome'], registers: [registry] });
+const tries = new Counter({
+  name: 'webhook_deliveries_total',
+  help: 'Webhook delivery tries by outcome',
+  labelNames: ['outcome'],
+  registers: [registry],
+});
 
 export interface WebhookData {
   job_id: string;
@@ -48,27 +53,49 @@ export async function enqueueWebhook(queues: Queues, config: Config, row: JobRow
 /** The body receivers get: Standard Webhooks' recommended `{type, timestamp, data}`. */
 export function webhookBody(row: JobRow): string {
   const job = ledger.toApiJob(row);
-  return JSON.stringify({ type: `job.${row.state}`, timestamp: job.finished_at ?? new Date().toISOString(), data: job });
+  return JSON.stringify({
+    type: `job.${row.state}`,
+    timestamp: job.finished_at ?? new Date().toISOString(),
+    data: job,
+  });
 }
 
 type Outcome = 'delivered' | 'failed' | 'refused' | 'skipped';
 
 /** One try: sign, POST, record. Throws to have BullMQ retry; UnrecoverableError when retrying cannot help. */
-export async function deliverOnce(deps: Pick<WorkerDeps, 'config' | 'db' | 'log'>, data: WebhookData, attempt: number, final: boolean): Promise<Outcome> {
+export async function deliverOnce(
+  deps: Pick<WorkerDeps, 'config' | 'db' | 'log'>,
+  data: WebhookData,
+  attempt: number,
+  final: boolean,
+): Promise<Outcome> {
   const { db, config, log } = deps;
   const row = await ledger.findJob(db, data.job_id);
   // The job is gone, or was retried and is running again: this message is out of date.
-  if (!row || !row.callback_url || row.state !== data.state || (row.finished_at?.toISOString() ?? null) !== data.finished_at) return 'skipped';
-  const tenant = await db.selectFrom('tenants').select('webhook_secret').where('id', '=', row.tenant).executeTakeFirst();
+  if (!row?.callback_url || row.state !== data.state || (row.finished_at?.toISOString() ?? null) !== data.finished_at)
+    return 'skipped';
+  const tenant = await db
+    .selectFrom('tenants')
+    .select('webhook_secret')
+    .where('id', '=', row.tenant)
+    .executeTakeFirst();
   if (!tenant) return 'skipped';
 
   const id = messageId(row);
   const body = webhookBody(row);
   const now = new Date();
   const signature = new Webhook(tenant.webhook_secret).sign(id, now, body);
-  const headers = { 'webhook-id': id, 'webhook-timestamp': String(Math.floor(now.getTime() / 1000)), 'webhook-signature': signature };
+  const headers = {
+    'webhook-id': id,
+    'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+    'webhook-signature': signature,
+  };
   const started = performance.now();
-  const record = async (outcome: 'delivered' | 'failed' | 'refused', status_code: number | null, error: string | null) => {
+  const record = async (
+    outcome: 'delivered' | 'failed' | 'refused',
+    status_code: number | null,
+    error: string | null,
+  ) => {
     tries.inc({ outcome });
     await db
       .insertInto('webhook_deliveries')
@@ -89,7 +116,13 @@ export async function deliverOnce(deps: Pick<WorkerDeps, 'config' | 'db' | 'log'
 
   let status: number;
   try {
-    ({ status } = await postJson(row.callback_url, body, headers, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE }, config.WEBHOOK_TIMEOUT_MS));
+    ({ status } = await postJson(
+      row.callback_url,
+      body,
+      headers,
+      { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE },
+      config.WEBHOOK_TIMEOUT_MS,
+    ));
   } catch (err) {
     if (err instanceof RefusedError) {
       await record('refused', null, err.message);
@@ -117,7 +150,8 @@ export function startWebhookWorker(deps: WorkerDeps): Worker<WebhookData> {
   const { config, log } = deps;
   const worker = new Worker<WebhookData>(
     WEBHOOK_QUEUE,
-    (job: Job<WebhookData>) => deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
+    (job: Job<WebhookData>) =>
+      deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
     {
       connection: createRedis(config, 'worker'),
       prefix: bullPrefix(config, WEBHOOK_QUEUE),

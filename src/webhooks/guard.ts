@@ -51,7 +51,14 @@ export function isForbiddenAddress(address: string): boolean {
     // IPv4-mapped (::ffff:a.b.c.d or ::ffff:7f00:1): judge the IPv4 address inside.
     const mapped = /^::ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/i.exec(ip);
     if (mapped) {
-      const v4 = mapped[1] ?? [parseInt(mapped[2], 16) >> 8, parseInt(mapped[2], 16) & 255, parseInt(mapped[3], 16) >> 8, parseInt(mapped[3], 16) & 255].join('.');
+      const v4 =
+        mapped[1] ??
+        [
+          parseInt(mapped[2], 16) >> 8,
+          parseInt(mapped[2], 16) & 255,
+          parseInt(mapped[3], 16) >> 8,
+          parseInt(mapped[3], 16) & 255,
+        ].join('.');
       return blocked.check(v4, 'ipv4');
     }
     return blocked.check(ip, 'ipv6');
@@ -78,10 +85,12 @@ export function checkUrl(raw: string, policy: GuardPolicy): URL {
   } catch {
     throw new RefusedError(`not a URL: ${raw.slice(0, 200)}`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RefusedError(`only http and https callbacks are allowed, not ${url.protocol}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new RefusedError(`only http and https callbacks are allowed, not ${url.protocol}`);
   if (url.username || url.password) throw new RefusedError('callback URLs must not carry credentials');
   const host = url.hostname.replace(/^\[|\]$/g, '');
-  if (isIP(host) && refused(policy, host)) throw new RefusedError(`refused: ${host} is a private, loopback, link-local or reserved address`);
+  if (isIP(host) && refused(policy, host))
+    throw new RefusedError(`refused: ${host} is a private, loopback, link-local or reserved address`);
   return url;
 }
 
@@ -92,7 +101,14 @@ export function guardedLookup(policy: GuardPolicy): LookupFunction {
       if (err) return callback(err, '', 4);
       const list = addresses as dns.LookupAddress[];
       const bad = list.find((a) => refused(policy, a.address));
-      if (bad) return callback(new RefusedError(`refused: ${hostname} resolves to ${bad.address}, a private, loopback, link-local or reserved address`), '', 4);
+      if (bad)
+        return callback(
+          new RefusedError(
+            `refused: ${hostname} resolves to ${bad.address}, a private, loopback, link-local or reserved address`,
+          ),
+          '',
+          4,
+        );
       if (options.all) return (callback as unknown as (e: null, a: dns.LookupAddress[]) => void)(null, list);
       callback(null, list[0].address, list[0].family);
     });

@@ -12,7 +12,13 @@ export interface PostResult {
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 export const MAX_REDIRECTS = 3;
 
-function once(url: URL, body: string, headers: Record<string, string>, policy: GuardPolicy, signal: AbortSignal): Promise<{ status: number; location?: string }> {
+function once(
+  url: URL,
+  body: string,
+  headers: Record<string, string>,
+  policy: GuardPolicy,
+  signal: AbortSignal,
+): Promise<{ status: number; location?: string }> {
   const mod = url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = mod.request(
@@ -41,19 +47,33 @@ function once(url: URL, body: string, headers: Record<string, string>, policy: G
  * POSTs `body`; a redirect is followed (up to MAX_REDIRECTS) with the same POST, its target checked like the first.
  * Rejects with RefusedError for a target the guard refuses, or with the network error / timeout.
  */
-export async function postJson(rawUrl: string, body: string, headers: Record<string, string>, policy: GuardPolicy, timeoutMs: number): Promise<PostResult> {
+export async function postJson(
+  rawUrl: string,
+  body: string,
+  headers: Record<string, string>,
+  policy: GuardPolicy,
+  timeoutMs: number,
+): Promise<PostResult> {
   const signal = AbortSignal.timeout(timeoutMs);
   let url = checkUrl(rawUrl, policy);
   for (let hop = 0; ; hop++) {
     let r: { status: number; location?: string };
     try {
-      r = await once(url, body, { 'content-type': 'application/json', 'user-agent': 'movie-jobs-webhooks/1', ...headers }, policy, signal);
+      r = await once(
+        url,
+        body,
+        { 'content-type': 'application/json', 'user-agent': 'movie-jobs-webhooks/1', ...headers },
+        policy,
+        signal,
+      );
     } catch (err) {
-      if (signal.aborted) throw Object.assign(new Error(`timed out after ${timeoutMs} ms`), { code: 'webhook_timeout' });
+      if (signal.aborted)
+        throw Object.assign(new Error(`timed out after ${timeoutMs} ms`), { code: 'webhook_timeout' });
       throw err;
     }
     if (!REDIRECTS.has(r.status) || !r.location) return { status: r.status, url: url.toString() };
-    if (hop >= MAX_REDIRECTS) throw Object.assign(new Error(`more than ${MAX_REDIRECTS} redirects`), { code: 'webhook_redirects' });
+    if (hop >= MAX_REDIRECTS)
+      throw Object.assign(new Error(`more than ${MAX_REDIRECTS} redirects`), { code: 'webhook_redirects' });
     let next: string;
     try {
       next = new URL(r.location, url).toString();

@@ -11,7 +11,10 @@ export const SWEEP_GRACE_MS = 30_000;
 const SWEEP_WINDOW = '24 hours';
 const BATCH = 500;
 
-export async function sweepOnce(deps: Pick<WorkerDeps, 'db' | 'queues' | 'config'>, graceMs = SWEEP_GRACE_MS): Promise<string[]> {
+export async function sweepOnce(
+  deps: Pick<WorkerDeps, 'db' | 'queues' | 'config'>,
+  graceMs = SWEEP_GRACE_MS,
+): Promise<string[]> {
   const rows = await deps.db
     .selectFrom('jobs')
     .selectAll()
@@ -19,7 +22,9 @@ export async function sweepOnce(deps: Pick<WorkerDeps, 'db' | 'queues' | 'config
     .where('state', 'in', ['succeeded', 'failed', 'cancelled'])
     .where('finished_at', '>', sql<Date>`now() - ${sql.raw(`interval '${SWEEP_WINDOW}'`)}`)
     .where('finished_at', '<', sql<Date>`now() - make_interval(secs => ${graceMs / 1000})`)
-    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('webhook_deliveries as d').select('d.id').whereRef('d.job_id', '=', 'jobs.id'))))
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom('webhook_deliveries as d').select('d.id').whereRef('d.job_id', '=', 'jobs.id'))),
+    )
     .orderBy('finished_at')
     .limit(BATCH)
     .execute();

@@ -44,7 +44,10 @@ export class DbGuard {
   private trip(err: unknown): void {
     if (this.down) return;
     this.down = true;
-    this.log.warn({ err: String((err as Error)?.message ?? err) }, 'PostgreSQL unreachable: workers pause taking jobs until it answers');
+    this.log.warn(
+      { err: String((err as Error)?.message ?? err) },
+      'PostgreSQL unreachable: workers pause taking jobs until it answers',
+    );
     // Not awaited: pause() without doNotWaitActive would wait for the very job that called us.
     for (const w of this.workers) void w.pause(true).catch(() => undefined);
     this.probe = setInterval(() => void this.check(), this.probeMs);

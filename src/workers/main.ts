@@ -21,12 +21,16 @@ const registry = await loadJobModules(createRegistry(), config.jobModules);
 
 const unknown = (config.queues ?? []).filter((q) => !registry.get(q));
 if (unknown.length) {
-  process.stderr.write(`Invalid environment:\n  QUEUES=${JSON.stringify(config.QUEUES)}: unknown queue(s) ${unknown.join(', ')}; known: ${registry.types().join(', ')}\n`);
+  process.stderr.write(
+    `Invalid environment:\n  QUEUES=${JSON.stringify(config.QUEUES)}: unknown queue(s) ${unknown.join(', ')}; known: ${registry.types().join(', ')}\n`,
+  );
   process.exit(1);
 }
 const unknownConcurrency = Object.keys(config.WORKER_CONCURRENCY ?? {}).filter((q) => !registry.get(q));
 if (unknownConcurrency.length) {
-  process.stderr.write(`Invalid environment:\n  WORKER_CONCURRENCY: unknown queue(s) ${unknownConcurrency.join(', ')}; known: ${registry.types().join(', ')}\n`);
+  process.stderr.write(
+    `Invalid environment:\n  WORKER_CONCURRENCY: unknown queue(s) ${unknownConcurrency.join(', ')}; known: ${registry.types().join(', ')}\n`,
+  );
   process.exit(1);
 }
 
@@ -41,8 +45,21 @@ try {
   process.exit(1);
 }
 
-const deps: WorkerDeps = { config, db, redis, queues: new Queues(config, redis), storage: new DirectoryStorage(config.STORAGE_DIR), registry, log };
-const served = config.queues ?? registry.all().filter((d) => d.process).map((d) => d.type);
+const deps: WorkerDeps = {
+  config,
+  db,
+  redis,
+  queues: new Queues(config, redis),
+  storage: new DirectoryStorage(config.STORAGE_DIR),
+  registry,
+  log,
+};
+const served =
+  config.queues ??
+  registry
+    .all()
+    .filter((d) => d.process)
+    .map((d) => d.type);
 const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.

@@ -30,7 +30,12 @@ export interface ReconcileResult {
  * One pass over the live ledger jobs unchanged for the grace period. With `since`, only those that changed after it
  * (an incremental pass: cheap however large the backlog); without, all of them (a full scan).
  */
-export async function reconcileOnce(deps: WorkerDeps, registry: JobRegistry, graceMs: number, since?: Date): Promise<ReconcileResult> {
+export async function reconcileOnce(
+  deps: WorkerDeps,
+  registry: JobRegistry,
+  graceMs: number,
+  since?: Date,
+): Promise<ReconcileResult> {
   const { db, queues } = deps;
   const horizon = await ledger.dbNowMinus(db, graceMs);
   const result: ReconcileResult = { checked: 0, requeued: [], settled: [], horizon };
@@ -63,7 +68,10 @@ interface Finished {
  * one pipeline per queue: on a cluster each queue lives in its own slot (see bullPrefix), and a cluster pipeline may
  * only touch keys that one node serves.
  */
-async function inRedis({ redis, config }: WorkerDeps, rows: JobRow[]): Promise<{ missing: JobRow[]; finished: Finished[] }> {
+async function inRedis(
+  { redis, config }: WorkerDeps,
+  rows: JobRow[],
+): Promise<{ missing: JobRow[]; finished: Finished[] }> {
   const byType = new Map<string, JobRow[]>();
   for (const r of rows) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
   const missing: JobRow[] = [];
@@ -72,7 +80,8 @@ async function inRedis({ redis, config }: WorkerDeps, rows: JobRow[]): Promise<{
     [...byType].map(async ([type, list]) => {
       const prefix = bullPrefix(config, type);
       const pipeline = redis.pipeline();
-      for (const r of list) pipeline.hmget(`${prefix}:${type}:${r.id}`, 'name', 'finishedOn', 'returnvalue', 'failedReason');
+      for (const r of list)
+        pipeline.hmget(`${prefix}:${type}:${r.id}`, 'name', 'finishedOn', 'returnvalue', 'failedReason');
       const replies = (await pipeline.exec()) ?? [];
       list.forEach((row, i) => {
         const [err, fields] = replies[i] ?? [];
@@ -81,7 +90,13 @@ async function inRedis({ redis, config }: WorkerDeps, rows: JobRow[]): Promise<{
         if (name === null) missing.push(row);
         // finishedOn is set when BullMQ moves a job to completed or failed for good (not between attempts).
         else if (finishedOn !== null) {
-          finished.push({ row, outcome: returnvalue !== null ? { completed: true, returnvalue } : { completed: false, failedReason: failedReason ?? 'failed' } });
+          finished.push({
+            row,
+            outcome:
+              returnvalue !== null
+                ? { completed: true, returnvalue }
+                : { completed: false, failedReason: failedReason ?? 'failed' },
+          });
         }
       });
     }),
@@ -108,9 +123,14 @@ async function settle(deps: WorkerDeps, { row, outcome }: Finished): Promise<boo
     done = await ledger.markFailed(db, row.id, errorOfReason(outcome.failedReason), true);
   }
   if (!done) return false;
-  log.warn({ job_id: row.id, type: row.type, state: done.state }, 'reconciler: the ledger missed the end of this job; it now says what BullMQ recorded');
+  log.warn(
+    { job_id: row.id, type: row.type, state: done.state },
+    'reconciler: the ledger missed the end of this job; it now says what BullMQ recorded',
+  );
   await publishJobEvent(redis, config, 'state', done);
-  await enqueueWebhook(queues, config, done).catch((err) => log.error({ err, job_id: row.id }, 'webhook enqueue failed'));
+  await enqueueWebhook(queues, config, done).catch((err) =>
+    log.error({ err, job_id: row.id }, 'webhook enqueue failed'),
+  );
   return true;
 }
 
@@ -134,10 +154,19 @@ export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop
       const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS, since);
       if (since) await redis.set(horizonKey, r.horizon.getTime(), 'KEEPTTL');
       else await redis.set(horizonKey, r.horizon.getTime(), 'PX', FULL_SCAN_EVERY_MS);
-      if (r.requeued.length) log.warn({ requeued: r.requeued.length, checked: r.checked, full: !since }, 'reconciler re-enqueued jobs missing from Redis');
+      if (r.requeued.length)
+        log.warn(
+          { requeued: r.requeued.length, checked: r.checked, full: !since },
+          'reconciler re-enqueued jobs missing from Redis',
+        );
     } finally {
       // Release only our own lock.
-      await redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0", 1, lockKey, token);
+      await redis.eval(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+        1,
+        lockKey,
+        token,
+      );
     }
   };
 

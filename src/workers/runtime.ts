@@ -80,7 +80,11 @@ export interface RunningWorkers {
   close(timeoutMs: number): Promise<void>;
 }
 
-export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queueNames: readonly string[]): Promise<RunningWorkers> {
+export async function startWorkers(
+  deps: WorkerDeps,
+  registry: JobRegistry,
+  queueNames: readonly string[],
+): Promise<RunningWorkers> {
   const { config, db, redis, log } = deps;
   const workers: Worker[] = [];
   const dbGuard = new DbGuard(db, log);
@@ -126,7 +130,9 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
 
   // A job with a callback that has just ended: its webhook goes on the `webhooks` queue.
   async function webhook(row: JobRow) {
-    await enqueueWebhook(deps.queues, config, row).catch((err) => log.error({ err, job_id: row.id }, 'webhook enqueue failed'));
+    await enqueueWebhook(deps.queues, config, row).catch((err) =>
+      log.error({ err, job_id: row.id }, 'webhook enqueue failed'),
+    );
   }
 
   async function emit(kind: JobEventKind, row: JobRow | undefined) {
@@ -134,7 +140,12 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
     if (kind === 'state' && row?.callback_url) await webhook(row);
   }
 
-  async function run(def: JobDefinition, job: Job<BullData>, token: string | undefined, signal: AbortSignal | undefined) {
+  async function run(
+    def: JobDefinition,
+    job: Job<BullData>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+  ) {
     const id = job.id!;
     // A child logger per job costs an allocation and a serialisation of its bindings: made only when something logs.
     let child: Logger | undefined;
@@ -207,8 +218,12 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
       const error = errorOf(err);
       const final = isPermanent(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       await emit('state', await ledger.markFailed(db, id, error, final));
-      jlog().warn({ err: error, final, ms: Date.now() - started }, final ? 'job failed' : 'job attempt failed, will retry');
-      if (isPermanent(err) && !(err instanceof UnrecoverableError)) throw new UnrecoverableError(`${error.code}: ${error.message}`);
+      jlog().warn(
+        { err: error, final, ms: Date.now() - started },
+        final ? 'job failed' : 'job attempt failed, will retry',
+      );
+      if (isPermanent(err) && !(err instanceof UnrecoverableError))
+        throw new UnrecoverableError(`${error.code}: ${error.message}`);
       throw err;
     } finally {
       signal?.removeEventListener('abort', abort);
@@ -222,16 +237,20 @@ export async function startWorkers(deps: WorkerDeps, registry: JobRegistry, queu
       continue;
     }
     await def.start?.(deps);
-    const worker = new Worker<BullData>(name, (job, token, signal) => dbGuard.around(() => run(def, job, token, signal)), {
-      connection: createRedis(config, 'worker'),
-      prefix: bullPrefix(config, name),
-      concurrency: config.WORKER_CONCURRENCY?.[name] ?? def.concurrency,
-      limiter: typeof def.limiter === 'function' ? def.limiter(config) : def.limiter,
-      // A stalled job (its worker died) is retried by another worker; a job that keeps killing workers fails.
-      maxStalledCount: 2,
-      lockDuration: config.WORKER_LOCK_MS,
-      stalledInterval: config.WORKER_LOCK_MS,
-    });
+    const worker = new Worker<BullData>(
+      name,
+      (job, token, signal) => dbGuard.around(() => run(def, job, token, signal)),
+      {
+        connection: createRedis(config, 'worker'),
+        prefix: bullPrefix(config, name),
+        concurrency: config.WORKER_CONCURRENCY?.[name] ?? def.concurrency,
+        limiter: typeof def.limiter === 'function' ? def.limiter(config) : def.limiter,
+        // A stalled job (its worker died) is retried by another worker; a job that keeps killing workers fails.
+        maxStalledCount: 2,
+        lockDuration: config.WORKER_LOCK_MS,
+        stalledInterval: config.WORKER_LOCK_MS,
+      },
+    );
     worker.on('error', (err) => log.error({ err, queue: name }, 'worker error'));
     instrumentWorker(worker, name);
     // Safety net for failures BullMQ decides without our processor (too many stalls): close the ledger row.

@@ -21,7 +21,13 @@ export interface RedisClusterHandle {
 }
 
 async function clusterOk(port: number): Promise<boolean> {
-  const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const r = new Redis({
+    port,
+    host: '127.0.0.1',
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   r.on('error', () => {});
   try {
     await r.connect();
@@ -60,16 +66,26 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterHandle
       const child = spawn(
         'redis-server',
         [
-          '--port', String(port),
-          '--cluster-port', String(busPort),
-          '--bind', '127.0.0.1',
-          '--cluster-enabled', 'yes',
-          '--cluster-config-file', `nodes-${port}.conf`,
-          '--cluster-node-timeout', '5000',
-          '--save', '',
-          '--appendonly', 'no',
-          '--maxmemory-policy', 'noeviction',
-          '--dir', dir,
+          '--port',
+          String(port),
+          '--cluster-port',
+          String(busPort),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          `nodes-${port}.conf`,
+          '--cluster-node-timeout',
+          '5000',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--maxmemory-policy',
+          'noeviction',
+          '--dir',
+          dir,
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
@@ -82,16 +98,32 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterHandle
     // Wait until each node answers.
     for (const port of ports) {
       for (let i = 0; ; i++) {
-        const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        const r = new Redis({
+          port,
+          host: '127.0.0.1',
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        });
         r.on('error', () => {});
-        const up = await r.connect().then(() => r.ping()).then(() => true, () => false);
+        const up = await r
+          .connect()
+          .then(() => r.ping())
+          .then(
+            () => true,
+            () => false,
+          );
         r.disconnect();
         if (up) break;
         if (i > 100) throw new Error(`redis-server on ${port} did not start: ${errors.join('')}`);
         await pause(50);
       }
     }
-    await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
+    await run(
+      'redis-cli',
+      ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { timeout: 30_000 },
+    );
     for (let i = 0; ; i++) {
       const states = await Promise.all(ports.map(clusterOk));
       if (states.every(Boolean)) break;

@@ -20,11 +20,24 @@ export interface RawStream {
   next(n: number, timeoutMs?: number): Promise<RawEvent[]>;
 }
 
-export function openStream(base: string, key: string, jobId: string, lastEventId?: string, agent?: http.Agent): Promise<RawStream> {
+export function openStream(
+  base: string,
+  key: string,
+  jobId: string,
+  lastEventId?: string,
+  agent?: http.Agent,
+): Promise<RawStream> {
   return new Promise((resolve, reject) => {
     const req = http.get(
       `${base}/v1/jobs/${jobId}/events`,
-      { headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) }, agent: agent ?? false },
+      {
+        headers: {
+          authorization: `Bearer ${key}`,
+          accept: 'text/event-stream',
+          ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
+        },
+        agent: agent ?? false,
+      },
       (res) => {
         const events: RawEvent[] = [];
         const comments: string[] = [];

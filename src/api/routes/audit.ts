@@ -36,7 +36,14 @@ export function auditRoutes(deps: AppDeps) {
         }),
       },
       responses: {
-        200: { description: 'A page of entries', content: { 'application/json': { schema: z.object({ items: z.array(AuditSchema), next_cursor: z.string().nullable() }) } } },
+        200: {
+          description: 'A page of entries',
+          content: {
+            'application/json': {
+              schema: z.object({ items: z.array(AuditSchema), next_cursor: z.string().nullable() }),
+            },
+          },
+        },
         ...problems(400, 401, 403),
       },
     }),
@@ -69,7 +76,17 @@ export function auditJobActions(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     const id = c.req.param('id')?.toLowerCase();
     await next();
     if (c.req.method !== 'POST' || (action !== 'cancel' && action !== 'retry') || !id || c.res.status >= 300) return;
-    const job = await deps.db.selectFrom('jobs').select(['type', 'tenant', 'state']).where('id', '=', id).executeTakeFirst();
-    await recordAudit(deps.db, { actor: c.get('principal'), action: `job.${action}`, target_kind: 'job', target: id, detail: job ?? null });
+    const job = await deps.db
+      .selectFrom('jobs')
+      .select(['type', 'tenant', 'state'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    await recordAudit(deps.db, {
+      actor: c.get('principal'),
+      action: `job.${action}`,
+      target_kind: 'job',
+      target: id,
+      detail: job ?? null,
+    });
   };
 }

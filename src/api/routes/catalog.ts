@@ -31,7 +31,12 @@ const Rating = z
   })
   .openapi('Rating');
 
-const MovieOut = z.object({ id: z.string(), title: z.string(), genres: z.array(z.string()), year: z.number().int().nullable() });
+const MovieOut = z.object({
+  id: z.string(),
+  title: z.string(),
+  genres: z.array(z.string()),
+  year: z.number().int().nullable(),
+});
 
 /** Two items with one key in one request would make the upsert ambiguous: refuse them, naming both. */
 function duplicates<T>(items: T[], key: (t: T) => string, path: string): FieldError[] {
@@ -58,16 +63,28 @@ export function catalogRoutes(deps: AppDeps) {
       security,
       request: { query: ListQuery.extend({ genre: z.string().min(1).max(40).optional() }) },
       responses: {
-        200: { description: 'A page of movies', content: { 'application/json': { schema: z.object({ items: z.array(MovieOut), next_cursor: z.string().nullable() }) } } },
+        200: {
+          description: 'A page of movies',
+          content: {
+            'application/json': { schema: z.object({ items: z.array(MovieOut), next_cursor: z.string().nullable() }) },
+          },
+        },
         ...problems(400, 401),
       },
     }),
     async (c) => {
       const q = c.req.valid('query');
-      const rows = await listMovies(db, c.get('principal').tenant, { genre: q.genre, after: q.cursor ? decodeCursor(q.cursor, ID) : undefined, limit: q.limit + 1 });
+      const rows = await listMovies(db, c.get('principal').tenant, {
+        genre: q.genre,
+        after: q.cursor ? decodeCursor(q.cursor, ID) : undefined,
+        limit: q.limit + 1,
+      });
       const page = rows.slice(0, q.limit);
       const next_cursor = rows.length > q.limit ? encodeCursor(page[page.length - 1].id) : null;
-      return c.json({ items: page.map((m) => ({ id: m.id, title: m.title, genres: m.genres, year: m.year })), next_cursor }, 200);
+      return c.json(
+        { items: page.map((m) => ({ id: m.id, title: m.title, genres: m.genres, year: m.year })), next_cursor },
+        200,
+      );
     },
   );
 
@@ -77,9 +94,19 @@ export function catalogRoutes(deps: AppDeps) {
       path: '/movies',
       summary: `Upsert up to ${MAX_MOVIES} movies; all valid or none written`,
       security,
-      request: { body: { required: true, content: { 'application/json': { schema: z.strictObject({ movies: z.array(Movie).min(1).max(MAX_MOVIES) }) } } } },
+      request: {
+        body: {
+          required: true,
+          content: {
+            'application/json': { schema: z.strictObject({ movies: z.array(Movie).min(1).max(MAX_MOVIES) }) },
+          },
+        },
+      },
       responses: {
-        200: { description: 'Written', content: { 'application/json': { schema: z.object({ upserted: z.number().int() }) } } },
+        200: {
+          description: 'Written',
+          content: { 'application/json': { schema: z.object({ upserted: z.number().int() }) } },
+        },
         ...problems(400, 401, 413),
       },
     }),
@@ -89,7 +116,11 @@ export function catalogRoutes(deps: AppDeps) {
       if (dup.length) throw problem.validation(dup, 'Each movie id may appear once per request.');
       const tenant = c.get('principal').tenant;
       await db.transaction().execute(async (tx) => {
-        await upsertMovies(tx, tenant, movies.map((m) => ({ ...m, genres: [...new Set(m.genres)] })));
+        await upsertMovies(
+          tx,
+          tenant,
+          movies.map((m) => ({ ...m, genres: [...new Set(m.genres)] })),
+        );
         await bumpVersion(tx, tenant);
       });
       return c.json({ upserted: movies.length }, 200);
@@ -103,9 +134,21 @@ export function catalogRoutes(deps: AppDeps) {
       summary: `Upsert up to ${MAX_RATINGS} ratings (0.5..5) of catalog movies; all valid or none written`,
       description: "A user's new rating marks their stored recommendations stale and drops them from the cache.",
       security,
-      request: { body: { required: true, content: { 'application/json': { schema: z.strictObject({ ratings: z.array(Rating).min(1).max(MAX_RATINGS) }) } } } },
+      request: {
+        body: {
+          required: true,
+          content: {
+            'application/json': { schema: z.strictObject({ ratings: z.array(Rating).min(1).max(MAX_RATINGS) }) },
+          },
+        },
+      },
       responses: {
-        200: { description: 'Written', content: { 'application/json': { schema: z.object({ upserted: z.number().int(), users: z.number().int() }) } } },
+        200: {
+          description: 'Written',
+          content: {
+            'application/json': { schema: z.object({ upserted: z.number().int(), users: z.number().int() }) },
+          },
+        },
         ...problems(400, 401, 413, 422),
       },
     }),
@@ -116,17 +159,31 @@ export function catalogRoutes(deps: AppDeps) {
       const tenant = c.get('principal').tenant;
       const users = [...new Set(ratings.map((r) => r.user_id))];
       await db.transaction().execute(async (tx) => {
-        const unknown = await unknownMovies(tx, tenant, ratings.map((r) => r.movie_id));
+        const unknown = await unknownMovies(
+          tx,
+          tenant,
+          ratings.map((r) => r.movie_id),
+        );
         if (unknown.size) {
-          const errors = ratings.flatMap((r, i) => (unknown.has(r.movie_id) ? [{ path: `ratings.${i}.movie_id`, message: `no movie '${r.movie_id}' in this tenant's catalog` }] : []));
-          throw problem.unprocessable('unknown-movies', `${unknown.size} movie id(s) are not in the catalog; nothing was written.`, { errors: errors.slice(0, 1000) });
+          const errors = ratings.flatMap((r, i) =>
+            unknown.has(r.movie_id)
+              ? [{ path: `ratings.${i}.movie_id`, message: `no movie '${r.movie_id}' in this tenant's catalog` }]
+              : [],
+          );
+          throw problem.unprocessable(
+            'unknown-movies',
+            `${unknown.size} movie id(s) are not in the catalog; nothing was written.`,
+            { errors: errors.slice(0, 1000) },
+          );
         }
         await upsertRatings(tx, tenant, ratings);
         await markStale(tx, tenant, users);
         await bumpVersion(tx, tenant);
       });
       // After the commit: a GET meanwhile may still see the old entry, never a new one computed before this write.
-      await forgetResults(deps.redis, deps.config, tenant, users).catch((err) => deps.log.warn({ err: String(err) }, 'could not drop cached recommendations'));
+      await forgetResults(deps.redis, deps.config, tenant, users).catch((err) =>
+        deps.log.warn({ err: String(err) }, 'could not drop cached recommendations'),
+      );
       return c.json({ upserted: ratings.length, users: users.length }, 200);
     },
   );

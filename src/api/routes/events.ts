@@ -77,7 +77,9 @@ export function eventsRoutes(deps: AppDeps) {
           close: () => end(),
         })
         .catch(() => {
-          throw problem.unavailable('Live streams are unavailable right now (Redis); poll GET /v1/jobs/{id} or try again shortly.');
+          throw problem.unavailable(
+            'Live streams are unavailable right now (Redis); poll GET /v1/jobs/{id} or try again shortly.',
+          );
         });
 
       // `snapshot`: the ledger's view, sent whatever its id; `replay`: what the job's stream holds after Last-Event-ID.
@@ -148,9 +150,10 @@ export function eventsRoutes(deps: AppDeps) {
           buffer = undefined;
           for (const e of pending.slice(seen + 1)) await write(e);
           deliver = (e) => enqueue(() => write(e));
-          resync = () => enqueue(async () => {
-            for (const e of await readJobEvents(redis, config, job.id, lastId)) await write(e);
-          });
+          resync = () =>
+            enqueue(async () => {
+              for (const e of await readJobEvents(redis, config, job.id, lastId)) await write(e);
+            });
           if (!done) await finished;
           await chain;
         } finally {

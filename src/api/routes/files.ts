@@ -16,14 +16,21 @@ import { problems, router, security } from '../openapi.js';
 export const FileSchema = z
   .object({
     id: z.string(),
-    content_type: z.string().openapi({ description: 'Sniffed from the bytes; `application/octet-stream` when not recognised' }),
+    content_type: z
+      .string()
+      .openapi({ description: 'Sniffed from the bytes; `application/octet-stream` when not recognised' }),
     bytes: z.number().int(),
     sha256: z.string().openapi({ description: 'Hex SHA-256 of the bytes' }),
-    expires_at: z.string().nullable().openapi({ description: 'When the file is deleted (FILE_RETENTION_DAYS; a job using it extends it)' }),
+    expires_at: z
+      .string()
+      .nullable()
+      .openapi({ description: 'When the file is deleted (FILE_RETENTION_DAYS; a job using it extends it)' }),
   })
   .openapi('File');
 
-const FileIdParam = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: 'file_3q2-7wEVr0P1aLkD' }) });
+const FileIdParam = z.object({
+  id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: 'file_3q2-7wEVr0P1aLkD' }),
+});
 
 // Plain OpenAPI schemas (not zod) on purpose: zod-openapi would parse and buffer a form body to validate it.
 const binary = { type: 'string' as const, format: 'binary' };
@@ -48,12 +55,20 @@ const toApi = (f: FileRow) => ({
 });
 
 /** Streams the multipart field `file` through `save`; other fields are ignored, a second file is refused. */
-function saveMultipart(body: Readable, contentType: string, maxBytes: number, save: (file: Readable) => Promise<FileRow>): Promise<FileRow> {
+function saveMultipart(
+  body: Readable,
+  contentType: string,
+  maxBytes: number,
+  save: (file: Readable) => Promise<FileRow>,
+): Promise<FileRow> {
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
       // fileSize one past the limit, so storage sees the excess and refuses the whole file.
-      bb = busboy({ headers: { 'content-type': contentType }, limits: { files: 1, fields: 20, fieldSize: 16 * 1024, parts: 30, fileSize: maxBytes + 1 } });
+      bb = busboy({
+        headers: { 'content-type': contentType },
+        limits: { files: 1, fields: 20, fieldSize: 16 * 1024, parts: 30, fileSize: maxBytes + 1 },
+      });
     } catch {
       return reject(problem.badRequest('The multipart body has no boundary.'));
     }
@@ -75,7 +90,8 @@ function saveMultipart(body: Readable, contentType: string, maxBytes: number, sa
     bb.on('filesLimit', () => fail(problem.badRequest('Send one file per request, in the field `file`.')));
     bb.on('error', () => fail(problem.badRequest('The multipart body is malformed.')));
     bb.on('close', () => {
-      if (!saving) return fail(problem.validation([{ path: 'file', message: 'a multipart field named `file` is required' }]));
+      if (!saving)
+        return fail(problem.validation([{ path: 'file', message: 'a multipart field named `file` is required' }]));
       saving.then((row) => {
         settled = true;
         resolve(row);
@@ -112,10 +128,17 @@ export function filesRoutes(deps: AppDeps) {
       // Refuse early what cannot fit (a multipart envelope adds a little around the file).
       if (Number.isFinite(declared) && declared > max + (multipart ? 64 * 1024 : 0)) throw tooLarge(max);
       const raw = c.req.raw.body;
-      if (!raw) throw problem.badRequest('The body is empty: send the file as the body or as the multipart field `file`.');
+      if (!raw)
+        throw problem.badRequest('The body is empty: send the file as the body or as the multipart field `file`.');
       const body = Readable.fromWeb(raw as unknown as NodeWebStream<Uint8Array>);
       const save = (file: Readable) =>
-        saveFile(db, storage, { tenant: principal.tenant, body: file, contentType: sniff, maxBytes: max, expiresAt: retentionEnd(config.FILE_RETENTION_DAYS) });
+        saveFile(db, storage, {
+          tenant: principal.tenant,
+          body: file,
+          contentType: sniff,
+          maxBytes: max,
+          expiresAt: retentionEnd(config.FILE_RETENTION_DAYS),
+        });
       let row: FileRow;
       try {
         row = multipart ? await saveMultipart(body, type, max, save) : await save(body);
@@ -145,7 +168,10 @@ export function filesRoutes(deps: AppDeps) {
       security,
       request: { params: FileIdParam },
       responses: {
-        200: { description: 'The bytes, with their sniffed content type', content: { 'application/octet-stream': { schema: binary } } },
+        200: {
+          description: 'The bytes, with their sniffed content type',
+          content: { 'application/octet-stream': { schema: binary } },
+        },
         304: { description: 'Not modified (If-None-Match matched the ETag, the sha256)' },
         ...problems(401, 404, 503),
       },
@@ -156,7 +182,12 @@ export function filesRoutes(deps: AppDeps) {
       if (!row) throw problem.notFound('file');
       const etag = `"${row.sha256}"`;
       // Variants are fetched again and again by browsers and CDNs: the sha256 is a strong validator.
-      if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) {
+      if (
+        c.req
+          .header('if-none-match')
+          ?.split(',')
+          .some((t) => t.trim() === etag)
+      ) {
         return c.body(null, 304, { ETag: etag, 'Cache-Control': 'private, max-age=3600' });
       }
       const stream = await storage.get(row.storage_key).catch(() => undefined);

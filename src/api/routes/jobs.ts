@@ -39,7 +39,10 @@ export const JobSchema = z
   .openapi('Job');
 
 // zod 4 attaches `.openapi()` per instance, so a schema built before @hono/zod-openapi loaded lacks it; name it with `.meta`.
-const JobSpecSchema = jobSpec.meta({ id: 'JobSubmission', description: 'One job. `payload` is checked against the schema of its `type`.' });
+const JobSpecSchema = jobSpec.meta({
+  id: 'JobSubmission',
+  description: 'One job. `payload` is checked against the schema of its `type`.',
+});
 
 const jobContent = { 'application/json': { schema: JobSchema } };
 const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;
@@ -52,12 +55,20 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
     const { row, issues } = checkSpec(deps.registry, spec);
     for (const issue of issues) {
       unavailable ||= issue.code === 'unavailable';
-      errors.push({ path: [...prefix, ...(specs.length > 1 || prefix.length ? [i] : []), ...issue.path].join('.'), message: issue.message });
+      errors.push({
+        path: [...prefix, ...(specs.length > 1 || prefix.length ? [i] : []), ...issue.path].join('.'),
+        message: issue.message,
+      });
     }
     return row!;
   });
   if (errors.length) {
-    if (unavailable) throw problem.unprocessable('type-unavailable', 'A job type in the request has no processor on this platform yet.', { errors });
+    if (unavailable)
+      throw problem.unprocessable(
+        'type-unavailable',
+        'A job type in the request has no processor on this platform yet.',
+        { errors },
+      );
     throw problem.validation(errors);
   }
   return rows;
@@ -65,7 +76,8 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
 
 /** A report across every tenant (payload.scope "all") is for operator keys only. */
 function assertScopeAllowed(specs: JobSpec[], principal: Principal) {
-  if (principal.role !== 'operator' && specs.some(crossTenantReport)) throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
+  if (principal.role !== 'operator' && specs.some(crossTenantReport))
+    throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
 }
 
 /** Refuses new work while Redis is unreachable, before anything is written. */
@@ -133,7 +145,8 @@ export function jobsRoutes(deps: AppDeps) {
             await ledger.expireIdempotencyKey(db, principal.tenant, key);
             return undefined;
           }
-          if (first.request_hash !== hash) throw problem.conflict('This Idempotency-Key was used with a different request body.');
+          if (first.request_hash !== hash)
+            throw problem.conflict('This Idempotency-Key was used with a different request body.');
           return c.json(ledger.toApiJob(first), 200, { Location: `/v1/jobs/${first.id}` });
         };
         const earlier = await replay();
@@ -161,9 +174,19 @@ export function jobsRoutes(deps: AppDeps) {
       path: '/jobs/bulk',
       summary: 'Submit up to 1000 jobs; all valid or none accepted',
       security,
-      request: { body: { required: true, content: { 'application/json': { schema: z.strictObject({ jobs: z.array(JobSpecSchema).min(1).max(1000) }) } } } },
+      request: {
+        body: {
+          required: true,
+          content: {
+            'application/json': { schema: z.strictObject({ jobs: z.array(JobSpecSchema).min(1).max(1000) }) },
+          },
+        },
+      },
       responses: {
-        202: { description: 'Accepted', content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } } },
+        202: {
+          description: 'Accepted',
+          content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } },
+        },
         ...problems(400, 401, 403, 413, 422, 503),
       },
     }),
@@ -190,7 +213,12 @@ export function jobsRoutes(deps: AppDeps) {
         }),
       },
       responses: {
-        200: { description: 'A page of jobs', content: { 'application/json': { schema: z.object({ items: z.array(JobSchema), next_cursor: z.string().nullable() }) } } },
+        200: {
+          description: 'A page of jobs',
+          content: {
+            'application/json': { schema: z.object({ items: z.array(JobSchema), next_cursor: z.string().nullable() }) },
+          },
+        },
         ...problems(400, 401),
       },
     }),
@@ -241,15 +269,21 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
-      if (ledger.TERMINAL.includes(job.state)) throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
+      if (ledger.TERMINAL.includes(job.state))
+        throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
       assertRedisUp(deps);
       // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
       const cancelled = await ledger.markCancelled(db, job.id, ['queued', 'delayed']);
       cache.forget(job.id);
       if (cancelled) {
-        await deps.queues.get(job.type).remove(job.id).catch(() => 0);
+        await deps.queues
+          .get(job.type)
+          .remove(job.id)
+          .catch(() => 0);
         await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
-        await enqueueWebhook(deps.queues, deps.config, cancelled).catch((err) => deps.log.error({ err, job_id: job.id }, 'webhook enqueue failed'));
+        await enqueueWebhook(deps.queues, deps.config, cancelled).catch((err) =>
+          deps.log.error({ err, job_id: job.id }, 'webhook enqueue failed'),
+        );
         return c.json(ledger.toApiJob(cancelled), 200);
       }
       const running = await ledger.requestCancel(db, job.id);
@@ -273,7 +307,10 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
-      if (job.state !== 'failed' && job.state !== 'cancelled') throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, { state: job.state });
+      if (job.state !== 'failed' && job.state !== 'cancelled')
+        throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {
+          state: job.state,
+        });
       assertRedisUp(deps);
       const row = await retryOne(deps, job.id);
       cache.forget(job.id);

@@ -10,8 +10,17 @@ const QueueSchema = z
   .object({
     name: z.string(),
     paused: z.boolean(),
-    counts: z.object({ waiting: z.number().int(), active: z.number().int(), delayed: z.number().int(), failed: z.number().int(), completed: z.number().int() }),
-    workers: z.number().int().openapi({ description: 'Worker connections serving this queue now, across all processes' }),
+    counts: z.object({
+      waiting: z.number().int(),
+      active: z.number().int(),
+      delayed: z.number().int(),
+      failed: z.number().int(),
+      completed: z.number().int(),
+    }),
+    workers: z
+      .number()
+      .int()
+      .openapi({ description: 'Worker connections serving this queue now, across all processes' }),
   })
   .openapi('Queue');
 
@@ -34,7 +43,10 @@ export function queuesRoutes(deps: AppDeps) {
       summary: 'Every queue: counts per state, paused, live workers (operators)',
       security,
       middleware: operatorOnly,
-      responses: { 200: { description: 'The queues', content: { 'application/json': { schema: z.array(QueueSchema) } } }, ...problems(401, 403, 503) },
+      responses: {
+        200: { description: 'The queues', content: { 'application/json': { schema: z.array(QueueSchema) } } },
+        ...problems(401, 403, 503),
+      },
     }),
     async (c) => c.json(await Promise.all(queueNames(deps.registry).map((n) => queueInfo(deps.queues, n))), 200),
   );
@@ -44,17 +56,28 @@ export function queuesRoutes(deps: AppDeps) {
       createRoute({
         method: 'post',
         path: `/queues/{name}/${action}`,
-        summary: action === 'pause' ? 'Stop the queue from starting jobs (running ones finish); audited' : 'Let the queue start jobs again; audited',
+        summary:
+          action === 'pause'
+            ? 'Stop the queue from starting jobs (running ones finish); audited'
+            : 'Let the queue start jobs again; audited',
         security,
         middleware: operatorOnly,
         request: { params: QueueParam },
-        responses: { 200: { description: 'The queue now', content: { 'application/json': { schema: QueueSchema } } }, ...problems(401, 403, 404, 503) },
+        responses: {
+          200: { description: 'The queue now', content: { 'application/json': { schema: QueueSchema } } },
+          ...problems(401, 403, 404, 503),
+        },
       }),
       async (c) => {
         const name = known(c.req.valid('param').name);
         const queue = deps.queues.get(name);
         await (action === 'pause' ? queue.pause() : queue.resume());
-        await recordAudit(deps.db, { actor: c.get('principal'), action: `queue.${action}`, target_kind: 'queue', target: name });
+        await recordAudit(deps.db, {
+          actor: c.get('principal'),
+          action: `queue.${action}`,
+          target_kind: 'queue',
+          target: name,
+        });
         return c.json(await queueInfo(deps.queues, name), 200);
       },
     );
@@ -69,15 +92,25 @@ export function queuesRoutes(deps: AppDeps) {
       middleware: operatorOnly,
       request: { params: QueueParam },
       responses: {
-        200: { description: 'How many jobs were queued again', content: { 'application/json': { schema: z.object({ queue: z.string(), retried: z.number().int() }) } } },
+        200: {
+          description: 'How many jobs were queued again',
+          content: { 'application/json': { schema: z.object({ queue: z.string(), retried: z.number().int() }) } },
+        },
         ...problems(401, 403, 404, 503),
       },
     }),
     async (c) => {
       const name = known(c.req.valid('param').name);
-      if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
+      if (deps.redis.status !== 'ready')
+        throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
       const retried = await retryFailed(deps, name);
-      await recordAudit(deps.db, { actor: c.get('principal'), action: 'queue.retry_failed', target_kind: 'queue', target: name, detail: { retried } });
+      await recordAudit(deps.db, {
+        actor: c.get('principal'),
+        action: 'queue.retry_failed',
+        target_kind: 'queue',
+        target: name,
+        detail: { retried },
+      });
       return c.json({ queue: name, retried }, 200);
     },
   );

@@ -31,10 +31,13 @@ export function recommendationsRoutes(deps: AppDeps) {
     createRoute({
       method: 'get',
       path: '/users/{user_id}/recommendations',
-      summary: "The latest result of a recommendations job for this user",
+      summary: 'The latest result of a recommendations job for this user',
       security,
       request: { params: UserParam },
-      responses: { 200: { description: 'The latest result', content: { 'application/json': { schema: ResultSchema } } }, ...problems(400, 401, 404) },
+      responses: {
+        200: { description: 'The latest result', content: { 'application/json': { schema: ResultSchema } } },
+        ...problems(400, 401, 404),
+      },
     }),
     async (c) => {
       const { user_id } = c.req.valid('param');
@@ -44,7 +47,13 @@ export function recommendationsRoutes(deps: AppDeps) {
       if (hit) return c.json({ ...hit, stale: false }, 200, { 'X-Cache': 'hit' });
       const row = await findResult(db, tenant, user_id);
       if (!row) throw problem.notFound('recommendations for this user; submit a recommendations job first');
-      const result: CachedResult = { user_id: row.user_id, items: row.items, strategy: row.strategy, generated_at: row.generated_at.toISOString(), job_id: row.job_id };
+      const result: CachedResult = {
+        user_id: row.user_id,
+        items: row.items,
+        strategy: row.strategy,
+        generated_at: row.generated_at.toISOString(),
+        job_id: row.job_id,
+      };
       if (!row.stale) await cacheResults(redis, config, tenant, [result]).catch(() => {});
       return c.json({ ...result, stale: row.stale }, 200, { 'X-Cache': 'miss' });
     },
@@ -58,16 +67,33 @@ export function recommendationsRoutes(deps: AppDeps) {
       security,
       request: {
         params: UserParam,
-        body: { required: false, content: { 'application/json': { schema: z.strictObject({ limit: z.number().int().min(1).max(100).optional(), priority: z.enum(['high', 'normal', 'low']).optional() }) } } },
+        body: {
+          required: false,
+          content: {
+            'application/json': {
+              schema: z.strictObject({
+                limit: z.number().int().min(1).max(100).optional(),
+                priority: z.enum(['high', 'normal', 'low']).optional(),
+              }),
+            },
+          },
+        },
       },
-      responses: { 202: { description: 'Accepted', content: { 'application/json': { schema: JobSchema } } }, ...problems(400, 401, 413, 503) },
+      responses: {
+        202: { description: 'Accepted', content: { 'application/json': { schema: JobSchema } } },
+        ...problems(400, 401, 413, 503),
+      },
     }),
     async (c) => {
       const { user_id } = c.req.valid('param');
       // An empty body is allowed (the validator only runs for a JSON content type).
       const body = (c.req.header('content-type')?.includes('json') ? c.req.valid('json') : undefined) ?? {};
       const payload = { user_id, ...(body.limit ? { limit: body.limit } : {}) };
-      const { row, issues } = checkSpec(deps.registry, { type: 'recommendations', payload, priority: body.priority ?? 'normal' });
+      const { row, issues } = checkSpec(deps.registry, {
+        type: 'recommendations',
+        payload,
+        priority: body.priority ?? 'normal',
+      });
       if (!row) throw problem.validation(issues.map((i) => ({ path: i.path.join('.'), message: i.message })));
       if (redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
       const [job] = await submit(deps, c.get('principal').tenant, [row]);

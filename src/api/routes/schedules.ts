@@ -28,7 +28,10 @@ const ScheduleSchema = z
     cron: z.string().nullable(),
     every_ms: z.number().int().nullable(),
     tz: z.string().nullable(),
-    next_run_at: z.string().nullable().openapi({ description: 'When BullMQ fires it next; null when Redis has no scheduler for it (yet)' }),
+    next_run_at: z
+      .string()
+      .nullable()
+      .openapi({ description: 'When BullMQ fires it next; null when Redis has no scheduler for it (yet)' }),
     created_at: z.string(),
     updated_at: z.string(),
   })
@@ -36,11 +39,14 @@ const ScheduleSchema = z
 
 // Rebuilt from the shape so the schema is made after @hono/zod-openapi has extended zod, whatever the import order.
 const SpecSchema = z.strictObject(scheduleSpec.shape).openapi('ScheduleSubmission', {
-  description: 'Exactly one of `cron` (5 or 6 fields; `tz` an IANA zone, default UTC) or `every_ms` (≥ 1000). The job is checked as `POST /v1/jobs` would check it.',
+  description:
+    'Exactly one of `cron` (5 or 6 fields; `tz` an IANA zone, default UTC) or `every_ms` (≥ 1000). The job is checked as `POST /v1/jobs` would check it.',
   example: { type: 'recommendations', payload: { all_users: true }, cron: '0 3 * * *', tz: 'Europe/Paris' },
 });
 
-const NameParam = z.object({ name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'nightly-recommendations' }) });
+const NameParam = z.object({
+  name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'nightly-recommendations' }),
+});
 const content = { 'application/json': { schema: ScheduleSchema } };
 const operatorOnly = requireOperator();
 
@@ -70,7 +76,8 @@ export function schedulesRoutes(deps: AppDeps) {
     return row;
   };
   const redisUp = () => {
-    if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
+    if (deps.redis.status !== 'ready')
+      throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
   };
 
   app.openapi(
@@ -80,10 +87,19 @@ export function schedulesRoutes(deps: AppDeps) {
       summary: 'Every schedule, with its next run (operators)',
       security,
       middleware: operatorOnly,
-      responses: { 200: { description: 'The schedules', content: { 'application/json': { schema: z.object({ items: z.array(ScheduleSchema) }) } } }, ...problems(401, 403) },
+      responses: {
+        200: {
+          description: 'The schedules',
+          content: { 'application/json': { schema: z.object({ items: z.array(ScheduleSchema) }) } },
+        },
+        ...problems(401, 403),
+      },
     }),
     async (c) => {
-      const [rows, next] = await Promise.all([listSchedules(db), nextRuns(deps.queues).catch(() => new Map<string, number | undefined>())]);
+      const [rows, next] = await Promise.all([
+        listSchedules(db),
+        nextRuns(deps.queues).catch(() => new Map<string, number | undefined>()),
+      ]);
       return c.json({ items: rows.map((r) => toApi(r, next.get(r.name))) }, 200);
     },
   );
@@ -109,7 +125,8 @@ export function schedulesRoutes(deps: AppDeps) {
     createRoute({
       method: 'put',
       path: '/schedules/{name}',
-      summary: 'Create or replace a schedule: each tick submits one ordinary job, however many workers run (operators; audited)',
+      summary:
+        'Create or replace a schedule: each tick submits one ordinary job, however many workers run (operators; audited)',
       security,
       middleware: operatorOnly,
       request: { params: NameParam, body: { required: true, content: { 'application/json': { schema: SpecSchema } } } },
@@ -123,16 +140,28 @@ export function schedulesRoutes(deps: AppDeps) {
       const { name } = c.req.valid('param');
       const spec = c.req.valid('json');
       const principal = c.get('principal');
-      if (!SCHEDULE_NAME.test(name)) throw problem.validation([{ path: 'name', message: `must match ${SCHEDULE_NAME}` }]);
+      if (!SCHEDULE_NAME.test(name))
+        throw problem.validation([{ path: 'name', message: `must match ${SCHEDULE_NAME}` }]);
       const { issues, unavailable, payload } = checkSchedule(deps.registry, spec);
       const tenant = spec.tenant ?? principal.tenant;
-      if (spec.tenant && !(await db.selectFrom('tenants').select('id').where('id', '=', spec.tenant).executeTakeFirst())) {
+      if (
+        spec.tenant &&
+        !(await db.selectFrom('tenants').select('id').where('id', '=', spec.tenant).executeTakeFirst())
+      ) {
         issues.push({ path: 'tenant', message: `no tenant named '${spec.tenant}'` });
       }
       if (issues.length) {
-        if (unavailable) throw problem.unprocessable('type-unavailable', `Job type '${spec.type}' has no processor on this platform yet.`, { errors: issues });
+        if (unavailable)
+          throw problem.unprocessable(
+            'type-unavailable',
+            `Job type '${spec.type}' has no processor on this platform yet.`,
+            { errors: issues },
+          );
         const cron = issues.find((i) => i.path === 'cron' && spec.cron !== undefined && i.message.startsWith(`'`));
-        throw problem.validation(issues, cron ? `The cron expression '${spec.cron}' is not valid.` : 'The schedule is not valid.');
+        throw problem.validation(
+          issues,
+          cron ? `The cron expression '${spec.cron}' is not valid.` : 'The schedule is not valid.',
+        );
       }
       redisUp();
       const { row, created } = await saveSchedule(db, {
@@ -147,7 +176,13 @@ export function schedulesRoutes(deps: AppDeps) {
       });
       // PostgreSQL first: should this fail, the workers' periodic sync installs the scheduler from the row.
       await installScheduler(deps.queues, row);
-      await recordAudit(db, { actor: principal, action: created ? 'schedule.create' : 'schedule.update', target_kind: 'schedule', target: name, detail: spec });
+      await recordAudit(db, {
+        actor: principal,
+        action: created ? 'schedule.create' : 'schedule.update',
+        target_kind: 'schedule',
+        target: name,
+        detail: spec,
+      });
       const next = await nextRuns(deps.queues).catch(() => new Map<string, number | undefined>());
       return c.json(toApi(row, next.get(name)), created ? 201 : 200);
     },
@@ -170,7 +205,13 @@ export function schedulesRoutes(deps: AppDeps) {
       const row = await deleteSchedule(db, name);
       if (!row) throw problem.notFound('schedule');
       await uninstallScheduler(deps.queues, name);
-      await recordAudit(db, { actor: c.get('principal'), action: 'schedule.delete', target_kind: 'schedule', target: name, detail: toApi(row, undefined) });
+      await recordAudit(db, {
+        actor: c.get('principal'),
+        action: 'schedule.delete',
+        target_kind: 'schedule',
+        target: name,
+        detail: toApi(row, undefined),
+      });
       return c.body(null, 204);
     },
   );

@@ -35,7 +35,10 @@ export function webhooksRoutes(deps: AppDeps) {
       security,
       request: { params: JobIdParam },
       responses: {
-        200: { description: 'The tries', content: { 'application/json': { schema: z.object({ items: z.array(DeliverySchema) }) } } },
+        200: {
+          description: 'The tries',
+          content: { 'application/json': { schema: z.object({ items: z.array(DeliverySchema) }) } },
+        },
         ...problems(401, 404),
       },
     }),
@@ -43,7 +46,10 @@ export function webhooksRoutes(deps: AppDeps) {
       const job = await ledger.findJob(db, assertUuid(c.req.valid('param').id), tenantScope(c.get('principal')));
       if (!job) throw problem.notFound('job');
       const rows = await listDeliveries(db, job.id);
-      const items = rows.map(({ job_id: _j, tenant: _t, created_at, ...r }) => ({ ...r, created_at: created_at.toISOString() }));
+      const items = rows.map(({ job_id: _j, tenant: _t, created_at, ...r }) => ({
+        ...r,
+        created_at: created_at.toISOString(),
+      }));
       return c.json({ items }, 200);
     },
   );
@@ -53,16 +59,28 @@ export function webhooksRoutes(deps: AppDeps) {
       method: 'get',
       path: '/webhook-secret',
       summary: "The tenant's webhook signing secret (Standard Webhooks, `whsec_…`)",
-      description: 'Verify `webhook-signature` with it, e.g. `new Webhook(secret).verify(body, headers)` from the `standardwebhooks` package.',
+      description:
+        'Verify `webhook-signature` with it, e.g. `new Webhook(secret).verify(body, headers)` from the `standardwebhooks` package.',
       security,
       responses: {
-        200: { description: 'The secret', content: { 'application/json': { schema: z.object({ tenant: z.string(), webhook_secret: z.string() }).openapi('WebhookSecret') } } },
+        200: {
+          description: 'The secret',
+          content: {
+            'application/json': {
+              schema: z.object({ tenant: z.string(), webhook_secret: z.string() }).openapi('WebhookSecret'),
+            },
+          },
+        },
         ...problems(401),
       },
     }),
     async (c) => {
       const tenant = c.get('principal').tenant;
-      const row = await db.selectFrom('tenants').select('webhook_secret').where('id', '=', tenant).executeTakeFirstOrThrow();
+      const row = await db
+        .selectFrom('tenants')
+        .select('webhook_secret')
+        .where('id', '=', tenant)
+        .executeTakeFirstOrThrow();
       return c.json({ tenant, webhook_secret: row.webhook_secret }, 200);
     },
   );
