@@ -2,7 +2,7 @@ import type { ColumnType, Generated, Insertable, Selectable, Updateable } from '
 
 export type JobState = 'queued' | 'delayed' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 export type Priority = 'high' | 'normal' | 'low';
-export type Role = 'client' | 'operator';
+export type Role = 'client' | 'operator' | 'viewer';
 export type Json = ColumnType<unknown, string, string>;
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
@@ -39,6 +39,8 @@ export interface JobsTable {
   request_hash: string | null;
   parent_id: string | null;
   cancel_requested: Generated<boolean>;
+  /** The run identity: bumped whenever the job is queued again; every run-scoped write is fenced on it. */
+  generation: Generated<number>;
   created_at: Timestamp;
   updated_at: Timestamp;
   started_at: NullableTimestamp;
