@@ -15,6 +15,11 @@ export interface JobContext<P> {
   payload: P;
   /** 1 on the first run. */
   attempt: number;
+  /**
+   * The run's generation (jobs.generation, carried in the BullMQ job data as `gen`): bumped whenever the job is queued
+   * again, and every run-scoped ledger write is fenced on it. A side effect's owner is (id, gen, attempt).
+   */
+  gen: number;
   maxAttempts: number;
   /** Aborted when a client cancels the job. */
   signal: AbortSignal;

@@ -184,6 +184,7 @@ export async function startWorkers(
         type: def.type,
         payload,
         attempt: row.attempts,
+        gen: row.generation,
         maxAttempts: row.max_attempts,
         signal: controller.signal,
         get log() {
