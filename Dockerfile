@@ -34,4 +34,4 @@ RUN mkdir -p /app/var/files /app/var/mail && chown -R node:node /app/var
 USER node
 EXPOSE 3000 9464
 # The processes handle SIGTERM themselves (stop taking work, finish what runs); compose adds an init for PID 1.
-CMD ["node", "--import", "tsx", "src/api/server.ts"]
+CMD ["node", "--import", "tsx", "--import", "./src/tracing/register.ts", "src/api/server.ts"]

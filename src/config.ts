@@ -88,6 +88,13 @@ const schema = z.object({
   RECO_CHUNK_USERS: int(1, 100_000).default(500),
   /** Statement timeout of each report query (a report over a huge range must not hold the database). */
   REPORT_STATEMENT_TIMEOUT_MS: int(100, 3_600_000).default(120_000),
+  /**
+   * Tracing: on when set (the OTLP/HTTP collector's base URL; spans go to `<url>/v1/traces`). The SDK reads the other
+   * standard OTEL_* variables itself (protocol, sampling, batching). See src/tracing/register.ts.
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: url(['http:', 'https:']).optional(),
+  /** Default: `movie-jobs-web` or `movie-jobs-worker`, by process. */
+  OTEL_SERVICE_NAME: z.string().min(1).max(200).optional(),
 });
 
 export type Config = Readonly<

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { flushTracing } from './tracing/index.js';
 
 /** Runs `stop` once on SIGINT/SIGTERM, then exits; a second signal exits at once. */
 export function onShutdown(log: Logger, stop: () => Promise<void>): void {
@@ -11,6 +12,8 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): void {
     stopping = true;
     log.info({ signal }, 'shutting down');
     stop()
+      // Spans still buffered are exported before the exit (nothing to do when tracing is off).
+      .then(flushTracing)
       .then(() => process.exit(0))
       .catch((err) => {
         log.error({ err }, 'shutdown failed');

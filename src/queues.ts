@@ -3,6 +3,7 @@ import { Queue, type JobsOptions } from 'bullmq';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
 import type { Priority } from './db/types.js';
+import { bullTelemetry } from './tracing/index.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -124,6 +125,7 @@ export class Queues {
         connection: this.connection,
         prefix: bullPrefix(this.config, name),
         skipWaitingForReady: true,
+        telemetry: bullTelemetry(),
       });
       // Errors surface on the calls that hit them; the emitter must not crash the process.
       q.on('error', () => {});

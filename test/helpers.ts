@@ -267,7 +267,8 @@ export async function startProcess(
   opts: { startTimeoutMs?: number } = {},
 ): Promise<Proc> {
   const port = kind === 'web' ? await getPort() : undefined;
-  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY[kind]], {
+  // As the Procfile runs them: the tracing bootstrap first (it does nothing unless OTEL_EXPORTER_OTLP_ENDPOINT is set).
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', './src/tracing/register.ts', ENTRY[kind]], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',

@@ -64,10 +64,11 @@ export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
   if (rows.length === 0) return [];
   const col = <K extends keyof NewJobRow>(k: K) => rows.map((r) => r[k] ?? null);
   const { rows: inserted } = await sql<JobRow>`
-    insert into jobs (id, tenant, type, state, priority, payload, max_attempts, callback_url, idempotency_key, request_hash, parent_id, run_at)
+    insert into jobs (id, tenant, type, state, priority, payload, max_attempts, callback_url, idempotency_key, request_hash, parent_id, run_at, trace_context)
     select * from unnest(${col('id')}::uuid[], ${col('tenant')}::text[], ${col('type')}::text[], ${col('state')}::text[],
       ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
-      ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[])
+      ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[],
+      ${col('trace_context')}::text[])
     returning *`.execute(db);
   return rows.length === 1
     ? inserted

@@ -41,6 +41,8 @@ export interface JobsTable {
   cancel_requested: Generated<boolean>;
   /** The run identity: bumped whenever the job is queued again; every run-scoped write is fenced on it. */
   generation: Generated<number>;
+  /** The submitting request's trace context (W3C carrier as JSON), so every run of the job joins its trace. */
+  trace_context: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
   started_at: NullableTimestamp;

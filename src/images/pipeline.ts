@@ -2,6 +2,7 @@
 // Loaded only by workers (the image job imports it lazily), so the web process never loads libvips.
 import sharp, { type FitEnum, type Metadata, type ResizeOptions, type Sharp } from 'sharp';
 import { PermanentError, RetryableError } from '../jobs/types.js';
+import { withSpan } from '../tracing/index.js';
 
 export type OutputFormat = 'jpeg' | 'png' | 'webp' | 'avif';
 
@@ -135,13 +136,15 @@ export interface Rendered {
   bytes: number;
 }
 
-export async function renderVariant(input: string | Buffer, v: Variant, maxPixels: number): Promise<Rendered> {
-  try {
-    const { data, info } = await variantPipeline(input, v, maxPixels).toBuffer({ resolveWithObject: true });
-    return { data, width: info.width, height: info.height, format: variantSettings(v).format, bytes: info.size };
-  } catch (err) {
-    throw imageError(err);
-  }
+export function renderVariant(input: string | Buffer, v: Variant, maxPixels: number): Promise<Rendered> {
+  return withSpan('sharp render', { 'image.variant': v.name, 'image.format': variantSettings(v).format }, async () => {
+    try {
+      const { data, info } = await variantPipeline(input, v, maxPixels).toBuffer({ resolveWithObject: true });
+      return { data, width: info.width, height: info.height, format: variantSettings(v).format, bytes: info.size };
+    } catch (err) {
+      throw imageError(err);
+    }
+  });
 }
 
 /** libvips speaks in messages; the ledger wants a code, and to know whether a retry could ever help. */

@@ -2,6 +2,7 @@
 import type { JobsOptions } from 'bullmq';
 import type { JobRow } from '../db/types.js';
 import { PRIORITY, RETENTION, type Queues } from '../queues.js';
+import { inTraceOf } from '../tracing/index.js';
 import type { JobRegistry } from './registry.js';
 
 /** BullMQ carries only the ledger id and type; the payload is read from the ledger (pass ids, not records). */
@@ -19,6 +20,8 @@ export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
     attempts: Math.max(1, row.max_attempts - row.attempts),
     backoff: { type: 'exponential', delay: def?.backoffMs ?? 1_000, jitter: 0.5 },
     ...RETENTION,
+    // The worker's `process` span continues the job's own trace, whoever enqueues it (BullMQ's telemetry format).
+    ...(row.trace_context ? { telemetry: { metadata: row.trace_context } } : {}),
   };
 }
 
@@ -31,7 +34,10 @@ export async function enqueue(queues: Queues, registry: JobRegistry, rows: JobRo
       const queue = queues.get(type);
       if (list.length === 1) {
         const r = list[0];
-        return queue.add(type, { tenant: r.tenant } satisfies BullData, bullOptions(registry, r));
+        // BullMQ's `add` stores its own span's context in the job: started in the job's trace, that span belongs there.
+        return inTraceOf(r.trace_context, () =>
+          queue.add(type, { tenant: r.tenant } satisfies BullData, bullOptions(registry, r)),
+        );
       }
       return queue.addBulk(
         list.map((r) => ({ name: type, data: { tenant: r.tenant }, opts: bullOptions(registry, r) })),

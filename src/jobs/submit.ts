@@ -8,6 +8,7 @@ import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow, Priority } from '../db/types.js';
 import type { Queues } from '../queues.js';
 import { groupCommit } from '../group-commit.js';
+import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
 import { enqueue } from './enqueue.js';
 import type { JobRegistry } from './registry.js';
 
@@ -99,7 +100,7 @@ export async function submit(
 ): Promise<JobRow[]> {
   const inserted = await ledger.insertJobs(
     deps.db,
-    rows.map((r) => ({ ...r, ...extra, id: newId(), tenant })),
+    rows.map((r) => ({ ...r, ...extra, id: newId(), tenant, trace_context: currentTraceContext() })),
   );
   await enqueueOrLeave(deps, inserted);
   return inserted;
@@ -121,7 +122,17 @@ export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<
 export function groupSubmitter(deps: SubmitDeps) {
   // Requests parsed in the same turn of the event loop share a batch: without gathering, the first few callers of
   // each turn went out alone (a statement or a script each) while the rest waited for them.
-  const insert = groupCommit((rows: NewJobRow[]) => ledger.insertJobs(deps.db, rows), { gather: 'turn' });
+  // A batch's span (in the trace of the request that opened it) links to the span of each job it carries.
+  const insert = groupCommit(
+    (rows: NewJobRow[]) =>
+      withSpan(
+        'jobs insert',
+        { 'jobs.count': rows.length },
+        () => ledger.insertJobs(deps.db, rows),
+        () => linksTo(rows.map((r) => r.trace_context)),
+      ),
+    { gather: 'turn' },
+  );
   const add = groupCommit(
     async (rows: JobRow[]) => {
       await enqueueOrLeave(deps, rows);
@@ -129,6 +140,10 @@ export function groupSubmitter(deps: SubmitDeps) {
     },
     { gather: 'turn' },
   );
-  return async (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> =>
-    add(await insert({ ...row, id: newId(), tenant }));
+  return (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => {
+    const id = newId();
+    return withSpan('job submit', { 'job.id': id, 'job.type': row.type }, async () =>
+      add(await insert({ ...row, id, tenant, trace_context: currentTraceContext() })),
+    );
+  };
 }

@@ -7,6 +7,7 @@ import nodemailer from 'nodemailer';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import { withSpan } from '../tracing/index.js';
 
 /** What a job's recipients all get alike: one composition serves every recipient of the job. */
 export interface MessageContent {
@@ -103,13 +104,15 @@ function smtpMailer(config: Config, url: string): Mailer {
   const transport = nodemailer.createTransport(smtpPoolOptions(url));
   return {
     kind: 'smtp',
-    async send(m, to, messageId) {
-      const info = await transport.sendMail({
-        envelope: { from: m.envelopeFrom, to: [to] },
-        raw: m.for(to, messageId),
-      });
-      return { accepted: info.accepted.map(String), rejected: info.rejected.map(String), response: info.response };
-    },
+    send: (m, to, messageId) =>
+      // One span per recipient's SMTP transaction; the address stays out of the trace.
+      withSpan('smtp send', { 'server.address': new URL(url).hostname }, async () => {
+        const info = await transport.sendMail({
+          envelope: { from: m.envelopeFrom, to: [to] },
+          raw: m.for(to, messageId),
+        });
+        return { accepted: info.accepted.map(String), rejected: info.rejected.map(String), response: info.response };
+      }),
     close: () => transport.close(),
   };
 }

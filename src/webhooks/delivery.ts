@@ -16,6 +16,7 @@ import { bullPrefix, createRedis, type Queues } from '../queues.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
 import { startSweep } from './sweep.js';
+import { bullTelemetry } from '../tracing/index.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
@@ -158,6 +159,7 @@ export function startWebhookWorker(deps: WorkerDeps): Worker<WebhookData> {
       // Mostly waiting on receivers: many at once is cheap.
       concurrency: 20,
       lockDuration: Math.max(config.WORKER_LOCK_MS, config.WEBHOOK_TIMEOUT_MS * 2),
+      telemetry: bullTelemetry(),
     },
   );
   worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));

@@ -14,6 +14,7 @@ import type { BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
+import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 
 /** Thrown into BullMQ when a run ends cancelled: no retry. */
 class Cancelled extends UnrecoverableError {}
@@ -160,6 +161,7 @@ export async function startWorkers(
       jlog().info({ state: current?.state ?? 'unknown' }, 'job skipped: not runnable');
       return current?.result ?? null;
     }
+    tagJobSpan({ id, type: def.type, attempt: row.attempts, generation: row.generation });
     // Its 'running' event went out with the batch; a webhook is for ends only.
     const controller = new AbortController();
     const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
@@ -250,6 +252,8 @@ export async function startWorkers(
         maxStalledCount: 2,
         lockDuration: config.WORKER_LOCK_MS,
         stalledInterval: config.WORKER_LOCK_MS,
+        // BullMQ's `process` span per run, in the trace stored with the job (see src/jobs/enqueue.ts).
+        telemetry: bullTelemetry(),
       },
     );
     worker.on('error', (err) => log.error({ err, queue: name }, 'worker error'));
