@@ -73,6 +73,13 @@ export const httpDuration = new Histogram({
   registers: [registry],
 });
 
+export const reconcilerRepairs = new Counter({
+  name: 'reconciler_repairs_total',
+  help: 'Ledger jobs the reconciler repaired: requeued (missing from Redis) or settled (finished in Redis, not in the ledger)',
+  labelNames: ['action'] as const,
+  registers: [registry],
+});
+
 const PRIORITY_NAME = new Map<number, Priority>(Object.entries(PRIORITY).map(([k, v]) => [v, k as Priority]));
 const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
 
@@ -117,6 +124,37 @@ export function registerQueueDepth(source: () => { name: string; counts(): Promi
         if (r.status !== 'fulfilled') return;
         for (const [state, n] of Object.entries(r.value)) this.set({ queue: queues[i].name, state }, n);
       });
+    },
+  });
+}
+
+/**
+ * Whether this process reaches PostgreSQL and Redis, probed when scraped (1 up, 0 down or slower than the timeout).
+ * Registered once per process, with that process's own connections; the alert rules read it.
+ */
+export function registerDependencyProbes(probes: Record<string, () => Promise<unknown>>, timeoutMs = 2_000): void {
+  if (registry.getSingleMetric('dependency_up')) registry.removeSingleMetric('dependency_up');
+  new Gauge({
+    name: 'dependency_up',
+    help: 'Whether this process reaches each dependency (postgres, redis), probed at scrape time',
+    labelNames: ['dependency'] as const,
+    registers: [registry],
+    async collect() {
+      const results = await Promise.all(
+        Object.entries(probes).map(async ([dependency, probe]) => {
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('timeout')), timeoutMs);
+          });
+          const up = await Promise.race([probe(), timeout]).then(
+            () => 1,
+            () => 0,
+          );
+          clearTimeout(timer);
+          return [dependency, up] as const;
+        }),
+      );
+      for (const [dependency, up] of results) this.set({ dependency }, up);
     },
   });
 }

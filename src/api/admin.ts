@@ -5,9 +5,10 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { HonoAdapter } from '@bull-board/hono';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono, type MiddlewareHandler } from 'hono';
+import { sql } from 'kysely';
 import { recordAudit } from '../db/audit.js';
 import type { AuditTargetKind } from '../db/types.js';
-import { metricsText, registerQueueDepth } from '../metrics.js';
+import { metricsText, registerDependencyProbes, registerQueueDepth } from '../metrics.js';
 import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '../queue-controls.js';
 import { SCHEDULES_QUEUE } from '../schedules.js';
 import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
@@ -76,6 +77,10 @@ export function operatorTools(deps: AppDeps) {
 
   const allQueues = [...jobQueues, ...Object.keys(INTERNAL_QUEUES)];
   registerQueueDepth(() => allQueues.map((name) => ({ name, counts: () => queueCounts(deps.queues, name) })));
+  registerDependencyProbes({
+    postgres: () => sql`select 1`.execute(deps.db),
+    redis: () => deps.redis.ping(),
+  });
   app.get('/metrics', guard, async (c) => {
     const { body, contentType } = await metricsText();
     return c.body(body, 200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });

@@ -1,4 +1,5 @@
 // Entry point of the `worker` process: one BullMQ Worker per queue it serves, plus the reconciler.
+import { sql } from 'kysely';
 import { loadConfigOrExit } from '../config.js';
 import { createDb } from '../db/index.js';
 import { startFileSweeper } from '../files.js';
@@ -6,7 +7,7 @@ import { createRegistry, loadJobModules } from '../jobs/index.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
 import { createLogger } from '../log.js';
-import { startMetricsServer } from '../metrics.js';
+import { registerDependencyProbes, startMetricsServer } from '../metrics.js';
 import { startScheduleWorker } from '../schedules.js';
 import { DirectoryStorage } from '../storage.js';
 import { createRedis, Queues } from '../queues.js';
@@ -64,6 +65,7 @@ const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
 const schedules = await startScheduleWorker(deps);
+registerDependencyProbes({ postgres: () => sql`select 1`.execute(db), redis: () => redis.ping() });
 const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.HOST, log);
 // Every worker sweeps expired files; SKIP LOCKED keeps them from doing the same rows.
 const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });

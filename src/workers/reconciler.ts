@@ -11,6 +11,7 @@ import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues.js';
 import { errorOfReason } from './runtime.js';
+import { reconcilerRepairs } from '../metrics.js';
 
 const BATCH = 1000;
 /** Overlap between incremental passes, for transactions that committed an older updated_at late. */
@@ -154,6 +155,8 @@ export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop
       const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS, since);
       if (since) await redis.set(horizonKey, r.horizon.getTime(), 'KEEPTTL');
       else await redis.set(horizonKey, r.horizon.getTime(), 'PX', FULL_SCAN_EVERY_MS);
+      if (r.requeued.length) reconcilerRepairs.inc({ action: 'requeued' }, r.requeued.length);
+      if (r.settled.length) reconcilerRepairs.inc({ action: 'settled' }, r.settled.length);
       if (r.requeued.length)
         log.warn(
           { requeued: r.requeued.length, checked: r.checked, full: !since },
