@@ -14,7 +14,9 @@ import {
   type Proc,
   type TestEnv,
 } from './helpers.js';
+import sharp from 'sharp';
 import { startReceiver, type Receiver } from './support/receiver.js';
+import { startSmtp, type TestSmtp } from './support/smtp.js';
 
 interface OtlpValue {
   stringValue?: string;
@@ -109,14 +111,17 @@ function tree(spans: Span[], traceId: string): string {
 describe('tracing across web and worker processes', () => {
   let collector: Awaited<ReturnType<typeof startCollector>>;
   let hooks: Receiver;
+  let smtp: TestSmtp;
   let env: TestEnv;
   let web: Proc;
   let worker: Proc;
   let api: ReturnType<typeof client>;
+  let key: string;
 
   beforeAll(async () => {
     collector = await startCollector();
     hooks = await startReceiver();
+    smtp = await startSmtp();
     env = await createTestEnv('tracing', {
       env: {
         OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
@@ -124,19 +129,22 @@ describe('tracing across web and worker processes', () => {
         // Export within a fifth of a second, so the test need not wait for the default five.
         OTEL_BSP_SCHEDULE_DELAY: '200',
         WEBHOOK_ALLOW_PRIVATE: 'true',
+        SMTP_URL: smtp.url,
+        TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: '0',
       },
     });
     // One after the other, with patience: cold starts on a loaded machine are slow.
     web = await startProcess('web', env.env, {}, { startTimeoutMs: 90_000 });
     worker = await startProcess('worker', env.env, {}, { startTimeoutMs: 90_000 });
-    const { clientKey } = await tenantWithKeys(env);
-    api = client(web.url!, clientKey);
+    ({ clientKey: key } = await tenantWithKeys(env));
+    api = client(web.url!, key);
   }, 240_000);
 
   afterAll(async () => {
     await Promise.all([web?.stop(), worker?.stop()]);
     await env?.close();
     await hooks?.close();
+    await smtp?.close();
     await collector?.close();
   });
 
@@ -234,5 +242,66 @@ describe('tracing across web and worker processes', () => {
     // Its parent is the reconciler's enqueue, made in the worker process, itself a child of the job's submit span.
     const add = collector.spans.find((s) => s.spanId === run.parent);
     expect(add).toMatchObject({ service: 'movie-jobs-worker', name: 'add test.test', parent: submit!.spanId });
+  }, 60_000);
+
+  it("an email's SMTP transaction and an image's sharp renders are spans of their runs", async () => {
+    const mail = await api('POST', '/v1/jobs', {
+      type: 'email',
+      payload: { to: 'reader@example.com', template: 'plain', subject: 'traced', text: 'hello' },
+    });
+    expect(mail.status).toBe(202);
+    const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#336699' } })
+      .png()
+      .toBuffer();
+    const file = await fetch(`${web.url}/v1/files`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}` },
+      body: new Uint8Array(png),
+    });
+    expect(file.status).toBe(201);
+    const image = await api('POST', '/v1/jobs', {
+      type: 'image',
+      payload: {
+        file_id: ((await file.json()) as { id: string }).id,
+        variants: [
+          { name: 'a', width: 32 },
+          { name: 'b', width: 16 },
+        ],
+      },
+    });
+    expect(image.status).toBe(202);
+    await jobInState(api, mail.body.id, ['succeeded'], 30_000);
+    await jobInState(api, image.body.id, ['succeeded'], 30_000);
+
+    const runOf = (id: string) =>
+      collector.spans.find((s) => s.name.startsWith('process ') && s.attrs['job.id'] === id);
+    const under = (run: Span, name: string) =>
+      collector.spans.filter((s) => s.traceId === run.traceId && s.parent === run.spanId && s.name === name);
+    const [mailRun, imageRun] = await waitFor(
+      () => {
+        const m = runOf(mail.body.id);
+        const i = runOf(image.body.id);
+        return m && i && under(m, 'smtp send').length === 1 && under(i, 'sharp render').length === 2 && [m, i];
+      },
+      { what: 'the email and image runs with their spans', timeout: 15_000 },
+    );
+    expect(mailRun).toMatchObject({ name: 'process email', service: 'movie-jobs-worker' });
+    expect(mailRun.attrs['job.type']).toBe('email');
+    expect(under(mailRun, 'smtp send')[0].attrs['server.address']).toBe('127.0.0.1');
+    expect(smtp.received.map((r) => r.to)).toContainEqual(['reader@example.com']);
+    expect(imageRun).toMatchObject({ name: 'process image', service: 'movie-jobs-worker' });
+    expect(
+      under(imageRun, 'sharp render')
+        .map((s) => s.attrs['image.variant'])
+        .sort(),
+    ).toEqual(['a', 'b']);
+    // Each job's run is in the trace of its own request.
+    for (const [id, run] of [
+      [mail.body.id, mailRun],
+      [image.body.id, imageRun],
+    ] as const) {
+      const submit = collector.spans.find((s) => s.name === 'job submit' && s.attrs['job.id'] === id);
+      expect(run.traceId).toBe(submit?.traceId);
+    }
   }, 60_000);
 });
