@@ -225,8 +225,9 @@ describe('tracing across web and worker processes', () => {
   }, 60_000);
 
   it('a run the reconciler enqueues again (Redis lost the job) joins the trace of the request', async () => {
-    // Due in a few seconds, so the test can take it out of Redis before it runs, as a lost write or a wiped Redis would.
-    const runAt = new Date(Date.now() + 3_000).toISOString();
+    // Due in a few seconds (slack for a loaded machine), so the test takes it out of Redis before it runs, as a lost
+    // write or a wiped Redis would.
+    const runAt = new Date(Date.now() + 8_000).toISOString();
     const r = await api('POST', '/v1/jobs', { type: 'test', payload: {}, run_at: runAt });
     expect(r.status).toBe(202);
     const id: string = r.body.id;
