@@ -2,13 +2,10 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
 import type { JobRow } from '../../db/types.js';
-import { publishJobEvent } from '../../events.js';
 import { crossTenantReport } from '../../jobs/report.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
-import { retryOne } from '../../queue-controls.js';
-import { keys } from '../../queues.js';
-import { enqueueWebhook } from '../../webhooks/delivery.js';
 import { tenantScope } from '../auth.js';
+import { assertRedisUp, cancelJob, retryJob } from '../job-actions.js';
 import { JobCache } from '../job-cache.js';
 import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
@@ -78,11 +75,6 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
 function assertScopeAllowed(specs: JobSpec[], principal: Principal) {
   if (principal.role !== 'operator' && specs.some(crossTenantReport))
     throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
-}
-
-/** Refuses new work while Redis is unreachable, before anything is written. */
-function assertRedisUp(deps: AppDeps) {
-  if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
 }
 
 export function jobsRoutes(deps: AppDeps) {
@@ -269,30 +261,12 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
-      if (ledger.TERMINAL.includes(job.state))
-        throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
-      assertRedisUp(deps);
-      // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
-      const cancelled = await ledger.markCancelled(db, job.id, ['queued', 'delayed']);
-      cache.forget(job.id);
-      if (cancelled) {
-        await deps.queues
-          .get(job.type)
-          .remove(job.id)
-          .catch(() => 0);
-        await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
-        await enqueueWebhook(deps.queues, deps.config, cancelled).catch((err) =>
-          deps.log.error({ err, job_id: job.id }, 'webhook enqueue failed'),
-        );
-        return c.json(ledger.toApiJob(cancelled), 200);
+      try {
+        const { row, running } = await cancelJob(deps, job);
+        return c.json(ledger.toApiJob(row), running ? 202 : 200);
+      } finally {
+        cache.forget(job.id);
       }
-      const running = await ledger.requestCancel(db, job.id);
-      if (!running) {
-        const now = await ownJob(job.id, c.get('principal'));
-        throw problem.conflict(`The job is already ${now.state}.`, { state: now.state });
-      }
-      await deps.redis.publish(keys(deps.config).cancel, job.id);
-      return c.json(ledger.toApiJob(running), 202);
     },
   );
 
@@ -307,15 +281,11 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
-      if (job.state !== 'failed' && job.state !== 'cancelled')
-        throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {
-          state: job.state,
-        });
-      assertRedisUp(deps);
-      const row = await retryOne(deps, job.id);
-      cache.forget(job.id);
-      if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
-      return c.json(ledger.toApiJob(row), 202);
+      try {
+        return c.json(ledger.toApiJob(await retryJob(deps, job)), 202);
+      } finally {
+        cache.forget(job.id);
+      }
     },
   );
 
