@@ -23,6 +23,7 @@ import { recommendationsRoutes } from './routes/recommendations.js';
 import { auditJobActions, auditRoutes } from './routes/audit.js';
 import { queuesRoutes } from './routes/queues.js';
 import { schedulesRoutes } from './routes/schedules.js';
+import { consoleRoutes } from '../console/routes.js';
 
 export const JSON_LIMIT = 1024 * 1024;
 
@@ -103,6 +104,8 @@ export function createApp(deps: AppDeps) {
   app.route('/v1', webhooksRoutes(deps));
   // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
   app.route('/', operatorTools(deps));
+  // The console (server-rendered pages; browser session and CSRF token, src/api/session.ts).
+  app.route('/console', consoleRoutes(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
     type: 'http',

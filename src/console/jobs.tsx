@@ -1,6 +1,8 @@
 // The console's job pages: search (one box and filters, newest first, cursor pages) and one job's whole story.
 import type { ApiAudit } from '../db/audit.js';
+import type { ApiJobLogLine } from '../db/job-logs.js';
 import type { ApiJob } from '../db/jobs.js';
+import type { Timeline } from '../db/timeline.js';
 import { TERMINAL } from '../db/jobs.js';
 import type { EmailDeliveryRow, JobRow, WebhookDeliveryRow } from '../db/types.js';
 import {
@@ -15,6 +17,7 @@ import {
   StateBadge,
   When,
 } from './layout.js';
+import { LogSection, TimelineSection } from './story.js';
 
 export const STATES = ['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export const PRIORITIES = ['high', 'normal', 'low'] as const;
@@ -62,36 +65,29 @@ export function SearchPage(props: {
   types: string[];
   jobs: ApiJob[];
   nextHref?: string;
-  /** Filters the data layer cannot apply yet are left off the form. */
-  supports: Set<keyof SearchForm>;
 }) {
   const f = props.form;
-  const has = (k: keyof SearchForm) => props.supports.has(k);
   return (
     <Layout title="Jobs" ctx={props.ctx}>
-      <form method="get" action={`${BASE}/jobs`} class="filters" role="search">
-        {has('q') && (
+      <search>
+        <form method="get" action={`${BASE}/jobs`} class="filters">
           <label class="search">
             Search job id, payload, result or error
             <input type="search" name="q" value={f.q ?? ''} placeholder="an email address, a user id, a job id…" />
           </label>
-        )}
-        {seesAll(props.ctx.principal) && <Field name="tenant" label="Tenant" value={f.tenant} />}
-        <Choice name="type" label="Type" value={f.type} options={props.types} />
-        <Choice name="state" label="State" value={f.state} options={STATES} />
-        {has('priority') && <Choice name="priority" label="Priority" value={f.priority} options={PRIORITIES} />}
-        {has('error_code') && <Field name="error_code" label="Error code" value={f.error_code} />}
-        {has('created_after') && (
-          <Field name="created_after" label="Created after" type="datetime-local" value={f.created_after} />
-        )}
-        {has('created_before') && (
-          <Field name="created_before" label="Created before" type="datetime-local" value={f.created_before} />
-        )}
-        {has('parent_id') && <Field name="parent_id" label="Parent job id" value={f.parent_id} />}
-        <div>
-          <button type="submit">Search</button>
-        </div>
-      </form>
+          {seesAll(props.ctx.principal) && <Field name="tenant" label="Tenant" value={f.tenant} />}
+          <Choice name="type" label="Type" value={f.type} options={props.types} />
+          <Choice name="state" label="State" value={f.state} options={STATES} />
+          <Choice name="priority" label="Priority" value={f.priority} options={PRIORITIES} />
+          <Field name="error_code" label="Error code" value={f.error_code} />
+          <Field name="created_after" label="Created after (UTC)" type="datetime-local" value={f.created_after} />
+          <Field name="created_before" label="Created before (UTC)" type="datetime-local" value={f.created_before} />
+          <Field name="parent_id" label="Parent job id" value={f.parent_id} />
+          <div>
+            <button type="submit">Search</button>
+          </div>
+        </form>
+      </search>
       <JobTable jobs={props.jobs} caption="Jobs, newest first" showTenant={seesAll(props.ctx.principal)} />
       {props.nextHref && (
         <p>
@@ -146,8 +142,7 @@ export function JobTable(props: { jobs: ApiJob[]; caption: string; showTenant: b
 }
 
 /** Where an audited action came from: the surface recorded with it, or what its action name says. */
-const surfaceOf = (a: ApiAudit) =>
-  (a.detail as { surface?: string } | null)?.surface ?? (a.action.startsWith('dashboard.') ? 'dashboard' : 'api');
+const surfaceOf = (a: ApiAudit) => a.surface ?? (a.action.startsWith('dashboard.') ? 'dashboard' : 'api');
 
 export interface JobStory {
   job: ApiJob;
@@ -156,6 +151,8 @@ export interface JobStory {
   webhooks: WebhookDeliveryRow[];
   emails: EmailDeliveryRow[];
   audit: ApiAudit[];
+  timeline?: Timeline;
+  logs: { items: ApiJobLogLine[]; truncated: boolean };
 }
 
 export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean }) {
@@ -205,7 +202,16 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
             <When at={job.finished_at} />
           </dd>
           <dt>Parent</dt>
-          <dd>{job.parent_id ? <a href={jobHref(job.parent_id)}>{job.parent_id}</a> : '—'}</dd>
+          <dd>
+            {props.story.parent ? (
+              <>
+                <a href={jobHref(props.story.parent.id)}>{props.story.parent.id}</a> ({props.story.parent.type},{' '}
+                <StateBadge state={props.story.parent.state} />)
+              </>
+            ) : (
+              '—'
+            )}
+          </dd>
         </dl>
         {acts && (
           <p>
@@ -236,6 +242,8 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
         <JsonBlock value={job.result} label="Result" />
       </section>
 
+      {props.story.timeline && <TimelineSection timeline={props.story.timeline} />}
+      <LogSection lines={props.story.logs.items} truncated={props.story.logs.truncated} />
       <Children rows={props.story.children} />
       <Emails rows={props.story.emails} />
       <Webhooks rows={props.story.webhooks} />
@@ -251,6 +259,7 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
                 <th scope="col">Action</th>
                 <th scope="col">Who</th>
                 <th scope="col">From</th>
+                <th scope="col">Client address</th>
               </tr>
             </thead>
             <tbody>
@@ -264,6 +273,7 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
                     {a.actor.role} · {a.actor.tenant} · {a.actor.key_id}
                   </td>
                   <td>{surfaceOf(a)}</td>
+                  <td>{a.client_addr ?? '—'}</td>
                 </tr>
               ))}
             </tbody>

@@ -85,11 +85,7 @@ export function Seconds(props: { s: number | null | undefined }) {
 
 export function JsonBlock(props: { value: unknown; label: string }) {
   if (props.value === null || props.value === undefined) return <p class="muted">None.</p>;
-  return (
-    <pre aria-label={props.label} tabindex={0}>
-      {JSON.stringify(props.value, null, 2)}
-    </pre>
-  );
+  return <pre tabindex={0}>{JSON.stringify(props.value, null, 2)}</pre>;
 }
 
 export function StateBadge(props: { state: string }) {

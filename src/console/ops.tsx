@@ -111,7 +111,12 @@ export function OverviewPage(props: {
   );
 }
 
-export function TenantsPage(props: { ctx: PageCtx; cap: number; imageMp: number; rows: (TenantLoad & { mpLeft: number })[] }) {
+export function TenantsPage(props: {
+  ctx: PageCtx;
+  cap: number;
+  imageMp: number;
+  rows: (TenantLoad & { mpLeft: number })[];
+}) {
   return (
     <Layout title="Tenants" ctx={props.ctx}>
       <table>
