@@ -12,6 +12,7 @@ import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '.
 import { SCHEDULES_QUEUE } from '../schedules.js';
 import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
 import { authenticate, type AuthEnv } from './auth.js';
+import { clientAddress } from './client-address.js';
 import type { AppDeps } from './deps.js';
 import { problem, ProblemError } from './errors.js';
 
@@ -23,8 +24,11 @@ const INTERNAL_QUEUES: Record<string, string> = {
 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Operator auth whose 401 challenges for Basic alone, which every browser answers with a login prompt. */
-function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+/**
+ * Operator auth whose 401 challenges for Basic alone, which every browser answers with a login prompt. With
+ * `viewers`, viewer keys pass too (a page that only reads).
+ */
+function operatorGuard(deps: AppDeps, viewers = false): MiddlewareHandler<AuthEnv> {
   const auth = authenticate(deps.db, deps.config.API_KEY_SECRET);
   return async (c, next) => {
     try {
@@ -43,7 +47,8 @@ function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
       }
       throw err;
     }
-    if (c.get('principal').role !== 'operator') throw problem.forbidden('This page is for operators.');
+    const role = c.get('principal').role;
+    if (role !== 'operator' && !(viewers && role === 'viewer')) throw problem.forbidden('This page is for operators.');
     await next();
   };
 }
@@ -76,7 +81,7 @@ export function operatorTools(deps: AppDeps) {
 
   const allQueues = [...jobQueues, ...Object.keys(INTERNAL_QUEUES)];
   registerQueueDepth(() => allQueues.map((name) => ({ name, counts: () => queueCounts(deps.queues, name) })));
-  app.get('/metrics', guard, async (c) => {
+  app.get('/metrics', operatorGuard(deps, true), async (c) => {
     const { body, contentType } = await metricsText();
     return c.body(body, 200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
   });
@@ -92,6 +97,8 @@ export function operatorTools(deps: AppDeps) {
     await recordAudit(deps.db, {
       actor: c.get('principal'),
       ...what,
+      surface: 'dashboard',
+      client_addr: clientAddress(c),
       detail: { method: c.req.method, path: c.req.path },
     });
   });
