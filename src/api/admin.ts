@@ -13,6 +13,7 @@ import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '.
 import { SCHEDULES_QUEUE } from '../schedules.js';
 import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
 import { authenticate, type AuthEnv } from './auth.js';
+import { clientAddress } from './client-address.js';
 import type { AppDeps } from './deps.js';
 import { problem, ProblemError } from './errors.js';
 import { readSession, sameOriginOnly } from './session.js';
@@ -105,6 +106,8 @@ export function operatorTools(deps: AppDeps) {
     await recordAudit(deps.db, {
       actor: c.get('principal'),
       ...what,
+      surface: 'dashboard',
+      client_addr: clientAddress(c),
       detail: { method: c.req.method, path: c.req.path },
     });
   });

@@ -3,7 +3,6 @@
 // session's CSRF token and must come from this origin. Cancel, retry and queue controls go through the same
 // functions as the API routes and are audited with surface "console".
 import { readFileSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
@@ -23,11 +22,12 @@ import {
 import { isDbUnavailable } from '../db/index.js';
 import { jobLogs } from '../db/job-logs.js';
 import { findJob, toApiJob } from '../db/jobs.js';
-import { searchJobs } from '../db/search.js';
+import { SEARCH_MIN_CHARS, searchJobs } from '../db/search.js';
 import { jobTimeline } from '../db/timeline.js';
 import { queueInfo, queueNames, retryFailed } from '../queue-controls.js';
 import { listSchedules, nextRuns } from '../schedules.js';
 import { BOARD_PATH } from '../api/admin.js';
+import { clientAddress } from '../api/client-address.js';
 import type { AppDeps } from '../api/deps.js';
 import { problem, ProblemError } from '../api/errors.js';
 import { assertRedisUp, cancelJob, retryJob } from '../api/job-actions.js';
@@ -68,7 +68,11 @@ const localTime = z.preprocess(
 );
 const text = (max: number) => z.preprocess(blank, z.string().max(max).optional());
 const SearchQuery = z.object({
-  q: text(200),
+  // As in GET /v1/jobs: shorter text cannot use the trigram index (src/db/search.ts).
+  q: z.preprocess(
+    (v) => blank(typeof v === 'string' ? v.trim() : v),
+    z.string().min(SEARCH_MIN_CHARS, `type at least ${SEARCH_MIN_CHARS} characters`).max(200).optional(),
+  ),
   tenant: text(63),
   type: text(40),
   state: z.preprocess(blank, z.enum(STATES).optional()),
@@ -110,9 +114,6 @@ function ErrorPage(props: { status: number; detail: string; ctx?: PageCtx }) {
   );
 }
 
-const clientAddr = (c: Context) =>
-  (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket?.remoteAddress ?? null;
-
 export function consoleRoutes(deps: AppDeps) {
   const app = new Hono<SessionEnv>();
   const { db } = deps;
@@ -142,7 +143,7 @@ export function consoleRoutes(deps: AppDeps) {
       target,
       detail,
       surface: 'console',
-      client_addr: clientAddr(c),
+      client_addr: clientAddress(c),
     });
 
   app.onError((err, c) => {

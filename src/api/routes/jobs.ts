@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { Principal } from '../../auth/keys.js';
+import { TENANT_NAME, type Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
+import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
 import { crossTenantReport } from '../../jobs/report.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
@@ -42,6 +43,41 @@ const JobSpecSchema = jobSpec.meta({
 });
 
 const jobContent = { 'application/json': { schema: JobSchema } };
+
+const isoTime = z.iso.datetime({
+  offset: true,
+  message: 'must be an ISO 8601 time with a zone, e.g. 2026-12-01T10:00:00Z',
+});
+const SearchQuery = ListQuery.extend({
+  q: z
+    .string()
+    .trim()
+    .min(SEARCH_MIN_CHARS, `must be at least ${SEARCH_MIN_CHARS} characters`)
+    .max(200)
+    .optional()
+    .openapi({
+      description: 'A job id or id prefix, or text inside payload, result or error',
+      example: 'jane@example.com',
+    }),
+  type: z.string().max(40).optional(),
+  state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+  priority: z.enum(['high', 'normal', 'low']).optional(),
+  error_code: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be an error code such as smtp_rejected')
+    .optional(),
+  created_after: isoTime.optional().openapi({ description: 'Created at or after this time' }),
+  created_before: isoTime.optional().openapi({ description: 'Created before this time' }),
+  parent_id: z
+    .string()
+    .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a job id')
+    .optional(),
+  tenant: z
+    .string()
+    .regex(TENANT_NAME, 'must be a tenant name')
+    .optional()
+    .openapi({ description: "Operators and viewers: one tenant's jobs. Ignored for client keys (always their own)." }),
+});
 const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;
 
 /** Every error for one job spec, or the ledger row to insert. */
@@ -196,14 +232,11 @@ export function jobsRoutes(deps: AppDeps) {
     createRoute({
       method: 'get',
       path: '/jobs',
-      summary: 'List jobs, newest first',
+      summary: 'List and search jobs, newest first',
+      description:
+        "Filters combine. `q` matches a job id or id prefix, or text inside payload, result or error (an email address, a user id, a file id), case-insensitively. `tenant` narrows an operator's or viewer's search to one tenant; a client key always searches its own tenant's jobs.",
       security,
-      request: {
-        query: ListQuery.extend({
-          type: z.string().max(40).optional(),
-          state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
-        }),
-      },
+      request: { query: SearchQuery },
       responses: {
         200: {
           description: 'A page of jobs',
@@ -216,10 +249,18 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const q = c.req.valid('query');
-      const rows = await ledger.listJobs(db, {
-        tenant: tenantScope(c.get('principal')),
+      const principal = c.get('principal');
+      const scope = tenantScope(principal);
+      const rows = await searchJobs(db, {
+        tenant: scope ?? q.tenant,
+        q: q.q,
         type: q.type,
         state: q.state,
+        priority: q.priority,
+        error_code: q.error_code,
+        created_after: q.created_after ? new Date(q.created_after) : undefined,
+        created_before: q.created_before ? new Date(q.created_before) : undefined,
+        parent_id: q.parent_id?.toLowerCase(),
         before: q.cursor ? decodeCursor(q.cursor) : undefined,
         limit: q.limit + 1,
       });
