@@ -12,7 +12,8 @@ const WHO: Who[] = ['none', 'revoked', 'viewer', 'clientB', 'clientA', 'operator
 
 /** How a route is guarded. `owned`: its path names a resource of tenant A, so tenant B must get 404. */
 interface Rule {
-  access: 'open' | 'tenant' | 'operator';
+  /** `session`: the console, which takes its login cookie and no key (GET → 303 to the login form, else 401). */
+  access: 'open' | 'tenant' | 'operator' | 'session';
   owned?: boolean;
   body?: (f: Fixtures) => unknown;
   /** Raw body and content type, for upload routes. */
@@ -58,12 +59,16 @@ const RULES: Record<string, Rule> = {
   'GET /v1/audit': { access: 'operator' },
   'GET /metrics': { access: 'operator' },
   'GET /admin/queues': { access: 'operator' },
+  'GET /console/login': { access: 'open' },
+  'GET /console/assets/console.css': { access: 'open' },
+  'GET /console/assets/console.js': { access: 'open' },
 };
 
 const OPEN_PREFIXES = ['/v1/', '/metrics', '/admin'];
 
 /** A route nobody described: guarded if it lives under a guarded prefix; operator-only if its document says 403. */
 function defaultRule(path: string, op: OpenApiOp | undefined): Rule {
+  if (path.startsWith('/console')) return { access: 'session' };
   if (!OPEN_PREFIXES.some((p) => path.startsWith(p))) return { access: 'open' };
   return { access: op?.responses?.['403'] ? 'operator' : 'tenant', body: () => exampleBody(op) };
 }
@@ -207,10 +212,14 @@ describe('authorisation matrix', () => {
 /** true when `status` is right for `who` on a route with `rule`, else a description of what was expected. */
 function expected(rule: Rule, who: Who, status: number, method: string, path: string): true | string {
   if (rule.access === 'open') return status < 400 ? true : 'a 2xx/3xx (open route)';
+  if (rule.access === 'session') {
+    const want = method === 'GET' ? 303 : 401;
+    return status === want ? true : `${want} (the console takes its session cookie, not a key)`;
+  }
   if (who === 'none' || who === 'revoked') return status === 401 ? true : '401';
   if (who === 'viewer') {
-    // Reads what operators read, across tenants; changes nothing. Bull Board stays operator-only here.
-    if (method !== 'GET' || path.startsWith('/admin')) return status === 403 ? true : '403 (a viewer changes nothing)';
+    // Reads what operators read, across tenants (Bull Board in its read-only mode); changes nothing.
+    if (method !== 'GET') return status === 403 ? true : '403 (a viewer changes nothing)';
     if (rule.owned)
       return status !== 401 && status !== 403 && status !== 404 ? true : 'allowed (a viewer reads every tenant)';
     return status !== 401 && status !== 403 ? true : 'allowed (not 401/403)';

@@ -49,10 +49,14 @@ describe('console session', () => {
     expect((await login(keys.operatorKey, { 'x-forwarded-proto': 'https' })).headers.get('set-cookie')).toMatch(
       /Secure/,
     );
-    const wrong = await login('mj_not-a-key');
+    const wrong = await login('mj_not-a-key', { accept: 'text/html' });
     expect(wrong.status).toBe(401);
     expect(wrong.headers.get('set-cookie')).toBeNull();
     expect(await wrong.text()).toContain('<input id="key" type="password" name="key"');
+    // Not a browser: the same refusal as problem+json.
+    const plain = await login('mj_not-a-key');
+    expect(plain.status).toBe(401);
+    expect(plain.headers.get('content-type')).toBe('application/problem+json');
   });
 
   test('a login or a change from another site is refused; a change without the session token is refused', async () => {
@@ -102,7 +106,9 @@ describe('console session', () => {
 
   test('bad search input is a 400 page naming the field', async () => {
     const { cookie } = await session(keys.operatorKey);
-    const res = await env.app.request('/console/jobs?q=ab&created_after=yesterday', { headers: { cookie } });
+    const res = await env.app.request('/console/jobs?q=ab&created_after=yesterday', {
+      headers: { cookie, accept: 'text/html' },
+    });
     expect(res.status).toBe(400);
     const page = await res.text();
     expect(page).toContain('q: type at least 3 characters');

@@ -29,7 +29,7 @@ import { listSchedules, nextRuns } from '../schedules.js';
 import { BOARD_PATH } from '../api/admin.js';
 import { clientAddress } from '../api/client-address.js';
 import type { AppDeps } from '../api/deps.js';
-import { problem, ProblemError } from '../api/errors.js';
+import { problem, ProblemError, problemResponse } from '../api/errors.js';
 import { assertRedisUp, cancelJob, retryJob } from '../api/job-actions.js';
 import { decodeCursor, encodeCursor } from '../api/params.js';
 import { eventsRoutes } from '../api/routes/events.js';
@@ -45,6 +45,7 @@ import { JobPage, PRIORITIES, SearchPage, STATES, type SearchForm } from './jobs
 import { BASE, jobHref, Layout, type PageCtx, seesAll } from './layout.js';
 import { OverviewPage, QueuesPage, SchedulesPage, TenantsPage } from './ops.js';
 
+const wantsHtml = (c: Context) => (c.req.header('accept') ?? '').includes('text/html');
 const asset = (name: string) => readFileSync(new URL(`./assets/${name}`, import.meta.url));
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const PAGE = 50;
@@ -146,23 +147,36 @@ export function consoleRoutes(deps: AppDeps) {
       client_addr: clientAddress(c),
     });
 
+  // Pages for browsers; problem+json, as everywhere else, for any other client.
   app.onError((err, c) => {
+    const html = wantsHtml(c);
     const ctx = c.get('session') ? ctxOf(c) : undefined;
     if (err instanceof ProblemError || err instanceof HTTPException) {
       const status = err.status;
-      const detail =
-        err instanceof ProblemError && err.extra.errors
-          ? `${err.message} ${err.extra.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`
-          : err.message;
+      const extra = err instanceof ProblemError ? err.extra : {};
+      const headers = err instanceof ProblemError ? err.headers : {};
+      if (!html)
+        return problemResponse(
+          c,
+          status,
+          { slug: err instanceof ProblemError ? err.slug : 'http-error', detail: err.message, ...extra },
+          headers,
+        );
+      const detail = extra.errors
+        ? `${err.message} ${extra.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`
+        : err.message;
+      for (const [k, v] of Object.entries(headers)) c.header(k, v);
       return c.html(<ErrorPage status={status} detail={detail} ctx={ctx} />, status);
     }
-    if (isDbUnavailable(err))
-      return c.html(<ErrorPage status={503} detail="The database is unreachable; try again shortly." ctx={ctx} />, 503);
+    if (isDbUnavailable(err)) {
+      const detail = 'The database (PostgreSQL) is unreachable; try again shortly.';
+      if (!html) return problemResponse(c, 503, { slug: 'unavailable', detail }, { 'Retry-After': '5' });
+      return c.html(<ErrorPage status={503} detail={detail} ctx={ctx} />, 503);
+    }
     deps.log.error({ err, path: c.req.path }, 'console: unhandled error');
-    return c.html(
-      <ErrorPage status={500} detail="Something went wrong on our side; it has been logged." ctx={ctx} />,
-      500,
-    );
+    const detail = 'Something went wrong on our side; it has been logged.';
+    if (!html) return problemResponse(c, 500, { slug: 'internal', detail });
+    return c.html(<ErrorPage status={500} detail={detail} ctx={ctx} />, 500);
   });
 
   const assetHeaders = (type: string) => ({ 'Content-Type': type, 'Cache-Control': 'no-cache' });
@@ -175,7 +189,11 @@ export function consoleRoutes(deps: AppDeps) {
   app.post('/login', async (c) => {
     const body = await c.req.parseBody();
     const principal = await startSession(deps, c, typeof body.key === 'string' ? body.key.trim() : '');
-    if (!principal) return c.html(<LoginPage error="That key is unknown or revoked." />, 401);
+    if (!principal) {
+      const refused = problem.unauthorized('That key is unknown or revoked.');
+      if (!wantsHtml(c)) throw refused;
+      return c.html(<LoginPage error={refused.message} />, 401, refused.headers);
+    }
     return c.redirect(BASE, 303);
   });
 
