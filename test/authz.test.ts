@@ -37,6 +37,8 @@ const RULES: Record<string, Rule> = {
   'GET /v1/jobs': { access: 'tenant' },
   'GET /v1/jobs/{id}': { access: 'tenant', owned: true },
   'GET /v1/jobs/{id}/events': { access: 'tenant', owned: true },
+  'GET /v1/jobs/{id}/timeline': { access: 'tenant', owned: true },
+  'GET /v1/jobs/{id}/logs': { access: 'tenant', owned: true },
   'POST /v1/jobs/{id}/cancel': { access: 'tenant', owned: true },
   'POST /v1/jobs/{id}/retry': { access: 'tenant', owned: true },
   'GET /v1/jobs/{id}/webhooks': { access: 'tenant', owned: true },

@@ -1,6 +1,6 @@
 // Search over the ledger (GET /v1/jobs, the console): filters, and `q` for an id prefix or text inside payload,
 // result and error. Newest first, keyset-paged on the UUIDv7 id.
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import type { Database, JobRow, JobState, Priority } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
@@ -48,22 +48,49 @@ export function containsPattern(q: string): string {
   return `%${q.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
 }
 
+/**
+ * Rows a search by text first looks through, newest first, before it asks the trigram index. A term found in at least
+ * a page of these (a common one) is answered from them; a rarer one from the index, whose matches are then few.
+ */
+export const RECENT_WINDOW = 1_000;
+
+const where = (conds: RawBuilder<unknown>[]) => (conds.length ? sql`where ${sql.join(conds, sql` and `)}` : sql``);
+
+/**
+ * Newest first. With `q`, two plans either of which PostgreSQL alone might pick wrongly (it cannot know how a term
+ * is spread over tenants and time): walking the id order works when matches are many and recent, and scans the whole
+ * ledger when they are few; the trigram index works when they are few, and fetches and sorts every match when they
+ * are many. So the newest RECENT_WINDOW rows in scope are searched first, and only if they hold less than a page
+ * is the index asked, for every match (a materialized CTE, so the planner cannot turn back to walking the id order).
+ */
 export async function searchJobs(db: Q, f: SearchFilter): Promise<JobRow[]> {
-  let query = db.selectFrom('jobs').selectAll();
-  if (f.tenant !== undefined) query = query.where('tenant', '=', f.tenant);
-  if (f.type) query = query.where('type', '=', f.type);
-  if (f.state) query = query.where('state', '=', f.state);
-  if (f.priority) query = query.where('priority', '=', f.priority);
-  if (f.error_code) query = query.where(sql`error->>'code'`, '=', f.error_code);
-  if (f.created_after) query = query.where('created_at', '>=', f.created_after);
-  if (f.created_before) query = query.where('created_at', '<', f.created_before);
-  if (f.parent_id) query = query.where('parent_id', '=', f.parent_id);
-  if (f.before) query = query.where('id', '<', f.before);
+  // In scope: whose jobs, and the cursor. Both follow the id order (the pkey, or jobs_tenant_id_idx).
+  const scope: RawBuilder<unknown>[] = [];
+  if (f.tenant !== undefined) scope.push(sql`tenant = ${f.tenant}`);
+  if (f.before) scope.push(sql`id < ${f.before}::uuid`);
+  const filters: RawBuilder<unknown>[] = [];
+  if (f.type) filters.push(sql`type = ${f.type}`);
+  if (f.state) filters.push(sql`state = ${f.state}`);
+  if (f.priority) filters.push(sql`priority = ${f.priority}`);
+  if (f.error_code) filters.push(sql`error->>'code' = ${f.error_code}`);
+  if (f.created_after) filters.push(sql`created_at >= ${f.created_after}`);
+  if (f.created_before) filters.push(sql`created_at < ${f.created_before}`);
+  if (f.parent_id) filters.push(sql`parent_id = ${f.parent_id}::uuid`);
   const q = f.q?.trim();
-  if (q) {
-    const range = idPrefixRange(q);
-    const text = sql<boolean>`${SEARCH_TEXT} ilike ${containsPattern(q)}`;
-    query = range ? query.where((eb) => eb.or([eb.between('id', range[0], range[1]), text])) : query.where(text);
+  if (!q) {
+    const { rows } = await sql<JobRow>`select * from jobs ${where([...scope, ...filters])}
+      order by id desc limit ${f.limit}`.execute(db);
+    return rows;
   }
-  return query.orderBy('id', 'desc').limit(f.limit).execute();
+  const range = idPrefixRange(q);
+  const text = sql`${SEARCH_TEXT} ilike ${containsPattern(q)}`;
+  filters.push(range ? sql`(id between ${range[0]}::uuid and ${range[1]}::uuid or ${text})` : text);
+  const { rows: recent } = await sql<JobRow>`
+    select * from (select * from jobs ${where(scope)} order by id desc limit ${RECENT_WINDOW}) jobs
+    ${where(filters)} order by id desc limit ${f.limit}`.execute(db);
+  if (recent.length >= f.limit) return recent;
+  const { rows } = await sql<JobRow>`
+    with found as materialized (select * from jobs ${where([...scope, ...filters])})
+    select * from found order by id desc limit ${f.limit}`.execute(db);
+  return rows;
 }
