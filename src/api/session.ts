@@ -12,9 +12,9 @@ import { findPrincipal, findPrincipalById, type Principal } from '../auth/keys.j
 import type { AppDeps } from './deps.js';
 import { problem } from './errors.js';
 
-export const SESSION_COOKIE = 'mj_session';
+const SESSION_COOKIE = 'mj_session';
 /** Sessions end this long after login (and at logout, or when the key is revoked). */
-export const SESSION_TTL_S = 8 * 3600;
+const SESSION_TTL_S = 8 * 3600;
 const SAFE_METHOD = /^(GET|HEAD|OPTIONS)$/;
 
 export interface Session {
@@ -84,7 +84,7 @@ export function csrfTokenMatches(session: Session, token: unknown): boolean {
  * may change anything. A request with neither header is not from a browser page (curl, a client library with a
  * Bearer key), so no cookie or cached Basic password rides on it unasked: it passes.
  */
-export function isSameOrigin(c: Context): boolean {
+function isSameOrigin(c: Context): boolean {
   const site = c.req.header('sec-fetch-site');
   if (site !== undefined) return site === 'same-origin';
   const origin = c.req.header('origin');

@@ -100,7 +100,7 @@ export function SearchPage(props: {
   );
 }
 
-export function JobTable(props: { jobs: ApiJob[]; caption: string; showTenant: boolean }) {
+function JobTable(props: { jobs: ApiJob[]; caption: string; showTenant: boolean }) {
   if (props.jobs.length === 0) return <p class="muted">No jobs.</p>;
   return (
     <table>

@@ -58,7 +58,7 @@ export function Layout(props: { title: string; ctx?: PageCtx; children?: Child }
   );
 }
 
-export const Csrf = (props: { token: string }) => <input type="hidden" name="_csrf" value={props.token} />;
+const Csrf = (props: { token: string }) => <input type="hidden" name="_csrf" value={props.token} />;
 
 /** A POST button (cancel, retry, pause…): a one-button form carrying the session's CSRF token. */
 export function ActionButton(props: { action: string; label: string; csrf: string; danger?: boolean }) {
