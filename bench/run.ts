@@ -1,5 +1,7 @@
 // npm run bench [-- scenario ...]: the platform beside the bare tools it is built on, in one run.
 // Prints a table, writes bench/results/<time>.json, latest.json and latest.png.
+// First: @hono/zod-openapi extends zod before any schema is built (scenarios that build the API need it).
+import '@hono/zod-openapi';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +21,7 @@ const scenarios: Record<string, () => Promise<Row[]>> = {
   e2e: () => core.endToEnd(),
 };
 // Each job type's own benchmark, where its module exists: bench/<area>.ts exporting run().
-for (const area of ['email', 'images', 'reports', 'recommendations']) {
+for (const area of ['email', 'images', 'reports', 'recommendations', 'search']) {
   const file = path.join(ROOT, 'bench', `${area}.ts`);
   if (!existsSync(file)) continue;
   scenarios[area] = async () => {

@@ -9,7 +9,7 @@ type Command = (ctx: { config: Config; db: Db; args: string[] }) => Promise<unkn
 
 const USAGE = `usage:
   cli tenants create NAME
-  cli keys create --tenant NAME --role client|operator
+  cli keys create --tenant NAME --role client|operator|viewer
   cli keys revoke KEY_ID
   cli seed --demo`;
 
@@ -24,8 +24,8 @@ const commands: Record<string, Command> = {
   'keys create': async ({ db, config, args }) => {
     const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, role: { type: 'string' } } });
     if (!values.tenant) throw new UsageError('keys create needs --tenant NAME');
-    if (values.role !== 'client' && values.role !== 'operator')
-      throw new UsageError('keys create needs --role client or --role operator');
+    if (values.role !== 'client' && values.role !== 'operator' && values.role !== 'viewer')
+      throw new UsageError('keys create needs --role client, --role operator or --role viewer');
     const tenant = await db.selectFrom('tenants').select('id').where('id', '=', values.tenant).executeTakeFirst();
     if (!tenant)
       throw new UsageError(`no tenant named ${values.tenant}; create it with: cli tenants create ${values.tenant}`);

@@ -302,6 +302,7 @@ export async function installDemoSchedules(
       target_kind: 'schedule',
       target: name,
       detail: { ...spec, source: 'seed --demo' },
+      surface: 'cli',
     });
     rows.push(row);
   }

@@ -56,6 +56,7 @@ console.log('database migrated');
 console.log(
   `API: http://localhost:${config.PORT}   docs: http://localhost:${config.PORT}/docs   dashboard: http://localhost:${config.PORT}/admin/queues`,
 );
+console.log(`Console: http://localhost:${config.PORT}/console (log in with an API key)`);
 console.log('Create a key: npm run cli -- seed --demo      Stop: Ctrl-C\n');
 
 // node-foreman runs the Procfile; web is listed first so it gets PORT.

@@ -1,17 +1,19 @@
 // Authorisation matrix: every route the app serves × {no key, revoked key, client of tenant A, client of tenant B,
-// operator}. Routes come from the app itself (its OpenAPI document and its Hono route table), so a route added
+// operator, viewer}. Routes come from the app itself (its OpenAPI document and its Hono route table), so a route added
 // tomorrow is probed too: it gets its entry in RULES below, or falls under the default rule, and is listed as such.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey, revokeKey } from '../src/auth/keys.js';
 import { saveFile } from '../src/files.js';
 import { createTestEnv, tenantWithKeys, type TestEnv } from './helpers.js';
 
-type Who = 'none' | 'revoked' | 'clientA' | 'clientB' | 'operator';
-const WHO: Who[] = ['none', 'revoked', 'clientB', 'clientA', 'operator'];
+type Who = 'none' | 'revoked' | 'clientA' | 'clientB' | 'operator' | 'viewer';
+// The viewer (of tenant B) goes before the others: a write it were wrongly allowed would show as a changed state.
+const WHO: Who[] = ['none', 'revoked', 'viewer', 'clientB', 'clientA', 'operator'];
 
 /** How a route is guarded. `owned`: its path names a resource of tenant A, so tenant B must get 404. */
 interface Rule {
-  access: 'open' | 'tenant' | 'operator';
+  /** `session`: the console, which takes its login cookie and no key (GET → 303 to the login form, else 401). */
+  access: 'open' | 'tenant' | 'operator' | 'session';
   owned?: boolean;
   body?: (f: Fixtures) => unknown;
   /** Raw body and content type, for upload routes. */
@@ -35,6 +37,8 @@ const RULES: Record<string, Rule> = {
   'GET /v1/jobs': { access: 'tenant' },
   'GET /v1/jobs/{id}': { access: 'tenant', owned: true },
   'GET /v1/jobs/{id}/events': { access: 'tenant', owned: true },
+  'GET /v1/jobs/{id}/timeline': { access: 'tenant', owned: true },
+  'GET /v1/jobs/{id}/logs': { access: 'tenant', owned: true },
   'POST /v1/jobs/{id}/cancel': { access: 'tenant', owned: true },
   'POST /v1/jobs/{id}/retry': { access: 'tenant', owned: true },
   'GET /v1/jobs/{id}/webhooks': { access: 'tenant', owned: true },
@@ -57,12 +61,16 @@ const RULES: Record<string, Rule> = {
   'GET /v1/audit': { access: 'operator' },
   'GET /metrics': { access: 'operator' },
   'GET /admin/queues': { access: 'operator' },
+  'GET /console/login': { access: 'open' },
+  'GET /console/assets/console.css': { access: 'open' },
+  'GET /console/assets/console.js': { access: 'open' },
 };
 
 const OPEN_PREFIXES = ['/v1/', '/metrics', '/admin'];
 
 /** A route nobody described: guarded if it lives under a guarded prefix; operator-only if its document says 403. */
 function defaultRule(path: string, op: OpenApiOp | undefined): Rule {
+  if (path.startsWith('/console')) return { access: 'session' };
   if (!OPEN_PREFIXES.some((p) => path.startsWith(p))) return { access: 'open' };
   return { access: op?.responses?.['403'] ? 'operator' : 'tenant', body: () => exampleBody(op) };
 }
@@ -120,7 +128,14 @@ beforeAll(async () => {
   const b = await tenantWithKeys(env);
   const revoked = await createKey(env.db, env.config.API_KEY_SECRET, a.tenant, 'client');
   await revokeKey(env.db, revoked.id);
-  keys = { revoked: revoked.key, clientA: a.clientKey, clientB: b.clientKey, operator: b.operatorKey };
+  const viewer = await createKey(env.db, env.config.API_KEY_SECRET, b.tenant, 'viewer');
+  keys = {
+    revoked: revoked.key,
+    clientA: a.clientKey,
+    clientB: b.clientKey,
+    operator: b.operatorKey,
+    viewer: viewer.key,
+  };
 
   const job = await env.app.request('/v1/jobs', {
     method: 'POST',
@@ -181,7 +196,7 @@ describe('authorisation matrix', () => {
       for (const who of WHO) {
         const res = await call(route.method, route.path, route.rule, who === 'none' ? undefined : keys[who]);
         const s = res.status;
-        const expectation = expected(route.rule, who, s);
+        const expectation = expected(route.rule, who, s, route.method, route.path);
         if (s >= 500) failures.push(`${route.method} ${route.path} as ${who}: ${s} (a 5xx)`);
         else if (expectation !== true)
           failures.push(`${route.method} ${route.path} as ${who}: got ${s}, expected ${expectation}`);
@@ -197,9 +212,20 @@ describe('authorisation matrix', () => {
 });
 
 /** true when `status` is right for `who` on a route with `rule`, else a description of what was expected. */
-function expected(rule: Rule, who: Who, status: number): true | string {
+function expected(rule: Rule, who: Who, status: number, method: string, path: string): true | string {
   if (rule.access === 'open') return status < 400 ? true : 'a 2xx/3xx (open route)';
+  if (rule.access === 'session') {
+    const want = method === 'GET' ? 303 : 401;
+    return status === want ? true : `${want} (the console takes its session cookie, not a key)`;
+  }
   if (who === 'none' || who === 'revoked') return status === 401 ? true : '401';
+  if (who === 'viewer') {
+    // Reads what operators read, across tenants (Bull Board in its read-only mode); changes nothing.
+    if (method !== 'GET') return status === 403 ? true : '403 (a viewer changes nothing)';
+    if (rule.owned)
+      return status !== 401 && status !== 403 && status !== 404 ? true : 'allowed (a viewer reads every tenant)';
+    return status !== 401 && status !== 403 ? true : 'allowed (not 401/403)';
+  }
   if (rule.access === 'operator' && who !== 'operator') return status === 403 ? true : '403 (operators only)';
   if (rule.owned && who === 'clientB') return status === 404 ? true : "404 (another tenant's resource)";
   if (rule.owned) return status !== 401 && status !== 403 && status !== 404 ? true : 'allowed (not 401/403/404)';

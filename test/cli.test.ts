@@ -48,6 +48,16 @@ describe('admin CLI', () => {
     expect((await client(fresh, k.key)('GET', '/v1/jobs')).status).toBe(401);
   });
 
+  it('creates a viewer key that reads every tenant and changes nothing', async () => {
+    const r = await cli(['keys', 'create', '--tenant', 'cli-co', '--role', 'viewer']);
+    expect(r.code).toBe(0);
+    const k = JSON.parse(r.stdout);
+    expect(k).toMatchObject({ tenant: 'cli-co', role: 'viewer', key: expect.any(String) });
+    const viewer = client(env.app, k.key);
+    expect((await viewer('GET', '/v1/queues')).status).toBe(200);
+    expect((await viewer('POST', '/v1/jobs', { type: 'test', payload: {} })).status).toBe(403);
+  });
+
   it('explains bad usage with a non-zero exit', async () => {
     for (const args of [
       [],

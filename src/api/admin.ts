@@ -1,10 +1,11 @@
 // Operator tools outside /v1: the Bull Board dashboard at /admin/queues and Prometheus metrics at /metrics.
-// Both take an operator key as Bearer, or as the password of HTTP Basic so a browser can log in.
+// Both take an operator (or viewer) key as Bearer, as the password of HTTP Basic so a browser can log in, or a
+// console session (src/api/session.ts).
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { HonoAdapter } from '@bull-board/hono';
 import { serveStatic } from '@hono/node-server/serve-static';
-import { Hono, type MiddlewareHandler } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { sql } from 'kysely';
 import { recordAudit } from '../db/audit.js';
 import type { AuditTargetKind } from '../db/types.js';
@@ -13,8 +14,10 @@ import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '.
 import { SCHEDULES_QUEUE } from '../schedules.js';
 import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
 import { authenticate, type AuthEnv } from './auth.js';
+import { clientAddress } from './client-address.js';
 import type { AppDeps } from './deps.js';
 import { problem, ProblemError } from './errors.js';
+import { readSession, sameOriginOnly } from './session.js';
 
 export const BOARD_PATH = '/admin/queues';
 /** Queues the platform runs for itself: on the board and in queue depth, not steered through /v1/queues. */
@@ -24,27 +27,37 @@ const INTERNAL_QUEUES: Record<string, string> = {
 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Operator auth whose 401 challenges for Basic alone, which every browser answers with a login prompt. */
+/**
+ * Operators and viewers: a console session (cookie), or a key as Bearer or Basic whose 401 challenges for Basic alone,
+ * which every browser answers with a login prompt. Viewers read and change nothing.
+ */
 function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
   const auth = authenticate(deps.db, deps.config.API_KEY_SECRET);
   return async (c, next) => {
-    try {
-      await auth(c, async () => {});
-    } catch (err) {
-      if (err instanceof ProblemError && err.status === 401) {
-        throw new ProblemError(
-          401,
-          'unauthorized',
-          `${err.message} Log in with any user name and an operator API key as the password.`,
-          {},
-          {
-            'WWW-Authenticate': 'Basic realm="movie-jobs operators", charset="UTF-8"',
-          },
-        );
+    const session = c.req.header('authorization') ? undefined : await readSession(deps, c);
+    if (session) c.set('principal', session.principal);
+    else {
+      try {
+        await auth(c, async () => {});
+      } catch (err) {
+        if (err instanceof ProblemError && err.status === 401) {
+          throw new ProblemError(
+            401,
+            'unauthorized',
+            `${err.message} Log in with any user name and an operator API key as the password.`,
+            {},
+            {
+              'WWW-Authenticate': 'Basic realm="movie-jobs operators", charset="UTF-8"',
+            },
+          );
+        }
+        throw err;
       }
-      throw err;
     }
-    if (c.get('principal').role !== 'operator') throw problem.forbidden('This page is for operators.');
+    const role = c.get('principal').role;
+    if (role === 'client') throw problem.forbidden('This page is for operators.');
+    if (role === 'viewer' && !/^(GET|HEAD)$/.test(c.req.method))
+      throw problem.forbidden('A viewer key reads and changes nothing.');
     await next();
   };
 }
@@ -86,8 +99,9 @@ export function operatorTools(deps: AppDeps) {
     return c.body(body, 200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
   });
 
-  app.use(BOARD_PATH, guard);
-  app.use(`${BOARD_PATH}/*`, guard);
+  // Cross-site requests first: Bull Board's API takes any content type, and a browser may hold a Basic password.
+  app.use(BOARD_PATH, sameOriginOnly(), guard);
+  app.use(`${BOARD_PATH}/*`, sameOriginOnly(), guard);
 
   // Every change made from the dashboard is audited, whoever's code carried it out.
   app.use(`${BOARD_PATH}/api/*`, async (c, next) => {
@@ -97,6 +111,8 @@ export function operatorTools(deps: AppDeps) {
     await recordAudit(deps.db, {
       actor: c.get('principal'),
       ...what,
+      surface: 'dashboard',
+      client_addr: clientAddress(c),
       detail: { method: c.req.method, path: c.req.path },
     });
   });
@@ -130,19 +146,32 @@ export function operatorTools(deps: AppDeps) {
     });
   }
 
-  const serverAdapter = new HonoAdapter(serveStatic).setBasePath(BOARD_PATH);
-  createBullBoard({
-    queues: [
-      ...jobQueues.map(
-        (name) => new BullMQAdapter(deps.queues.get(name), { description: deps.registry.get(name)?.description ?? '' }),
-      ),
-      ...Object.entries(INTERNAL_QUEUES).map(
-        ([name, description]) => new BullMQAdapter(deps.queues.get(name), { description }),
-      ),
-    ],
-    serverAdapter,
-    options: { uiConfig: { boardTitle: 'movie-jobs' } },
-  });
-  app.route(BOARD_PATH, serverAdapter.registerPlugin());
+  // Two boards on one path: viewers get Bull Board's read-only mode (no action buttons, actions refused).
+  const board = (readOnlyMode: boolean) => {
+    const serverAdapter = new HonoAdapter(serveStatic).setBasePath(BOARD_PATH);
+    createBullBoard({
+      queues: [
+        ...jobQueues.map(
+          (name) =>
+            new BullMQAdapter(deps.queues.get(name), {
+              description: deps.registry.get(name)?.description ?? '',
+              readOnlyMode,
+            }),
+        ),
+        ...Object.entries(INTERNAL_QUEUES).map(
+          ([name, description]) => new BullMQAdapter(deps.queues.get(name), { description, readOnlyMode }),
+        ),
+      ],
+      serverAdapter,
+      options: { uiConfig: { boardTitle: 'movie-jobs' } },
+    });
+    return new Hono().route(BOARD_PATH, serverAdapter.registerPlugin());
+  };
+  const full = board(false);
+  const readOnly = board(true);
+  const dispatch = (c: Context<AuthEnv>) =>
+    (c.get('principal').role === 'viewer' ? readOnly : full).fetch(c.req.raw, c.env);
+  app.all(BOARD_PATH, dispatch);
+  app.all(`${BOARD_PATH}/*`, dispatch);
   return app;
 }

@@ -7,7 +7,7 @@ import { requestId } from 'hono/request-id';
 import { isDbUnavailable } from '../db/index.js';
 import { httpMetrics } from '../metrics.js';
 import { operatorTools } from './admin.js';
-import { authenticate, type AuthEnv } from './auth.js';
+import { authenticate, viewersReadOnly, type AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
@@ -17,12 +17,14 @@ import { filesRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
 import { eventsRoutes } from './routes/events.js';
 import { jobsRoutes } from './routes/jobs.js';
+import { jobHistoryRoutes } from './routes/job-history.js';
 import { webhooksRoutes } from './routes/webhooks.js';
 import { catalogRoutes } from './routes/catalog.js';
 import { recommendationsRoutes } from './routes/recommendations.js';
 import { auditJobActions, auditRoutes } from './routes/audit.js';
 import { queuesRoutes } from './routes/queues.js';
 import { schedulesRoutes } from './routes/schedules.js';
+import { consoleRoutes } from '../console/routes.js';
 
 export const JSON_LIMIT = 1024 * 1024;
 
@@ -89,10 +91,12 @@ export function createApp(deps: AppDeps) {
     return jsonLimit(c, next);
   });
   app.use('/v1/*', authenticate(deps.db, deps.config.API_KEY_SECRET));
+  app.use('/v1/*', viewersReadOnly());
   app.use('/v1/*', rateLimitPerKey(deps));
   app.use('/v1/*', tenantQuotas(deps));
   app.use('/v1/jobs/:id/:action', auditJobActions(deps));
   app.route('/v1', jobsRoutes(deps));
+  app.route('/v1', jobHistoryRoutes(deps));
   app.route('/v1', filesRoutes(deps));
   app.route('/v1', catalogRoutes(deps));
   app.route('/v1', recommendationsRoutes(deps));
@@ -103,6 +107,8 @@ export function createApp(deps: AppDeps) {
   app.route('/v1', webhooksRoutes(deps));
   // /admin/queues (Bull Board) and /metrics: operator key as Bearer or HTTP Basic password.
   app.route('/', operatorTools(deps));
+  // The console (server-rendered pages; browser session and CSRF token, src/api/session.ts).
+  app.route('/console', consoleRoutes(deps));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
     type: 'http',

@@ -50,6 +50,12 @@ export function authenticate(db: Db, secret: string, ttlMs = 5_000): MiddlewareH
   };
 }
 
+/** Operators and viewers read across tenants (reports, search, queues, audit); only operators change anything. */
+export function readsAllTenants(p: Principal): boolean {
+  return p.role === 'operator' || p.role === 'viewer';
+}
+
+/** An operator route that changes something: operators only (a viewer gets 403 like a client). */
 export function requireOperator(): MiddlewareHandler<AuthEnv> {
   return async (c, next) => {
     if (c.get('principal').role !== 'operator') throw problem.forbidden('This route is for operators.');
@@ -57,7 +63,27 @@ export function requireOperator(): MiddlewareHandler<AuthEnv> {
   };
 }
 
-/** The tenant filter for reads: a client sees its own tenant, an operator all. */
+/** An operator route that only reads: operators and viewers. */
+export function requireOperatorRead(): MiddlewareHandler<AuthEnv> {
+  return async (c, next) => {
+    if (!readsAllTenants(c.get('principal'))) throw problem.forbidden('This route is for operators and viewers.');
+    await next();
+  };
+}
+
+/**
+ * A viewer changes nothing: every request but GET and HEAD is refused before any route (or quota) sees it, so a
+ * write route added later is covered without its author thinking of viewers.
+ */
+export function viewersReadOnly(): MiddlewareHandler<AuthEnv> {
+  return async (c, next) => {
+    if (c.get('principal').role === 'viewer' && c.req.method !== 'GET' && c.req.method !== 'HEAD')
+      throw problem.forbidden('A viewer key reads and changes nothing; use an operator or client key.');
+    await next();
+  };
+}
+
+/** The tenant filter for reads: a client sees its own tenant, operators and viewers all. */
 export function tenantScope(p: Principal): string | undefined {
-  return p.role === 'operator' ? undefined : p.tenant;
+  return readsAllTenants(p) ? undefined : p.tenant;
 }

@@ -52,3 +52,14 @@ export async function findPrincipal(db: Db, secret: string, key: string): Promis
     .executeTakeFirst();
   return row && { keyId: row.id, tenant: row.tenant, role: row.role };
 }
+
+/** The principal of a key by its id, while the key is not revoked (browser sessions hold the id, not the key). */
+export async function findPrincipalById(db: Db, keyId: string): Promise<Principal | undefined> {
+  const row = await db
+    .selectFrom('api_keys')
+    .select(['id', 'tenant', 'role'])
+    .where('id', '=', keyId)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  return row && { keyId: row.id, tenant: row.tenant, role: row.role };
+}

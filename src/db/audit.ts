@@ -2,7 +2,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import { newId } from '../ids.js';
 import type { Principal } from '../auth/keys.js';
-import type { AuditRow, AuditTargetKind, Database } from './types.js';
+import type { AuditRow, AuditSurface, AuditTargetKind, Database } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 
@@ -12,6 +12,9 @@ export interface AuditEntry {
   target_kind: AuditTargetKind;
   target: string;
   detail?: unknown;
+  /** From where: the surface that carried the action out, and the client's address if it came over HTTP. */
+  surface?: AuditSurface;
+  client_addr?: string | null;
 }
 
 /** The public shape (API.md "Operators", GET /v1/audit). */
@@ -23,6 +26,8 @@ export interface ApiAudit {
   target_kind: AuditTargetKind;
   target: string;
   detail: unknown;
+  surface: AuditSurface | null;
+  client_addr: string | null;
 }
 
 export async function recordAudit(db: Q, e: AuditEntry): Promise<AuditRow> {
@@ -37,6 +42,8 @@ export async function recordAudit(db: Q, e: AuditEntry): Promise<AuditRow> {
       target_kind: e.target_kind,
       target: e.target,
       detail: e.detail === undefined ? null : JSON.stringify(e.detail),
+      surface: e.surface ?? null,
+      client_addr: e.client_addr ?? null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -69,5 +76,19 @@ export function toApiAudit(r: AuditRow): ApiAudit {
     target_kind: r.target_kind,
     target: r.target,
     detail: r.detail ?? null,
+    surface: r.surface,
+    client_addr: r.client_addr,
   };
+}
+
+/** The entries about one job (cancels and retries from the API, the console or the dashboard), newest first. */
+export async function jobAudit(db: Q, jobId: string, limit = 200): Promise<AuditRow[]> {
+  return db
+    .selectFrom('audit_log')
+    .selectAll()
+    .where('target_kind', '=', 'job')
+    .where('target', '=', jobId)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
 }

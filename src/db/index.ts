@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Database } from './types.js';
@@ -15,6 +16,9 @@ export function createDb(connectionString: string, max = 10): Db {
     // Fail fast when PostgreSQL is down, so the API answers 503 quickly instead of hanging.
     connectionTimeoutMillis: 2_000,
     idleTimeoutMillis: 30_000,
+    // host:pid names this process in pg_stat_activity, and in a job's timeline (job_events.process records the
+    // application_name of the connection that started a run). An application_name in the URL wins.
+    application_name: `${hostname()}:${process.pid}`.slice(0, 63),
   });
   // An idle client losing its server must not crash the process; the pool replaces it.
   pool.on('error', () => {});

@@ -123,6 +123,38 @@ export interface AuditLogTable {
   target_kind: AuditTargetKind;
   target: string;
   detail: ColumnType<unknown | null, string | null | undefined, string | null>;
+  /** From where: which surface carried the action out (the key is actor_key_id). */
+  surface: ColumnType<AuditSurface | null, AuditSurface | null | undefined, AuditSurface | null>;
+  /** The client's network address, when the action came over HTTP. */
+  client_addr: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export type AuditSurface = 'api' | 'console' | 'dashboard' | 'schedule' | 'cli';
+
+/** A job's state, attempt or generation change, written by a trigger (migrations/2026-12-01T0400_job_events.ts). */
+export interface JobEventsTable {
+  id: Generated<number>;
+  job_id: string;
+  at: Timestamp;
+  generation: number;
+  attempt: number;
+  from_state: JobState;
+  to_state: JobState;
+  /** host:pid of the process whose write made the change (its connection's application_name). */
+  process: string | null;
+  error: ColumnType<JobError | null, string | null | undefined, string | null>;
+}
+
+/** A line a processor kept with its job (ctx.jobLog); see src/db/job-logs.ts. */
+export interface JobLogsTable {
+  id: Generated<number>;
+  job_id: string;
+  generation: number;
+  at: Timestamp;
+  message: string;
+  fields: ColumnType<Record<string, unknown> | null, string | null, string | null>;
+  bytes: number;
+  truncated: Generated<boolean>;
 }
 
 export interface SchedulesTable {
@@ -181,6 +213,8 @@ export interface Database {
   audit_log: AuditLogTable;
   schedules: SchedulesTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  job_events: JobEventsTable;
+  job_logs: JobLogsTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -196,3 +230,5 @@ export type AuditRow = Selectable<AuditLogTable>;
 export type ScheduleRow = Selectable<SchedulesTable>;
 export type EmailDeliveryRow = Selectable<EmailDeliveriesTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type JobEventRow = Selectable<JobEventsTable>;
+export type JobLogRow = Selectable<JobLogsTable>;

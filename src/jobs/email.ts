@@ -201,6 +201,7 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
           else lastTemporary = response;
         }
         await settleSurely(deliveries.settle, { jobId: ctx.id, recipient: c.recipient, state: outcome, response }, log);
+        ctx.jobLog(`${c.recipient}: ${outcome}`, { recipient: c.recipient, outcome, response });
         state.set(c.recipient, outcome);
         done++;
         // In steps of 10%: each step is a ledger write and a published event.

@@ -82,6 +82,10 @@ export const image = defineJob({
           format: out.format,
           bytes: out.bytes,
         });
+        ctx.jobLog(`variant ${v.name}: ${out.width}x${out.height} ${out.format}, ${out.bytes} bytes`, {
+          ...v,
+          file_id: row.id,
+        });
         // The last step is the ledger's own 100 on success.
         if (i < variants.length - 1) await ctx.progress(((i + 1) * 100) / variants.length);
       })();

@@ -34,6 +34,7 @@ export const recommendations = defineJob({
       [ctx.payload.user_id],
       ctx.payload.limit,
       ctx.signal,
+      ctx.jobLog,
     );
     return result;
   },
@@ -56,7 +57,15 @@ export const recommendationsChunk = defineJob({
   async process(ctx) {
     const { recommendUsers } = await import('../reco/service.js');
     await ctx.progress(5);
-    const out = await recommendUsers(ctx.deps, ctx.tenant, ctx.id, ctx.payload.user_ids, ctx.payload.limit, ctx.signal);
+    const out = await recommendUsers(
+      ctx.deps,
+      ctx.tenant,
+      ctx.id,
+      ctx.payload.user_ids,
+      ctx.payload.limit,
+      ctx.signal,
+      ctx.jobLog,
+    );
     return { users: ctx.payload.user_ids.length, succeeded: out.length };
   },
 });

@@ -25,7 +25,13 @@ export interface JobContext<P> {
   signal: AbortSignal;
   /** 0..100; written to the ledger and published to live streams. */
   progress(percent: number): Promise<void>;
+  /** The pino logger, for operators' logs. */
   log: Logger;
+  /**
+   * Keeps a line with the job (GET /v1/jobs/{id}/logs, the console's job page): its meaningful steps, not debugging.
+   * Bounded per job in lines and bytes; buffered and written in batches, so it never waits.
+   */
+  jobLog(message: string, fields?: Record<string, unknown>): void;
   deps: WorkerDeps;
   /** The BullMQ job, for processors that need flows or tokens. */
   bull: Job;

@@ -23,6 +23,7 @@ export async function recommendUsers(
   userIds: string[],
   limit: number,
   signal?: AbortSignal,
+  jobLog?: JobContext<unknown>['jobLog'],
 ): Promise<UserResult[]> {
   const { model, scorer } = await modelCache(deps.db, deps.config, deps.log).get(tenant, signal);
   const { readAt, byUser } = await userRatings(deps.db, tenant, userIds);
@@ -40,6 +41,13 @@ export async function recommendUsers(
     };
   });
   signal?.throwIfAborted();
+  const strategies: Record<string, number> = {};
+  for (const r of results) strategies[r.strategy] = (strategies[r.strategy] ?? 0) + 1;
+  jobLog?.(`scored ${results.length} users with model v${model.version}`, {
+    strategies,
+    model_version: model.version,
+    model_age_ms: Date.now() - model.builtAt,
+  });
   const stored = await storeResults(deps.db, tenant, jobId, readAt, results);
   const fresh = new Set(stored.filter((s) => !s.stale).map((s) => s.user_id));
   const generated_at = readAt.toISOString();

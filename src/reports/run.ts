@@ -62,6 +62,7 @@ export async function runReport(ctx: JobContext<ReportRequest>): Promise<ReportR
   await ctx.progress(5);
   const out = p.kind === 'jobs' ? await generate(ctx, jobsReport, scope) : await generate(ctx, ratingsReport, scope);
   await ctx.progress(90);
+  ctx.jobLog(`${p.kind} report: ${out.rows} rows as ${p.format}`, { rows: out.rows, file_id: out.file.id, ...period });
   const result: ReportResult = {
     file_id: out.file.id,
     format: p.format,

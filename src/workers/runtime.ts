@@ -9,6 +9,7 @@ import { instrumentWorker } from '../metrics.js';
 import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
 import { isDbUnavailable } from '../db/index.js';
 import { DbGuard } from './db-guard.js';
+import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
 import type { BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -89,6 +90,7 @@ export async function startWorkers(
   const { config, db, redis, log } = deps;
   const workers: Worker[] = [];
   const dbGuard = new DbGuard(db, log);
+  const runLogFor = jobLogWriter(db, log);
   // Runs that start or finish together (concurrency > 1) share one statement, starts and finishes alike: a round trip
   // and a commit per batch, not per job. Nothing waits for a batch to fill; a lone job goes out at once. One write in
   // flight at a time: the others gather behind it into the next batch. Each batch's events follow its commit in one
@@ -168,6 +170,7 @@ export async function startWorkers(
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
     const started = Date.now();
+    const runLog = runLogFor(id, row.generation);
     let progressDone = async () => {};
     if (log.isLevelEnabled('debug')) jlog().debug({ attempt: row.attempts }, 'job started');
     try {
@@ -192,6 +195,7 @@ export async function startWorkers(
         get log() {
           return jlog();
         },
+        jobLog: runLog.line,
         deps,
         bull: job,
         token,
@@ -203,8 +207,9 @@ export async function startWorkers(
         },
       });
       if (controller.signal.aborted) throw new Cancelled('cancelled');
-      // A progress event never follows the run's end.
+      // A progress event never follows the run's end, nor does a log line.
       await progressDone();
+      await runLog.flush();
       const done = await markSucceeded(id, result);
       if (done?.callback_url) await webhook(done);
       // Per job at debug: an info line per job is a write(2) per job, a cost that shows at thousands of jobs a second.
@@ -213,6 +218,7 @@ export async function startWorkers(
       return result;
     } catch (err) {
       await progressDone();
+      await runLog.flush();
       if (controller.signal.aborted) {
         await emit('state', await ledger.markCancelled(db, id));
         jlog().info('job cancelled');

@@ -1,7 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { listAudit, recordAudit, toApiAudit } from '../../db/audit.js';
-import { requireOperator, type AuthEnv } from '../auth.js';
+import { requireOperatorRead, type AuthEnv } from '../auth.js';
+import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';
 import { problems, router, security } from '../openapi.js';
 import { decodeCursor, encodeCursor, ListQuery } from '../params.js';
@@ -15,6 +16,10 @@ const AuditSchema = z
     target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard']),
     target: z.string(),
     detail: z.unknown(),
+    surface: z.enum(['api', 'console', 'dashboard', 'schedule', 'cli']).nullable().openapi({
+      description: 'From where: the surface that carried the action out (null: recorded before it was kept)',
+    }),
+    client_addr: z.string().nullable().openapi({ description: "The client's network address, when it came over HTTP" }),
   })
   .openapi('AuditEntry');
 
@@ -25,9 +30,9 @@ export function auditRoutes(deps: AppDeps) {
     createRoute({
       method: 'get',
       path: '/audit',
-      summary: 'Who did what to which queue, job or schedule, newest first (operators)',
+      summary: 'Who did what to which queue, job or schedule, from where, newest first (operators and viewers)',
       security,
-      middleware: requireOperator(),
+      middleware: requireOperatorRead(),
       request: {
         query: ListQuery.extend({
           target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard']).optional(),
@@ -83,6 +88,8 @@ export function auditJobActions(deps: AppDeps): MiddlewareHandler<AuthEnv> {
       .executeTakeFirst();
     await recordAudit(deps.db, {
       actor: c.get('principal'),
+      surface: 'api',
+      client_addr: clientAddress(c),
       action: `job.${action}`,
       target_kind: 'job',
       target: id,

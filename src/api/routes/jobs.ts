@@ -1,14 +1,12 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { Principal } from '../../auth/keys.js';
+import { TENANT_NAME, type Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
+import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
-import { publishJobEvent } from '../../events.js';
 import { crossTenantReport } from '../../jobs/report.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
-import { retryOne } from '../../queue-controls.js';
-import { keys } from '../../queues.js';
-import { enqueueWebhook } from '../../webhooks/delivery.js';
 import { tenantScope } from '../auth.js';
+import { assertRedisUp, cancelJob, retryJob } from '../job-actions.js';
 import { JobCache } from '../job-cache.js';
 import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
@@ -45,6 +43,41 @@ const JobSpecSchema = jobSpec.meta({
 });
 
 const jobContent = { 'application/json': { schema: JobSchema } };
+
+const isoTime = z.iso.datetime({
+  offset: true,
+  message: 'must be an ISO 8601 time with a zone, e.g. 2026-12-01T10:00:00Z',
+});
+const SearchQuery = ListQuery.extend({
+  q: z
+    .string()
+    .trim()
+    .min(SEARCH_MIN_CHARS, `must be at least ${SEARCH_MIN_CHARS} characters`)
+    .max(200)
+    .optional()
+    .openapi({
+      description: 'A job id or id prefix, or text inside payload, result or error',
+      example: 'jane@example.com',
+    }),
+  type: z.string().max(40).optional(),
+  state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+  priority: z.enum(['high', 'normal', 'low']).optional(),
+  error_code: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be an error code such as smtp_rejected')
+    .optional(),
+  created_after: isoTime.optional().openapi({ description: 'Created at or after this time' }),
+  created_before: isoTime.optional().openapi({ description: 'Created before this time' }),
+  parent_id: z
+    .string()
+    .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a job id')
+    .optional(),
+  tenant: z
+    .string()
+    .regex(TENANT_NAME, 'must be a tenant name')
+    .optional()
+    .openapi({ description: "Operators and viewers: one tenant's jobs. Ignored for client keys (always their own)." }),
+});
 const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;
 
 /** Every error for one job spec, or the ledger row to insert. */
@@ -78,11 +111,6 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
 function assertScopeAllowed(specs: JobSpec[], principal: Principal) {
   if (principal.role !== 'operator' && specs.some(crossTenantReport))
     throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
-}
-
-/** Refuses new work while Redis is unreachable, before anything is written. */
-function assertRedisUp(deps: AppDeps) {
-  if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
 }
 
 export function jobsRoutes(deps: AppDeps) {
@@ -204,14 +232,11 @@ export function jobsRoutes(deps: AppDeps) {
     createRoute({
       method: 'get',
       path: '/jobs',
-      summary: 'List jobs, newest first',
+      summary: 'List and search jobs, newest first',
+      description:
+        "Filters combine. `q` matches a job id or id prefix, or text inside payload, result or error (an email address, a user id, a file id), case-insensitively. `tenant` narrows an operator's or viewer's search to one tenant; a client key always searches its own tenant's jobs.",
       security,
-      request: {
-        query: ListQuery.extend({
-          type: z.string().max(40).optional(),
-          state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
-        }),
-      },
+      request: { query: SearchQuery },
       responses: {
         200: {
           description: 'A page of jobs',
@@ -224,10 +249,18 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const q = c.req.valid('query');
-      const rows = await ledger.listJobs(db, {
-        tenant: tenantScope(c.get('principal')),
+      const principal = c.get('principal');
+      const scope = tenantScope(principal);
+      const rows = await searchJobs(db, {
+        tenant: scope ?? q.tenant,
+        q: q.q,
         type: q.type,
         state: q.state,
+        priority: q.priority,
+        error_code: q.error_code,
+        created_after: q.created_after ? new Date(q.created_after) : undefined,
+        created_before: q.created_before ? new Date(q.created_before) : undefined,
+        parent_id: q.parent_id?.toLowerCase(),
         before: q.cursor ? decodeCursor(q.cursor) : undefined,
         limit: q.limit + 1,
       });
@@ -269,30 +302,12 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
-      if (ledger.TERMINAL.includes(job.state))
-        throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
-      assertRedisUp(deps);
-      // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
-      const cancelled = await ledger.markCancelled(db, job.id, ['queued', 'delayed']);
-      cache.forget(job.id);
-      if (cancelled) {
-        await deps.queues
-          .get(job.type)
-          .remove(job.id)
-          .catch(() => 0);
-        await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
-        await enqueueWebhook(deps.queues, deps.config, cancelled).catch((err) =>
-          deps.log.error({ err, job_id: job.id }, 'webhook enqueue failed'),
-        );
-        return c.json(ledger.toApiJob(cancelled), 200);
+      try {
+        const { row, running } = await cancelJob(deps, job);
+        return c.json(ledger.toApiJob(row), running ? 202 : 200);
+      } finally {
+        cache.forget(job.id);
       }
-      const running = await ledger.requestCancel(db, job.id);
-      if (!running) {
-        const now = await ownJob(job.id, c.get('principal'));
-        throw problem.conflict(`The job is already ${now.state}.`, { state: now.state });
-      }
-      await deps.redis.publish(keys(deps.config).cancel, job.id);
-      return c.json(ledger.toApiJob(running), 202);
     },
   );
 
@@ -307,15 +322,11 @@ export function jobsRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const job = await ownJob(c.req.valid('param').id, c.get('principal'));
-      if (job.state !== 'failed' && job.state !== 'cancelled')
-        throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {
-          state: job.state,
-        });
-      assertRedisUp(deps);
-      const row = await retryOne(deps, job.id);
-      cache.forget(job.id);
-      if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
-      return c.json(ledger.toApiJob(row), 202);
+      try {
+        return c.json(ledger.toApiJob(await retryJob(deps, job)), 202);
+      } finally {
+        cache.forget(job.id);
+      }
     },
   );
 

@@ -1,7 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { recordAudit } from '../../db/audit.js';
 import { queueInfo, queueNames, retryFailed } from '../../queue-controls.js';
-import { requireOperator } from '../auth.js';
+import { requireOperator, requireOperatorRead } from '../auth.js';
+import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
@@ -27,6 +28,7 @@ const QueueSchema = z
 const QueueParam = z.object({ name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'email' }) });
 
 const operatorOnly = requireOperator();
+const operatorRead = requireOperatorRead();
 
 export function queuesRoutes(deps: AppDeps) {
   const app = router();
@@ -42,7 +44,7 @@ export function queuesRoutes(deps: AppDeps) {
       path: '/queues',
       summary: 'Every queue: counts per state, paused, live workers (operators)',
       security,
-      middleware: operatorOnly,
+      middleware: operatorRead,
       responses: {
         200: { description: 'The queues', content: { 'application/json': { schema: z.array(QueueSchema) } } },
         ...problems(401, 403, 503),
@@ -74,6 +76,8 @@ export function queuesRoutes(deps: AppDeps) {
         await (action === 'pause' ? queue.pause() : queue.resume());
         await recordAudit(deps.db, {
           actor: c.get('principal'),
+          surface: 'api',
+          client_addr: clientAddress(c),
           action: `queue.${action}`,
           target_kind: 'queue',
           target: name,
@@ -106,6 +110,8 @@ export function queuesRoutes(deps: AppDeps) {
       const retried = await retryFailed(deps, name);
       await recordAudit(deps.db, {
         actor: c.get('principal'),
+        surface: 'api',
+        client_addr: clientAddress(c),
         action: 'queue.retry_failed',
         target_kind: 'queue',
         target: name,

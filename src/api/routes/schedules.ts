@@ -13,7 +13,8 @@ import {
   scheduleSpec,
   uninstallScheduler,
 } from '../../schedules.js';
-import { requireOperator } from '../auth.js';
+import { requireOperator, requireOperatorRead } from '../auth.js';
+import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
@@ -49,6 +50,7 @@ const NameParam = z.object({
 });
 const content = { 'application/json': { schema: ScheduleSchema } };
 const operatorOnly = requireOperator();
+const operatorRead = requireOperatorRead();
 
 function toApi(s: ScheduleRow, next: number | undefined) {
   return {
@@ -86,7 +88,7 @@ export function schedulesRoutes(deps: AppDeps) {
       path: '/schedules',
       summary: 'Every schedule, with its next run (operators)',
       security,
-      middleware: operatorOnly,
+      middleware: operatorRead,
       responses: {
         200: {
           description: 'The schedules',
@@ -110,7 +112,7 @@ export function schedulesRoutes(deps: AppDeps) {
       path: '/schedules/{name}',
       summary: 'One schedule (operators)',
       security,
-      middleware: operatorOnly,
+      middleware: operatorRead,
       request: { params: NameParam },
       responses: { 200: { description: 'The schedule', content }, ...problems(401, 403, 404) },
     }),
@@ -178,6 +180,8 @@ export function schedulesRoutes(deps: AppDeps) {
       await installScheduler(deps.queues, row);
       await recordAudit(db, {
         actor: principal,
+        surface: 'api',
+        client_addr: clientAddress(c),
         action: created ? 'schedule.create' : 'schedule.update',
         target_kind: 'schedule',
         target: name,
@@ -207,6 +211,8 @@ export function schedulesRoutes(deps: AppDeps) {
       await uninstallScheduler(deps.queues, name);
       await recordAudit(db, {
         actor: c.get('principal'),
+        surface: 'api',
+        client_addr: clientAddress(c),
         action: 'schedule.delete',
         target_kind: 'schedule',
         target: name,

@@ -1,0 +1,57 @@
+// Cancel and retry of one job, shared by the API (/v1/jobs/{id}/cancel|retry) and the console's buttons, so both
+// surfaces change a job the same way. The caller has already checked that the principal may see the job.
+import * as ledger from '../db/jobs.js';
+import type { JobRow } from '../db/types.js';
+import { publishJobEvent } from '../events.js';
+import { retryOne } from '../queue-controls.js';
+import { keys } from '../queues.js';
+import { enqueueWebhook } from '../webhooks/delivery.js';
+import type { AppDeps } from './deps.js';
+import { problem } from './errors.js';
+
+/** Refuses new work while Redis is unreachable, before anything is written. */
+export function assertRedisUp(deps: AppDeps) {
+  if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
+}
+
+/**
+ * Cancels a queued or delayed job at once (`running: false`), or asks a running one to stop (`running: true`).
+ * A job already over is a 409.
+ */
+export async function cancelJob(deps: AppDeps, job: JobRow): Promise<{ row: JobRow; running: boolean }> {
+  if (ledger.TERMINAL.includes(job.state))
+    throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
+  assertRedisUp(deps);
+  // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
+  const cancelled = await ledger.markCancelled(deps.db, job.id, ['queued', 'delayed']);
+  if (cancelled) {
+    await deps.queues
+      .get(job.type)
+      .remove(job.id)
+      .catch(() => 0);
+    await publishJobEvent(deps.redis, deps.config, 'state', cancelled);
+    await enqueueWebhook(deps.queues, deps.config, cancelled).catch((err) =>
+      deps.log.error({ err, job_id: job.id }, 'webhook enqueue failed'),
+    );
+    return { row: cancelled, running: false };
+  }
+  const running = await ledger.requestCancel(deps.db, job.id);
+  if (!running) {
+    const now = await ledger.findJob(deps.db, job.id);
+    throw problem.conflict(`The job is already ${now?.state}.`, { state: now?.state });
+  }
+  await deps.redis.publish(keys(deps.config).cancel, job.id);
+  return { row: running, running: true };
+}
+
+/** Queues a failed or cancelled job again with a fresh set of attempts; anything else is a 409. */
+export async function retryJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
+  if (job.state !== 'failed' && job.state !== 'cancelled')
+    throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {
+      state: job.state,
+    });
+  assertRedisUp(deps);
+  const row = await retryOne(deps, job.id);
+  if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
+  return row;
+}
