@@ -140,6 +140,9 @@ export async function startWorkers(
     if (kind === 'state' && row?.callback_url) await webhook(row);
   }
 
+  // Runs of this process by job id, told when BullMQ reports their lock could not be renewed (ctx.lockLost).
+  const lockWatch = new Map<string, Set<AbortController>>();
+
   async function run(
     def: JobDefinition,
     job: Job<BullData>,
@@ -165,6 +168,9 @@ export async function startWorkers(
     const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
+    const lockLost = new AbortController();
+    const watching = lockWatch.get(id) ?? new Set();
+    lockWatch.set(id, watching.add(lockLost));
     const started = Date.now();
     let progressDone = async () => {};
     if (log.isLevelEnabled('debug')) jlog().debug({ attempt: row.attempts }, 'job started');
@@ -187,6 +193,7 @@ export async function startWorkers(
         gen: row.generation,
         maxAttempts: row.max_attempts,
         signal: controller.signal,
+        lockLost: lockLost.signal,
         get log() {
           return jlog();
         },
@@ -228,6 +235,8 @@ export async function startWorkers(
       throw err;
     } finally {
       signal?.removeEventListener('abort', abort);
+      watching.delete(lockLost);
+      if (!watching.size) lockWatch.delete(id);
     }
   }
 
@@ -253,6 +262,9 @@ export async function startWorkers(
       },
     );
     worker.on('error', (err) => log.error({ err, queue: name }, 'worker error'));
+    worker.on('lockRenewalFailed', (ids) => {
+      for (const id of ids) for (const c of lockWatch.get(id) ?? []) c.abort(new Error('lock renewal failed'));
+    });
     instrumentWorker(worker, name);
     // Safety net for failures BullMQ decides without our processor (too many stalls): close the ledger row.
     worker.on('failed', (job, err) => {
