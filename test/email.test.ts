@@ -194,6 +194,65 @@ describe('delivery', () => {
   });
 });
 
+describe('issue 17', () => {
+  it('Bob@x.co and bob@x.co (item 13): one message, to the first spelling with its domain lowercased', async () => {
+    const id = await submit({
+      to: ['Bob@X.co', 'bob@x.CO', 'BOB@x.co', 'carol@example.com'],
+      template: 'plain',
+      subject: 'Case',
+      text: 'Once.',
+    });
+    const job = await until(id, ['succeeded']);
+    expect(job.result.accepted).toEqual(['Bob@x.co', 'carol@example.com']);
+    expect(Object.keys(job.result.message_ids)).toEqual(['Bob@x.co', 'carol@example.com']);
+    const { envelope } = await arrived(job.result.message_ids['Bob@x.co']);
+    expect(envelope.to).toEqual(['Bob@x.co']);
+    expect(smtp.received.filter((m) => m.to.some((t) => t.toLowerCase() === 'bob@x.co'))).toHaveLength(1);
+    const rows = await env.db.selectFrom('email_deliveries').select('recipient').where('job_id', '=', id).execute();
+    expect(rows.map((r) => r.recipient).sort()).toEqual(['Bob@x.co', 'carol@example.com']);
+  });
+
+  it('a failed send loop (item 2) stops its siblings, and the run ends only after them: no message goes out after its run', async () => {
+    // Every progress write of this job fails (from 10% on), so a send loop fails after its first messages. Each message
+    // that reaches the server records whether its run had already ended (its failure written to the ledger) by then.
+    await sql`create function siblings_fault() returns trigger language plpgsql as $$
+      begin raise exception 'injected progress failure'; end $$`.execute(env.db);
+    await sql`create trigger siblings_fault before update on jobs for each row
+      when (new.progress > 0 and new.payload->>'subject' = 'Siblings') execute function siblings_fault()`.execute(
+      env.db,
+    );
+    const afterRun: string[] = [];
+    let jobId = '';
+    smtp.gate = async (m) => {
+      await new Promise((r) => setTimeout(r, 100));
+      if (jobId) {
+        const row = await env.db.selectFrom('jobs').select('state').where('id', '=', jobId).executeTakeFirst();
+        if (row?.state !== 'running') afterRun.push(m.to[0]);
+      }
+      return true;
+    };
+    try {
+      const to = Array.from({ length: 30 }, (_, i) => `sib${i}@example.com`);
+      jobId = await submit({ to, template: 'plain', subject: 'Siblings', text: 'Once.' });
+      const failed = await until(jobId, ['delayed', 'failed'], 30_000);
+      expect(failed.error.message).toContain('injected progress failure');
+      await sql`drop trigger siblings_fault on jobs`.execute(env.db);
+      const job = await until(jobId, ['succeeded'], 60_000);
+      expect(afterRun, 'messages that reached the server after their run had ended').toEqual([]);
+      expect(job.result.accepted).toEqual(to);
+      for (const r of to)
+        expect(
+          smtp.received.filter((m) => m.to[0] === r),
+          r,
+        ).toHaveLength(1);
+    } finally {
+      smtp.gate = undefined;
+      await sql`drop trigger if exists siblings_fault on jobs`.execute(env.db);
+      await sql`drop function siblings_fault()`.execute(env.db);
+    }
+  });
+});
+
 describe('recording outcomes', () => {
   it('a failed write of a sent outcome is tried again, never recorded as deferred: the message goes out once', async () => {
     // The first two writes of "sent" for this recipient fail, as in a database hiccup (a sequence counts them: it is

@@ -66,6 +66,8 @@ export interface Claim {
 }
 
 const keyOf = (r: { jobId: string; recipient: string }) => `${r.jobId}\n${r.recipient}`;
+const byKey = (a: { jobId: string; recipient: string }, b: { jobId: string; recipient: string }) =>
+  a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : a.recipient < b.recipient ? -1 : a.recipient > b.recipient ? 1 : 0;
 
 /**
  * Claims one recipient for each request (several runs' sends claimed together share the statements). A recipient
@@ -77,7 +79,8 @@ export async function claimDeliveries(db: Db, requests: ClaimRequest[], leaseMs:
   const out: Claim[] = new Array(requests.length);
   // One statement may not touch a row twice: a request repeated in a batch is decided after the first.
   for (const round of rounds(requests, keyOf)) {
-    const list = round.map((i) => requests[i]);
+    // Inserted in one order everywhere, so two statements inserting the same rows wait for each other, never crosswise.
+    const list = round.map((i) => requests[i]).sort(byKey);
     const inserted = await sql<{ job_id: string; recipient: string }>`
       insert into email_deliveries (job_id, recipient, state, message_id, owner_gen, owner_attempt)
       select * from unnest(${list.map((r) => r.jobId)}::uuid[], ${list.map((r) => r.recipient)}::text[],
@@ -119,11 +122,11 @@ async function claimExisting(db: Db, list: ClaimRequest[], leaseMs: number): Pro
         using (job_id, recipient)
       order by d.job_id, d.recipient
       for update of d`.execute(tx);
-    const byKey = new Map(rows.map((r) => [keyOf({ jobId: r.job_id, recipient: r.recipient }), r]));
+    const found = new Map(rows.map((r) => [keyOf({ jobId: r.job_id, recipient: r.recipient }), r]));
     const out = new Map<string, Claim>();
     const take: ClaimRequest[] = [];
     for (const r of list) {
-      const row = byKey.get(keyOf(r));
+      const row = found.get(keyOf(r));
       // Gone since the insert found it: its job was deleted. Nothing to send.
       if (!row) {
         out.set(keyOf(r), { decision: 'held', prev_state: null, attempts: null });
@@ -186,12 +189,19 @@ export async function settleDeliveries(db: Db, settled: Settlement[]): Promise<b
 /** A run's sign of life on the claims of its sends under way (one statement for all of a process's). */
 export async function renewClaims(db: Db, claims: (Owner & { jobId: string; recipient: string })[]): Promise<void> {
   if (!claims.length) return;
+  // Rows locked in the order claims lock them, so a renewal and a claim over the same rows never deadlock.
   await sql`
     update email_deliveries d set owner_seen_at = now()
-    from unnest(${claims.map((c) => c.jobId)}::uuid[], ${claims.map((c) => c.recipient)}::text[],
-      ${claims.map((c) => c.gen)}::int[], ${claims.map((c) => c.attempt)}::int[]) as v(job_id, recipient, gen, attempt)
-    where d.job_id = v.job_id and d.recipient = v.recipient
-      and d.state = 'pending' and d.owner_gen = v.gen and d.owner_attempt = v.attempt`.execute(db);
+    from (
+      select e.job_id, e.recipient from email_deliveries e
+      join unnest(${claims.map((c) => c.jobId)}::uuid[], ${claims.map((c) => c.recipient)}::text[],
+        ${claims.map((c) => c.gen)}::int[], ${claims.map((c) => c.attempt)}::int[]) as v(job_id, recipient, gen, attempt)
+        on e.job_id = v.job_id and e.recipient = v.recipient
+      where e.state = 'pending' and e.owner_gen = v.gen and e.owner_attempt = v.attempt
+      order by e.job_id, e.recipient
+      for update of e
+    ) as mine
+    where d.job_id = mine.job_id and d.recipient = mine.recipient`.execute(db);
 }
 
 /** A claim its run never sent on (the run was told to stop): known not sent, so the next run need not wonder. */
