@@ -7,6 +7,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { addressProblem } from '../src/mail/address.js';
+import { claimDeliveries } from '../src/mail/deliveries.js';
 import { compose, createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
 import { client, createTestEnv, jobInState, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
@@ -210,6 +211,44 @@ describe('issue 17', () => {
     expect(smtp.received.filter((m) => m.to.some((t) => t.toLowerCase() === 'bob@x.co'))).toHaveLength(1);
     const rows = await env.db.selectFrom('email_deliveries').select('recipient').where('job_id', '=', id).execute();
     expect(rows.map((r) => r.recipient).sort()).toEqual(['Bob@x.co', 'carol@example.com']);
+  });
+
+  it('a send slower than the lease (item 2) keeps its claim: a newer run finds it held while it is on the wire', async () => {
+    // The server holds the message until told; meanwhile the claim outlives the lease (WORKER_LOCK_MS) by the database's
+    // clock, and a claim by a newer run of the same job must still leave it to its owner.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let arrivedAtServer = false;
+    smtp.gate = async () => {
+      arrivedAtServer = true;
+      await held;
+      return true;
+    };
+    try {
+      const id = await submit({ to: 'slow@example.com', template: 'plain', subject: 'Slow', text: 'Once.' });
+      await waitFor(() => arrivedAtServer, { what: 'the message to reach the server' });
+      const leaseSeconds = env.config.WORKER_LOCK_MS / 1000;
+      await waitFor(
+        async () =>
+          (
+            await sql<{ old: boolean }>`select now() - created_at > make_interval(secs => ${leaseSeconds + 0.5}) as old
+              from email_deliveries where job_id = ${id} and state = 'pending'`.execute(env.db)
+          ).rows[0]?.old,
+        { timeout: 30_000, what: 'the claim to outlive the lease' },
+      );
+      const [newer] = await claimDeliveries(
+        env.db,
+        [{ jobId: id, recipient: 'slow@example.com', messageId: '<x@y.z>', gen: 0, attempt: 99 }],
+        env.config.WORKER_LOCK_MS,
+      );
+      expect(newer.decision).toBe('held');
+      release();
+      const job = await until(id, ['succeeded']);
+      expect(smtp.byMessageId(job.result.message_id)).toHaveLength(1);
+    } finally {
+      release();
+      smtp.gate = undefined;
+    }
   });
 
   it('a failed send loop (item 2) stops its siblings, and the run ends only after them: no message goes out after its run', async () => {
