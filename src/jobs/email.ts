@@ -17,7 +17,6 @@ import {
   messageIdFor,
   releaseClaim,
   renewClaims,
-  settledRecipients,
   settleDeliveries,
   type Claim,
   type ClaimRequest,
@@ -239,8 +238,9 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   const owner: Owner = { gen: ctx.gen, attempt: ctx.attempt };
   const deliveries = deliveryLedger(db, config.WORKER_LOCK_MS, log);
 
-  const state = new Map<string, string>(await settledRecipients(db, ctx.id, recipients));
-  const todo = recipients.filter((r) => !state.has(r));
+  // Filled from the claims: a recipient already sent or rejected (by this job's earlier runs) is skipped there.
+  const state = new Map<string, string>();
+  const todo = recipients;
   let lastTemporary: string | undefined;
   let lastPermanent: string | undefined;
   let held = 0;

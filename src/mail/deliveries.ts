@@ -217,18 +217,6 @@ export async function releaseClaim(db: Db, c: Owner & { jobId: string; recipient
     .execute();
 }
 
-/** The recipients of a job already settled (sent or rejected), with their state. */
-export async function settledRecipients(db: Db, jobId: string, recipients: string[]) {
-  const rows = await db
-    .selectFrom('email_deliveries')
-    .select(['recipient', 'state'])
-    .where('job_id', '=', jobId)
-    .where('recipient', 'in', recipients)
-    .where('state', 'in', ['sent', 'rejected'])
-    .execute();
-  return new Map(rows.map((r) => [r.recipient, r.state]));
-}
-
 /** Indexes of `items` split into consecutive groups in which no key repeats (usually one group). */
 function rounds<T>(items: T[], key: (item: T) => string): number[][] {
   const out: number[][] = [];
