@@ -7,6 +7,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { addressProblem } from '../src/mail/address.js';
+import { claimDeliveries } from '../src/mail/deliveries.js';
 import { compose, createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
 import { client, createTestEnv, jobInState, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
@@ -191,6 +192,103 @@ describe('delivery', () => {
     const again = await until(id, ['succeeded']);
     expect(again.result).toEqual(fake.result);
     expect(smtp.byMessageId(job.result.message_id)).toHaveLength(1);
+  });
+});
+
+describe('issue 17', () => {
+  it('Bob@x.co and bob@x.co (item 13): one message, to the first spelling with its domain lowercased', async () => {
+    const id = await submit({
+      to: ['Bob@X.co', 'bob@x.CO', 'BOB@x.co', 'carol@example.com'],
+      template: 'plain',
+      subject: 'Case',
+      text: 'Once.',
+    });
+    const job = await until(id, ['succeeded']);
+    expect(job.result.accepted).toEqual(['Bob@x.co', 'carol@example.com']);
+    expect(Object.keys(job.result.message_ids)).toEqual(['Bob@x.co', 'carol@example.com']);
+    const { envelope } = await arrived(job.result.message_ids['Bob@x.co']);
+    expect(envelope.to).toEqual(['Bob@x.co']);
+    expect(smtp.received.filter((m) => m.to.some((t) => t.toLowerCase() === 'bob@x.co'))).toHaveLength(1);
+    const rows = await env.db.selectFrom('email_deliveries').select('recipient').where('job_id', '=', id).execute();
+    expect(rows.map((r) => r.recipient).sort()).toEqual(['Bob@x.co', 'carol@example.com']);
+  });
+
+  it('a send slower than the lease (item 2) keeps its claim: a newer run finds it held while it is on the wire', async () => {
+    // The server holds the message until told; meanwhile the claim outlives the lease (WORKER_LOCK_MS) by the database's
+    // clock, and a claim by a newer run of the same job must still leave it to its owner.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let arrivedAtServer = false;
+    smtp.gate = async () => {
+      arrivedAtServer = true;
+      await held;
+      return true;
+    };
+    try {
+      const id = await submit({ to: 'slow@example.com', template: 'plain', subject: 'Slow', text: 'Once.' });
+      await waitFor(() => arrivedAtServer, { what: 'the message to reach the server' });
+      const leaseSeconds = env.config.WORKER_LOCK_MS / 1000;
+      await waitFor(
+        async () =>
+          (
+            await sql<{ old: boolean }>`select now() - created_at > make_interval(secs => ${leaseSeconds + 0.5}) as old
+              from email_deliveries where job_id = ${id} and state = 'pending'`.execute(env.db)
+          ).rows[0]?.old,
+        { timeout: 30_000, what: 'the claim to outlive the lease' },
+      );
+      const [newer] = await claimDeliveries(
+        env.db,
+        [{ jobId: id, recipient: 'slow@example.com', messageId: '<x@y.z>', gen: 0, attempt: 99 }],
+        env.config.WORKER_LOCK_MS,
+      );
+      expect(newer.decision).toBe('held');
+      release();
+      const job = await until(id, ['succeeded']);
+      expect(smtp.byMessageId(job.result.message_id)).toHaveLength(1);
+    } finally {
+      release();
+      smtp.gate = undefined;
+    }
+  });
+
+  it('a failed send loop (item 2) stops its siblings, and the run ends only after them: no message goes out after its run', async () => {
+    // Every progress write of this job fails (from 10% on), so a send loop fails after its first messages. Each message
+    // that reaches the server records whether its run had already ended (its failure written to the ledger) by then.
+    await sql`create function siblings_fault() returns trigger language plpgsql as $$
+      begin raise exception 'injected progress failure'; end $$`.execute(env.db);
+    await sql`create trigger siblings_fault before update on jobs for each row
+      when (new.progress > 0 and new.payload->>'subject' = 'Siblings') execute function siblings_fault()`.execute(
+      env.db,
+    );
+    const afterRun: string[] = [];
+    let jobId = '';
+    smtp.gate = async (m) => {
+      await new Promise((r) => setTimeout(r, 100));
+      if (jobId) {
+        const row = await env.db.selectFrom('jobs').select('state').where('id', '=', jobId).executeTakeFirst();
+        if (row?.state !== 'running') afterRun.push(m.to[0]);
+      }
+      return true;
+    };
+    try {
+      const to = Array.from({ length: 30 }, (_, i) => `sib${i}@example.com`);
+      jobId = await submit({ to, template: 'plain', subject: 'Siblings', text: 'Once.' });
+      const failed = await until(jobId, ['delayed', 'failed'], 30_000);
+      expect(failed.error.message).toContain('injected progress failure');
+      await sql`drop trigger siblings_fault on jobs`.execute(env.db);
+      const job = await until(jobId, ['succeeded'], 60_000);
+      expect(afterRun, 'messages that reached the server after their run had ended').toEqual([]);
+      expect(job.result.accepted).toEqual(to);
+      for (const r of to)
+        expect(
+          smtp.received.filter((m) => m.to[0] === r),
+          r,
+        ).toHaveLength(1);
+    } finally {
+      smtp.gate = undefined;
+      await sql`drop trigger if exists siblings_fault on jobs`.execute(env.db);
+      await sql`drop function siblings_fault()`.execute(env.db);
+    }
   });
 });
 

@@ -182,6 +182,10 @@ export interface EmailDeliveriesTable {
   created_at: Timestamp;
   updated_at: Timestamp;
   sent_at: NullableTimestamp;
+  /** The claim's owner: the run (generation, attempt) that claimed it, and when that run last showed it was alive. */
+  owner_gen: Generated<number>;
+  owner_attempt: Generated<number>;
+  owner_seen_at: Timestamp;
 }
 
 export interface WebhookDeliveriesTable {

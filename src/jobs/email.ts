@@ -1,9 +1,11 @@
 /*
  * email — payload {to: address | [addresses] (≤ 50), template, subject?, text?, data?}.
- * Side effects: one message per recipient (nobody sees the other recipients), each claimed in `email_deliveries`
- * before it is sent and settled after, so a retry or a rerun after a crash skips every recipient already sent or
- * rejected. A send whose outcome was never recorded (the process died between the server's reply and our write) is
- * sent again with the same Message-ID, derived from the job and the recipient, so it is recognisable downstream.
+ * Side effects: one message per distinct recipient (compared case-insensitively; nobody sees the other recipients),
+ * each claimed in `email_deliveries` by this run (job, generation, attempt) just before it is sent and settled by it
+ * after, so a retry or a rerun after a crash skips every recipient already sent or rejected, and a run whose BullMQ
+ * lock lapsed while it was sending is never doubled by its successor. A send whose outcome was never recorded (the
+ * process died between the server's reply and our write) is sent again with the same Message-ID, derived from the job
+ * and the recipient, so it is recognisable downstream.
  * Result: {message_id (the first recipient's), accepted, rejected, message_ids? (by recipient, when several)}.
  */
 import { z } from 'zod';
@@ -11,12 +13,14 @@ import { addressProblem, normalizeAddress, senderDomain } from '../mail/address.
 import { isDbUnavailable, type Db } from '../db/index.js';
 import { groupCommit } from '../group-commit.js';
 import {
-  claimDeliveriesMany,
+  claimDeliveries,
   messageIdFor,
-  releaseClaims,
+  releaseClaim,
+  renewClaims,
   settleDeliveries,
   type Claim,
   type ClaimRequest,
+  type Owner,
   type Settlement,
 } from '../mail/deliveries.js';
 import { latestRecommendations } from '../mail/recommendations.js';
@@ -101,30 +105,89 @@ async function content(ctx: JobContext<EmailPayload>): Promise<Rendered> {
 // Claims and outcomes of concurrent runs share statements (group commit): one round trip and one commit per batch,
 // not per message. Each caller still waits for its own write to commit, so every message is claimed before it is sent
 // and settled before its run goes on, as when each went alone.
-const ledgers = new WeakMap<
-  Db,
-  { claim: Map<number, (r: ClaimRequest) => Promise<Claim[]>>; settle: (s: Settlement) => Promise<void> }
->();
+interface Ledger {
+  claim: (r: ClaimRequest) => Promise<Claim>;
+  settle: (s: Settlement) => Promise<boolean>;
+  sending: ClaimRenewal;
+}
+const ledgers = new WeakMap<Db, Map<number, Ledger>>();
 
 // A value the database refuses fails its own run only; a lost connection fails the batch (and the DbGuard pauses).
 const isolate = (err: unknown) => !isDbUnavailable(err);
 
-function deliveryLedger(db: Db, leaseMs: number) {
-  let l = ledgers.get(db);
+type Claimed = Owner & { jobId: string; recipient: string };
+
+/**
+ * The claims of this process's sends under way, renewed together every quarter lease: a run's sign of life to a
+ * successor that finds them pending. It goes on while the send does, whatever the state of the run's BullMQ lock,
+ * because what a successor must know is whether a message may still be going out, not who holds the job.
+ */
+class ClaimRenewal {
+  private readonly live = new Map<string, Claimed>();
+  private timer: NodeJS.Timeout | undefined;
+  private renewing = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly everyMs: number,
+    private readonly log: JobContext<unknown>['log'],
+  ) {}
+
+  add(c: Claimed) {
+    this.live.set(`${c.jobId}\n${c.recipient}`, c);
+    this.timer ??= setInterval(() => void this.renew(), this.everyMs).unref();
+  }
+
+  delete(c: Claimed) {
+    this.live.delete(`${c.jobId}\n${c.recipient}`);
+    if (this.live.size || !this.timer) return;
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private async renew() {
+    // A slow renewal is not overtaken by the next one: one in flight at a time.
+    if (this.renewing || !this.live.size) return;
+    this.renewing = true;
+    try {
+      await renewClaims(this.db, [...this.live.values()]);
+    } catch (err) {
+      this.log.warn({ err: String((err as Error)?.message ?? err) }, 'renewing email claims failed');
+    } finally {
+      this.renewing = false;
+    }
+  }
+}
+
+/**
+ * Claims of one process share statements per lease; `leaseMs` is how long a pending claim must have gone without its
+ * owner's sign of life before an older owner's claim may be taken over (decideClaim).
+ *
+ * The lease is the BullMQ lock duration (WORKER_LOCK_MS), the very silence after which BullMQ itself takes a worker
+ * for dead and gives its job to another (the lock is renewed every half lock or so, lockRenewTime; a job whose lock key
+ * has expired is moved back to wait by the next stalled check, every stalledInterval = WORKER_LOCK_MS). A live owner
+ * renews its claims every quarter lease, so a claim is taken over only after three renewals in a row went missing.
+ * A run whose lock lapsed while it lives (Redis stalled past the lock, an event loop blocked) keeps renewing the claims
+ * of its sends under way: its successor starts once the lock key has expired, finds them held, sends the rest, and
+ * leaves these to the owner's outcome (a retry reads them settled). Had the lease been counted from the claim alone,
+ * as before, a slow server would have had every claim of a live run taken over while its send was still on the wire.
+ * A run that died stops renewing; its successor starts at least about half a lock after the last renewal and takes
+ * the claims over once a lease has passed (on its next attempt if need be), sending again with the same Message-ID.
+ */
+function deliveryLedger(db: Db, leaseMs: number, log: JobContext<unknown>['log']): Ledger {
+  let byLease = ledgers.get(db);
+  if (!byLease) ledgers.set(db, (byLease = new Map()));
+  let l = byLease.get(leaseMs);
   if (!l) {
-    const settle = groupCommit(
-      async (list: Settlement[]) => (await settleDeliveries(db, list), list.map(() => undefined)),
-      { maxInFlight: 1, isolate },
-    );
-    l = { claim: new Map(), settle };
-    ledgers.set(db, l);
+    const settle = groupCommit((list: Settlement[]) => settleDeliveries(db, list), { maxInFlight: 1, isolate });
+    const claim = groupCommit((list: ClaimRequest[]) => claimDeliveries(db, list, leaseMs), {
+      maxInFlight: 1,
+      isolate,
+    });
+    l = { claim, settle, sending: new ClaimRenewal(db, leaseMs / 4, log) };
+    byLease.set(leaseMs, l);
   }
-  let claim = l.claim.get(leaseMs);
-  if (!claim) {
-    claim = groupCommit((runs: ClaimRequest[]) => claimDeliveriesMany(db, runs, leaseMs), { maxInFlight: 1, isolate });
-    l.claim.set(leaseMs, claim);
-  }
-  return { claim, settle: l.settle };
+  return l;
 }
 
 /** Waits between attempts to record a send's outcome: about 15 s in all, well inside the job's lock. */
@@ -136,10 +199,10 @@ const SETTLE_RETRY_MS = [100, 200, 400, 800, 1_600, 3_200, 4_000, 5_000];
  * run, only after SETTLE_RETRY_MS; the claim then stays pending, the ambiguous case the Message-ID is for.
  */
 async function settleSurely(
-  settle: (s: Settlement) => Promise<void>,
+  settle: (s: Settlement) => Promise<boolean>,
   s: Settlement,
   log: JobContext<unknown>['log'],
-): Promise<void> {
+): Promise<boolean> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await settle(s);
@@ -154,66 +217,110 @@ async function settleSurely(
   }
 }
 
+/**
+ * Distinct recipients in the order given. Addresses are compared case-insensitively as a whole: RFC 5321 lets a server
+ * treat local parts case-sensitively, but no mail system in use does, and two copies of one message to `Bob@x.co` and
+ * `bob@x.co` (sharing a Message-ID) are the worse outcome. The domain is lowercased; the local part of the first
+ * spelling is kept as given, and is what the ledger, the envelope and the result carry.
+ */
+export function distinctRecipients(to: string | string[]): string[] {
+  const byKey = new Map<string, string>();
+  for (const a of [to].flat().map(normalizeAddress)) if (!byKey.has(a.toLowerCase())) byKey.set(a.toLowerCase(), a);
+  return [...byKey.values()];
+}
+
 async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult> {
   const { config, db, log } = ctx.deps;
   const mailer = mailerFor(config, log);
-  const recipients = [...new Set([ctx.payload.to].flat().map(normalizeAddress))];
+  const recipients = distinctRecipients(ctx.payload.to);
   const domain = senderDomain(config.MAIL_FROM);
-  // Half the BullMQ lock: a dead run's claims are older than that by the time its job is picked up again.
-  const deliveries = deliveryLedger(db, config.WORKER_LOCK_MS / 2);
-  const claims = await deliveries.claim({
-    jobId: ctx.id,
-    recipients,
-    messageIds: recipients.map((r) => messageIdFor(ctx.id, r, domain)),
-  });
+  const messageIds = new Map(recipients.map((r) => [r, messageIdFor(ctx.id, r, domain)]));
+  const owner: Owner = { gen: ctx.gen, attempt: ctx.attempt };
+  const deliveries = deliveryLedger(db, config.WORKER_LOCK_MS, log);
 
-  const state = new Map(claims.map((c) => [c.recipient, c.attempts === null ? c.prev_state! : ('pending' as string)]));
-  const todo = claims.filter((c) => c.attempts !== null);
+  // Filled from the claims: a recipient already sent or rejected (by this job's earlier runs) is skipped there.
+  const state = new Map<string, string>();
+  const todo = recipients;
   let lastTemporary: string | undefined;
   let lastPermanent: string | undefined;
+  let held = 0;
+  let done = 0;
+  // The first failure of any send loop; the others stop before their next send, and all are awaited.
+  let failure: { err: unknown } | undefined;
+  // No new send once the run is cancelled, has lost its BullMQ lock (another worker may be running the job now), or
+  // one of its loops failed. A send under way finishes and is recorded.
+  const stopped = () => ctx.signal.aborted || ctx.lockLost.aborted || failure !== undefined;
   if (todo.length) {
     // Rendered and composed once; each recipient's copy differs only in its To and Message-ID.
     const message = await compose(config.MAIL_FROM, { ...(await content(ctx)), headers: { 'X-Job-Id': ctx.id } });
     let next = 0;
-    let done = 0;
     const sendNext = async () => {
-      while (next < todo.length && !ctx.signal.aborted) {
-        const c = todo[next++];
+      while (next < todo.length && !stopped()) {
+        const recipient = todo[next++];
+        const messageId = messageIds.get(recipient)!;
+        const mine: Claimed = { jobId: ctx.id, recipient, ...owner };
+        // Claimed just before its send, not at the run's start: a claim is only ever as old as its send.
+        const c = await deliveries.claim({ ...mine, messageId });
+        if (c.decision === 'settled') {
+          state.set(recipient, c.prev_state!);
+          continue;
+        }
+        if (c.decision === 'held') {
+          held++;
+          continue;
+        }
+        if (stopped()) {
+          await releaseClaim(db, mine);
+          return;
+        }
         if (c.prev_state === 'pending') {
           log.warn(
-            { message_id: c.message_id, attempts: c.attempts },
+            { message_id: messageId, attempts: c.attempts },
             'an earlier send of this message has no recorded outcome; sending it again with the same Message-ID',
           );
         }
-        // Only the send's own failure decides the outcome: a failed write of a 'sent' must never turn it into
-        // 'deferred', which the retry would send again.
-        let outcome: Settlement['state'];
-        let response: string;
+        deliveries.sending.add(mine);
         try {
-          const d = await mailer.send(message, c.recipient, c.message_id);
-          outcome = d.accepted.length ? 'sent' : 'rejected';
-          response = d.response;
-          if (outcome === 'rejected') lastPermanent = response;
-        } catch (err) {
-          outcome = isPermanentSmtpError(err) ? 'rejected' : 'deferred';
-          response = smtpErrorText(err);
-          if (outcome === 'rejected') lastPermanent = response;
-          else lastTemporary = response;
+          // Only the send's own failure decides the outcome: a failed write of a 'sent' must never turn it into
+          // 'deferred', which the retry would send again.
+          let outcome: Settlement['state'];
+          let response: string;
+          try {
+            const d = await mailer.send(message, recipient, messageId);
+            outcome = d.accepted.length ? 'sent' : 'rejected';
+            response = d.response;
+            if (outcome === 'rejected') lastPermanent = response;
+          } catch (err) {
+            outcome = isPermanentSmtpError(err) ? 'rejected' : 'deferred';
+            response = smtpErrorText(err);
+            if (outcome === 'rejected') lastPermanent = response;
+            else lastTemporary = response;
+          }
+          const written = await settleSurely(deliveries.settle, { ...mine, state: outcome, response }, log);
+          ctx.jobLog(`${recipient}: ${outcome}`, { recipient, outcome, response });
+          if (written) state.set(recipient, outcome);
+          else
+            log.warn(
+              { message_id: messageId, outcome },
+              "this send's claim was taken over by a newer run; outcome not recorded",
+            );
+        } finally {
+          deliveries.sending.delete(mine);
         }
-        await settleSurely(deliveries.settle, { jobId: ctx.id, recipient: c.recipient, state: outcome, response }, log);
-        ctx.jobLog(`${c.recipient}: ${outcome}`, { recipient: c.recipient, outcome, response });
-        state.set(c.recipient, outcome);
         done++;
         // In steps of 10%: each step is a ledger write and a published event.
         if (todo.length > 1) await ctx.progress(Math.floor((done * 10) / todo.length) * 10);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, todo.length) }, sendNext));
-    await releaseClaims(
-      db,
-      ctx.id,
-      todo.slice(next).map((c) => c.recipient),
+    // Promise.all alone would reject at the first failed loop and leave the others sending after the run has ended.
+    await Promise.all(
+      Array.from({ length: Math.min(SEND_CONCURRENCY, todo.length) }, () =>
+        sendNext().catch((err) => {
+          failure ??= { err };
+        }),
+      ),
     );
+    if (failure) throw failure.err;
     // The BullMQ limiter counts jobs; a job that sent several messages holds the queue back for the extra ones.
     if (done > 1)
       await ctx.deps.queues.get('email').rateLimit(Math.ceil(((done - 1) * 1000) / config.EMAIL_RATE_PER_SECOND));
@@ -224,9 +331,14 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
   const rejected = by('rejected');
   const unsent = recipients.length - accepted.length - rejected.length;
   if (unsent && !ctx.signal.aborted) {
+    const why = ctx.lockLost.aborted
+      ? 'this run lost its BullMQ lock'
+      : held
+        ? `${held} being sent by another run`
+        : (lastTemporary ?? 'interrupted');
     throw new RetryableError(
       'smtp_temporary',
-      `${unsent} of ${recipients.length} recipient(s) not delivered yet (${lastTemporary ?? 'interrupted, or being sent by another run'}); will retry`,
+      `${unsent} of ${recipients.length} recipient(s) not delivered yet (${why}); will retry`,
     );
   }
   if (!accepted.length && rejected.length) {
@@ -235,7 +347,7 @@ async function processEmail(ctx: JobContext<EmailPayload>): Promise<EmailResult>
       `the server rejected every recipient${lastPermanent ? `: ${lastPermanent}` : ''}`,
     );
   }
-  const ids = claims.map((c) => [c.recipient, c.message_id] as const);
+  const ids = recipients.map((r) => [r, messageIds.get(r)!] as const);
   return {
     message_id: ids[0][1],
     accepted,

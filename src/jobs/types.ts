@@ -23,6 +23,11 @@ export interface JobContext<P> {
   maxAttempts: number;
   /** Aborted when a client cancels the job. */
   signal: AbortSignal;
+  /**
+   * Aborted when BullMQ could not renew this run's lock (its `lockRenewalFailed`): another worker may be running the job
+   * now. Start no new side effect; let those under way finish and record them.
+   */
+  lockLost: AbortSignal;
   /** 0..100; written to the ledger and published to live streams. */
   progress(percent: number): Promise<void>;
   /** The pino logger, for operators' logs. */

@@ -143,6 +143,9 @@ export async function startWorkers(
     if (kind === 'state' && row?.callback_url) await webhook(row);
   }
 
+  // Runs of this process by job id, told when BullMQ reports their lock could not be renewed (ctx.lockLost).
+  const lockWatch = new Map<string, Set<AbortController>>();
+
   async function run(
     def: JobDefinition,
     job: Job<BullData>,
@@ -169,6 +172,9 @@ export async function startWorkers(
     const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
+    const lockLost = new AbortController();
+    const watching = lockWatch.get(id) ?? new Set();
+    lockWatch.set(id, watching.add(lockLost));
     const started = Date.now();
     const runLog = runLogFor(id, row.generation);
     let progressDone = async () => {};
@@ -192,6 +198,7 @@ export async function startWorkers(
         gen: row.generation,
         maxAttempts: row.max_attempts,
         signal: controller.signal,
+        lockLost: lockLost.signal,
         get log() {
           return jlog();
         },
@@ -236,6 +243,8 @@ export async function startWorkers(
       throw err;
     } finally {
       signal?.removeEventListener('abort', abort);
+      watching.delete(lockLost);
+      if (!watching.size) lockWatch.delete(id);
     }
   }
 
@@ -263,6 +272,9 @@ export async function startWorkers(
       },
     );
     worker.on('error', (err) => log.error({ err, queue: name }, 'worker error'));
+    worker.on('lockRenewalFailed', (ids) => {
+      for (const id of ids) for (const c of lockWatch.get(id) ?? []) c.abort(new Error('lock renewal failed'));
+    });
     instrumentWorker(worker, name);
     // Safety net for failures BullMQ decides without our processor (too many stalls): close the ledger row.
     worker.on('failed', (job, err) => {

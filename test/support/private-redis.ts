@@ -14,7 +14,8 @@ export interface PrivateRedis {
   flushall(): Promise<void>;
 }
 
-export async function privateRedis(): Promise<PrivateRedis> {
+/** `args` are extra redis-server options, e.g. `['--enable-debug-command', 'yes']` for `DEBUG SLEEP`. */
+export async function privateRedis(args: string[] = []): Promise<PrivateRedis> {
   const port = await getPort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redis-'));
   let proc: ChildProcess | undefined;
@@ -42,7 +43,7 @@ export async function privateRedis(): Promise<PrivateRedis> {
     async start() {
       proc = spawn(
         'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args],
         { stdio: 'ignore' },
       );
       for (let i = 0; i < 100 && !(await ping()); i++) await new Promise((r) => setTimeout(r, 50));
