@@ -41,6 +41,8 @@ export interface JobsTable {
   cancel_requested: Generated<boolean>;
   /** The run identity: bumped whenever the job is queued again; every run-scoped write is fenced on it. */
   generation: Generated<number>;
+  /** The finished_at whose webhook message is settled (delivered, refused or out of tries); see src/webhooks/sweep.ts. */
+  webhook_done_for: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
   started_at: NullableTimestamp;
@@ -62,9 +64,13 @@ export interface FilesTable {
   storage_key: string;
   job_id: string | null;
   name: string | null;
+  /** 'operators': only operator and viewer keys may read it (a report across every tenant). */
+  visibility: ColumnType<FileVisibility, FileVisibility | undefined, FileVisibility>;
   created_at: Timestamp;
   expires_at: NullableTimestamp;
 }
+
+export type FileVisibility = 'tenant' | 'operators';
 
 export interface MoviesTable {
   tenant: string;

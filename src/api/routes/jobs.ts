@@ -45,7 +45,6 @@ const JobSpecSchema = jobSpec.meta({
 });
 
 const jobContent = { 'application/json': { schema: JobSchema } };
-const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;
 
 /** Every error for one job spec, or the ledger row to insert. */
 function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number)[]) {
@@ -74,8 +73,8 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
   return rows;
 }
 
-/** A report across every tenant (payload.scope "all") is for operator keys only. */
-function assertScopeAllowed(specs: JobSpec[], principal: Principal) {
+/** A report across every tenant (payload.scope "all") is for operator keys only, at submit and at retry alike. */
+function assertScopeAllowed(specs: Pick<JobSpec, 'type' | 'payload'>[], principal: Principal) {
   if (principal.role !== 'operator' && specs.some(crossTenantReport))
     throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
 }
@@ -137,22 +136,23 @@ export function jobsRoutes(deps: AppDeps) {
       let job: JobRow | undefined;
       if (key) {
         const hash = requestHash(spec);
+        const stored = ledger.clientIdempotencyKey(key);
         const replay = async () => {
-          const first = await ledger.findByIdempotencyKey(db, principal.tenant, key);
+          const first = await ledger.findByClientKey(db, principal.tenant, stored);
           if (!first) return undefined;
-          // A key names its first job for 24 h; after that it is free for a new one.
-          if (Date.now() - first.created_at.getTime() > IDEMPOTENCY_WINDOW_MS) {
-            await ledger.expireIdempotencyKey(db, principal.tenant, key);
+          // A key names its first job for 24 h (by the database's clock); after that it is free for a new one.
+          if (first.expired) {
+            await ledger.expireIdempotencyKey(db, principal.tenant, stored);
             return undefined;
           }
-          if (first.request_hash !== hash)
+          if (first.job.request_hash !== hash)
             throw problem.conflict('This Idempotency-Key was used with a different request body.');
-          return c.json(ledger.toApiJob(first), 200, { Location: `/v1/jobs/${first.id}` });
+          return c.json(ledger.toApiJob(first.job), 200, { Location: `/v1/jobs/${first.job.id}` });
         };
         const earlier = await replay();
         if (earlier) return earlier;
         try {
-          [job] = await submit(deps, principal.tenant, [row], { idempotency_key: key, request_hash: hash });
+          [job] = await submit(deps, principal.tenant, [row], { idempotency_key: stored, request_hash: hash });
         } catch (err) {
           // A concurrent request with the same key won the insert.
           if ((err as { code?: string }).code === '23505') {
@@ -303,10 +303,13 @@ export function jobsRoutes(deps: AppDeps) {
       summary: 'Run a failed or cancelled job again',
       security,
       request: { params: JobIdParam },
-      responses: { 202: { description: 'Queued again', content: jobContent }, ...problems(401, 404, 409, 503) },
+      responses: { 202: { description: 'Queued again', content: jobContent }, ...problems(401, 403, 404, 409, 503) },
     }),
     async (c) => {
-      const job = await ownJob(c.req.valid('param').id, c.get('principal'));
+      const principal = c.get('principal');
+      const job = await ownJob(c.req.valid('param').id, principal);
+      // A retry runs the job again as submitted: the same rules as a submission decide who may run it.
+      assertScopeAllowed([{ type: job.type, payload: job.payload as Record<string, unknown> }], principal);
       if (job.state !== 'failed' && job.state !== 'cancelled')
         throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {
           state: job.state,
