@@ -67,6 +67,8 @@ const schema = z.object({
   WEBHOOK_BACKOFF_MS: int(10, 3_600_000).default(10_000),
   /** Keep-alive comment interval on live (SSE) streams, so proxies do not close an idle one. */
   SSE_KEEPALIVE_MS: int(100, 600_000).default(15_000),
+  /** Live (SSE) streams one API key may hold open at once on one API process; past it, 429. */
+  SSE_MAX_STREAMS_PER_KEY: int(1, 100_000).default(50),
   API_KEY_SECRET: z.string().min(16, 'at least 16 characters').default('dev-only-api-key-secret-change-me'),
   RECONCILE_INTERVAL_MS: int(100, 3_600_000).default(10_000),
   RECONCILE_GRACE_MS: int(0, 86_400_000).default(30_000),
@@ -74,6 +76,8 @@ const schema = z.object({
   WORKER_LOCK_MS: int(1_000, 600_000).default(30_000),
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   WORKER_METRICS_PORT: int(0, 65535).default(9464),
+  /** Where a worker's /metrics listens: loopback unless set (it has no authentication; e.g. 0.0.0.0 for a scraper). */
+  WORKER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
   /** How long a status read may be answered from memory when no job event said it changed (0: always the ledger). */
   STATUS_CACHE_MS: int(0, 60_000).default(1000),

@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from './db/index.js';
-import type { FileRow } from './db/types.js';
+import type { FileRow, FileVisibility } from './db/types.js';
 import type { Storage } from './storage.js';
 
 export const FILE_ID = /^file_[A-Za-z0-9_-]{10,64}$/;
@@ -28,6 +28,8 @@ export interface SaveFile {
   /** With jobId: a stable name within the job (e.g. the variant name). */
   name?: string;
   maxBytes?: number;
+  /** Who of the tenant may read it; default 'tenant'. A report across every tenant is 'operators'. */
+  visibility?: FileVisibility;
 }
 
 /** A job's output file has an id derived from the job and the name, so writing it twice is harmless. */
@@ -48,6 +50,7 @@ export async function saveFile(db: Db, storage: Storage, f: SaveFile): Promise<F
   try {
     const contentType = typeof f.contentType === 'function' ? await f.contentType(head) : f.contentType;
     const expires_at = f.expiresAt ?? null;
+    const visibility = f.visibility ?? 'tenant';
     return await db
       .insertInto('files')
       .values({
@@ -60,11 +63,16 @@ export async function saveFile(db: Db, storage: Storage, f: SaveFile): Promise<F
         job_id: f.jobId ?? null,
         name: f.name ?? null,
         expires_at,
+        visibility,
       })
       .onConflict((oc) =>
-        oc
-          .column('id')
-          .doUpdateSet({ content_type: contentType, bytes: stored.bytes, sha256: stored.sha256, expires_at }),
+        oc.column('id').doUpdateSet({
+          content_type: contentType,
+          bytes: stored.bytes,
+          sha256: stored.sha256,
+          expires_at,
+          visibility,
+        }),
       )
       .returningAll()
       .executeTakeFirstOrThrow();

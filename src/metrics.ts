@@ -222,7 +222,7 @@ export async function startMetricsServer(
     return undefined;
   }
   const actual = (server.address() as AddressInfo).port;
-  log.info({ metrics_port: actual }, `worker metrics on :${actual}/metrics`);
+  log.info({ metrics_port: actual, metrics_host: host }, `worker metrics on :${actual}/metrics`);
   return {
     port: actual,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),

@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
-import { findPrincipal, type Principal } from '../auth/keys.js';
+import { LRUCache } from 'lru-cache';
+import { findPrincipal, KEY_FORMAT, type Principal } from '../auth/keys.js';
 import type { Db } from '../db/index.js';
 import { problem } from './errors.js';
 
@@ -19,33 +20,55 @@ export function keyFromHeader(header: string | undefined): string | undefined {
   return undefined;
 }
 
-type KeyCache = Map<string, { principal: Principal | undefined; expires: number }>;
+/** Positive and negative lookups are bounded apart, so a flood of unknown keys never evicts a valid one. */
+const KEY_CACHE_MAX = 10_000;
+
+interface KeyCache {
+  known: LRUCache<string, Principal>;
+  unknown: LRUCache<string, true>;
+}
 const caches = new Set<KeyCache>();
 
 /** Drops a revoked key from every lookup cache in this process (see src/auth/revocation.ts). */
 export function forgetKey(keyId: string): void {
-  for (const cache of caches) for (const [k, v] of cache) if (v.principal?.keyId === keyId) cache.delete(k);
+  for (const cache of caches) for (const [k, v] of cache.known.entries()) if (v.keyId === keyId) cache.known.delete(k);
 }
 
 /**
  * Authenticates every request it guards. Lookups are cached for a few seconds (the hot path of every
  * request); a revocation announced on Redis drops the entry at once, else it lapses when the entry expires.
+ * Unknown keys are remembered as unknown for as long, in a cache of their own; a string that is not shaped like
+ * a key costs no query at all; concurrent lookups of one key share one query. Both caches evict the least
+ * recently used entry when full.
  */
 export function authenticate(db: Db, secret: string, ttlMs = 5_000): MiddlewareHandler<AuthEnv> {
-  const cache: KeyCache = new Map();
+  const cache: KeyCache = {
+    known: new LRUCache({ max: KEY_CACHE_MAX, ttl: ttlMs }),
+    unknown: new LRUCache({ max: KEY_CACHE_MAX, ttl: ttlMs }),
+  };
   caches.add(cache);
+  const pending = new Map<string, Promise<Principal | undefined>>();
+  const lookup = (key: string): Promise<Principal | undefined> => {
+    let p = pending.get(key);
+    if (!p) {
+      p = findPrincipal(db, secret, key)
+        .then((principal) => {
+          if (principal) cache.known.set(key, principal);
+          else cache.unknown.set(key, true);
+          return principal;
+        })
+        .finally(() => pending.delete(key));
+      pending.set(key, p);
+    }
+    return p;
+  };
   return async (c, next) => {
     const key = keyFromHeader(c.req.header('authorization'));
     if (!key || key.length > 200) throw problem.unauthorized();
-    const now = Date.now();
-    let hit = cache.get(key);
-    if (!hit || hit.expires < now) {
-      if (cache.size > 10_000) cache.clear();
-      hit = { principal: await findPrincipal(db, secret, key), expires: now + ttlMs };
-      cache.set(key, hit);
-    }
-    if (!hit.principal) throw problem.unauthorized('The API key is unknown or revoked.');
-    c.set('principal', hit.principal);
+    const principal =
+      cache.known.get(key) ?? (!KEY_FORMAT.test(key) || cache.unknown.has(key) ? undefined : await lookup(key));
+    if (!principal) throw problem.unauthorized('The API key is unknown or revoked.');
+    c.set('principal', principal);
     await next();
   };
 }

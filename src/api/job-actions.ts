@@ -1,6 +1,9 @@
 // Cancel and retry of one job, shared by the API (/v1/jobs/{id}/cancel|retry) and the console's buttons, so both
 // surfaces change a job the same way. The caller has already checked that the principal may see the job.
+import type { Principal } from '../auth/keys.js';
 import * as ledger from '../db/jobs.js';
+import { crossTenantReport } from '../jobs/report.js';
+import type { JobSpec } from '../jobs/submit.js';
 import type { JobRow } from '../db/types.js';
 import { publishJobEvent } from '../events.js';
 import { retryOne } from '../queue-controls.js';
@@ -44,8 +47,18 @@ export async function cancelJob(deps: AppDeps, job: JobRow): Promise<{ row: JobR
   return { row: running, running: true };
 }
 
-/** Queues a failed or cancelled job again with a fresh set of attempts; anything else is a 409. */
-export async function retryJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
+/** A report across every tenant (payload.scope "all") is for operator keys only, at submit and at retry alike. */
+export function assertScopeAllowed(specs: Pick<JobSpec, 'type' | 'payload'>[], principal: Principal) {
+  if (principal.role !== 'operator' && specs.some(crossTenantReport))
+    throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
+}
+
+/**
+ * Queues a failed or cancelled job again with a fresh set of attempts; anything else is a 409. A retry runs the job
+ * again as submitted, so the rules of a submission decide who may run it.
+ */
+export async function retryJob(deps: AppDeps, job: JobRow, principal: Principal): Promise<JobRow> {
+  assertScopeAllowed([{ type: job.type, payload: job.payload as Record<string, unknown> }], principal);
   if (job.state !== 'failed' && job.state !== 'cancelled')
     throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {
       state: job.state,

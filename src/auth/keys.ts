@@ -17,6 +17,9 @@ export async function createTenant(db: Db, name: string): Promise<{ tenant: stri
   return { tenant: name, webhook_secret };
 }
 
+/** What createKey hands out: `mj_` and 32 random bytes in base64url. Anything else is unknown without a lookup. */
+export const KEY_FORMAT = /^mj_[A-Za-z0-9_-]{43}$/;
+
 export async function createKey(db: Db, secret: string, tenant: string, role: Role) {
   const id = `key_${randomBytes(9).toString('base64url')}`;
   const key = `mj_${randomBytes(32).toString('base64url')}`;

@@ -327,7 +327,8 @@ export function consoleRoutes(deps: AppDeps) {
     app.post(`/jobs/:id/${action}`, async (c) => {
       if (c.get('principal').role === 'viewer') throw problem.forbidden('A viewer key changes nothing.');
       const job = await visibleJob(c);
-      const row = action === 'cancel' ? (await cancelJob(deps, job)).row : await retryJob(deps, job);
+      const row =
+        action === 'cancel' ? (await cancelJob(deps, job)).row : await retryJob(deps, job, c.get('principal'));
       await audit(c, `job.${action}`, 'job', job.id, { type: row.type, tenant: row.tenant, state: row.state });
       return c.redirect(jobHref(job.id), 303);
     });

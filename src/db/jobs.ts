@@ -100,6 +100,38 @@ export async function findByIdempotencyKey(db: Q, tenant: string, key: string): 
     .executeTakeFirst();
 }
 
+/**
+ * Clients' Idempotency-Keys are stored under this prefix, internal keys (`schedule:…`, `report_ready:…`) never are:
+ * whatever a client sends, it cannot name (and so pre-empt or read) an internal key.
+ */
+export function clientIdempotencyKey(key: string): string {
+  return `client:${key}`;
+}
+
+/** How long a client's key names its first job. */
+const IDEMPOTENCY_WINDOW = sql`interval '24 hours'`;
+
+/**
+ * The job a client's (stored) key names, and whether the key's window has passed, by the database's clock: the
+ * same clock that set created_at and that expireIdempotencyKey checks, so the two can never disagree.
+ */
+export async function findByClientKey(
+  db: Q,
+  tenant: string,
+  key: string,
+): Promise<{ job: JobRow; expired: boolean } | undefined> {
+  const row = await db
+    .selectFrom('jobs')
+    .selectAll()
+    .select(sql<boolean>`created_at < now() - ${IDEMPOTENCY_WINDOW}`.as('key_expired'))
+    .where('tenant', '=', tenant)
+    .where('idempotency_key', '=', key)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const { key_expired, ...job } = row;
+  return { job, expired: key_expired };
+}
+
 /** Frees an idempotency key older than 24 h so it can name a new job. */
 export async function expireIdempotencyKey(db: Q, tenant: string, key: string): Promise<void> {
   await db
@@ -107,7 +139,7 @@ export async function expireIdempotencyKey(db: Q, tenant: string, key: string): 
     .set({ idempotency_key: null, request_hash: null })
     .where('tenant', '=', tenant)
     .where('idempotency_key', '=', key)
-    .where('created_at', '<', sql<Date>`now() - interval '24 hours'`)
+    .where('created_at', '<', sql<Date>`now() - ${IDEMPOTENCY_WINDOW}`)
     .execute();
 }
 

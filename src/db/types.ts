@@ -43,6 +43,8 @@ export interface JobsTable {
   generation: Generated<number>;
   /** The submitting request's trace context (W3C carrier as JSON), so every run of the job joins its trace. */
   trace_context: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The finished_at whose webhook message is settled (delivered, refused or out of tries); see src/webhooks/sweep.ts. */
+  webhook_done_for: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
   started_at: NullableTimestamp;
@@ -64,9 +66,13 @@ export interface FilesTable {
   storage_key: string;
   job_id: string | null;
   name: string | null;
+  /** 'operators': only operator and viewer keys may read it (a report across every tenant). */
+  visibility: ColumnType<FileVisibility, FileVisibility | undefined, FileVisibility>;
   created_at: Timestamp;
   expires_at: NullableTimestamp;
 }
+
+export type FileVisibility = 'tenant' | 'operators';
 
 export interface MoviesTable {
   tenant: string;

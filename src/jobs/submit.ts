@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { newId } from '../ids.js';
 import { z } from 'zod';
-import type { Db } from '../db/index.js';
+import { isDbUnavailable, type Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow, Priority } from '../db/types.js';
 import type { Queues } from '../queues.js';
@@ -69,6 +69,18 @@ export function checkSpec(
       })),
     };
   }
+  const nul = nulPath(parsed.data);
+  if (nul) {
+    return {
+      issues: [
+        {
+          path: ['payload', ...nul],
+          message: 'must not contain the NUL character (\\u0000)',
+          code: 'invalid' as const,
+        },
+      ],
+    };
+  }
   const runAt = spec.run_at ? new Date(spec.run_at) : null;
   return {
     issues: [],
@@ -82,6 +94,29 @@ export function checkSpec(
       run_at: runAt,
     },
   };
+}
+
+/**
+ * Where a NUL character (U+0000) is in a JSON value, key or string, or undefined. PostgreSQL's jsonb cannot store
+ * one (22P05): it is refused here, as the client's error, before it can reach a statement shared with others.
+ */
+export function nulPath(value: unknown, path: (string | number)[] = []): (string | number)[] | undefined {
+  if (typeof value === 'string') return value.includes('\0') ? path : undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nulPath(value[i], [...path, i]);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k.includes('\0')) return [...path, k];
+      const found = nulPath(v, [...path, k]);
+      if (found) return found;
+    }
+  }
+  return undefined;
 }
 
 export function requestHash(body: unknown): string {
@@ -122,7 +157,9 @@ export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<
 export function groupSubmitter(deps: SubmitDeps) {
   // Requests parsed in the same turn of the event loop share a batch: without gathering, the first few callers of
   // each turn went out alone (a statement or a script each) while the rest waited for them.
-  // A batch's span (in the trace of the request that opened it) links to the span of each job it carries.
+  // A batch's span (in the trace of the request that opened it) links to the span of each job it carries. Rows of
+  // many clients share one statement: one the database refuses (a value validation let through) is written again
+  // alone, so it fails only its own request. A lost connection fails the batch at once.
   const insert = groupCommit(
     (rows: NewJobRow[]) =>
       withSpan(
@@ -131,7 +168,7 @@ export function groupSubmitter(deps: SubmitDeps) {
         () => ledger.insertJobs(deps.db, rows),
         () => linksTo(rows.map((r) => r.trace_context)),
       ),
-    { gather: 'turn' },
+    { gather: 'turn', isolate: (err) => !isDbUnavailable(err) },
   );
   const add = groupCommit(
     async (rows: JobRow[]) => {

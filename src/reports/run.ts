@@ -86,7 +86,9 @@ async function generate<R>(
     timeoutMs: config.REPORT_STATEMENT_TIMEOUT_MS,
     signal: ctx.signal,
   });
-  const target = { tenant: ctx.tenant, jobId: ctx.id, name: FILE_NAME };
+  // Every tenant's figures are for operators (and viewers) only, not for the submitting tenant's client keys.
+  const visibility = scope.tenant === undefined ? ('operators' as const) : ('tenant' as const);
+  const target = { tenant: ctx.tenant, jobId: ctx.id, name: FILE_NAME, visibility };
   const title = kind.title;
 
   if (ctx.payload.format === 'csv') {

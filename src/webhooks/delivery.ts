@@ -7,11 +7,13 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Counter } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import type { Config } from '../config.js';
+import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, WebhookDeliveryRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
+import type { DbGuard } from '../workers/db-guard.js';
 import { bullPrefix, createRedis, type Queues } from '../queues.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
@@ -80,7 +82,10 @@ export async function deliverOnce(
     .select('webhook_secret')
     .where('id', '=', row.tenant)
     .executeTakeFirst();
-  if (!tenant) return 'skipped';
+  if (!tenant) {
+    await settleMessage(db, row);
+    return 'skipped';
+  }
 
   const id = messageId(row);
   const body = webhookBody(row);
@@ -113,6 +118,8 @@ export async function deliverOnce(
         duration_ms: Math.round(performance.now() - started),
       })
       .execute();
+    // This message is done for good: delivered, refused, or its last try failed at the receiver.
+    if (outcome !== 'failed' || final) await settleMessage(db, row);
   };
 
   let status: number;
@@ -146,13 +153,34 @@ export async function deliverOnce(
   throw new Error(`receiver answered ${status}`);
 }
 
-/** The `webhooks` queue's worker; every worker process runs one. */
-export function startWebhookWorker(deps: WorkerDeps): Worker<WebhookData> {
+/**
+ * Marks the job's current message as settled (webhook_done_for = its finished_at): the sweep (src/webhooks/sweep.ts)
+ * stops looking at it. Only the message still current is marked: a job that was retried and ended again since
+ * has a new finished_at, and its new message stays pending.
+ */
+export async function settleMessage(db: Db, row: JobRow): Promise<void> {
+  await db
+    .updateTable('jobs')
+    .set({ webhook_done_for: sql<Date>`finished_at` })
+    .where('id', '=', row.id)
+    .where('state', '=', row.state)
+    .where(sql<Date>`date_trunc('milliseconds', finished_at)`, '=', row.finished_at)
+    .execute();
+}
+
+/**
+ * The `webhooks` queue's worker; every worker process runs one. It sits behind the process's DbGuard like the job
+ * workers: a PostgreSQL outage pauses it and hands the delivery back without using a try, instead of spending every
+ * try on the ledger read and leaving the message failed.
+ */
+export function startWebhookWorker(deps: WorkerDeps, dbGuard: DbGuard): Worker<WebhookData> {
   const { config, log } = deps;
   const worker = new Worker<WebhookData>(
     WEBHOOK_QUEUE,
     (job: Job<WebhookData>) =>
-      deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
+      dbGuard.around(() =>
+        deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
+      ),
     {
       connection: createRedis(config, 'worker'),
       prefix: bullPrefix(config, WEBHOOK_QUEUE),
@@ -163,6 +191,7 @@ export function startWebhookWorker(deps: WorkerDeps): Worker<WebhookData> {
     },
   );
   worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));
+  dbGuard.watch(worker);
   const stopSweep = startSweep(deps);
   worker.on('closing', stopSweep);
   return worker;

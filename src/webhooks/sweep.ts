@@ -1,35 +1,66 @@
-// Closes the gap between a job's terminal ledger write and its webhook's enqueue (a worker dying in between):
-// ended jobs with a callback and not a single delivery try are enqueued again. The enqueue is keyed by the message
-// id, so a delivery still waiting in the queue is not doubled.
+// Makes sure every ended job with a callback has its message delivered, refused, or out of tries, however long ago it
+// ended: a worker dying between the terminal ledger write and the enqueue, or a delivery that failed for a reason
+// other than its receiver (the ledger unreachable, a crash), is enqueued again. A message is pending until
+// src/webhooks/delivery.ts marks it settled (jobs.webhook_done_for = finished_at); a partial index keeps the pending
+// ones cheap to find whatever the ledger's size.
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import * as ledger from '../db/jobs.js';
+import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
-import { enqueueWebhook } from './delivery.js';
+import { enqueueWebhook, messageId, settleMessage, WEBHOOK_QUEUE } from './delivery.js';
 
-/** Ended at least this long ago (the normal path has had its chance), and at most a day ago. */
+/** Ended at least this long ago: the normal path has had its chance. */
 export const SWEEP_GRACE_MS = 30_000;
-const SWEEP_WINDOW = '24 hours';
 const BATCH = 500;
 
-export async function sweepOnce(
-  deps: Pick<WorkerDeps, 'db' | 'queues' | 'config'>,
-  graceMs = SWEEP_GRACE_MS,
-): Promise<string[]> {
-  const rows = await deps.db
-    .selectFrom('jobs')
-    .selectAll()
-    .where('callback_url', 'is not', null)
-    .where('state', 'in', ['succeeded', 'failed', 'cancelled'])
-    .where('finished_at', '>', sql<Date>`now() - ${sql.raw(`interval '${SWEEP_WINDOW}'`)}`)
-    .where('finished_at', '<', sql<Date>`now() - make_interval(secs => ${graceMs / 1000})`)
-    .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('webhook_deliveries as d').select('d.id').whereRef('d.job_id', '=', 'jobs.id'))),
-    )
-    .orderBy('finished_at')
-    .limit(BATCH)
-    .execute();
-  for (const row of rows) await enqueueWebhook(deps.queues, deps.config, row);
-  return rows.map((r) => r.id);
+type SweepDeps = Pick<WorkerDeps, 'db' | 'queues' | 'config'>;
+
+/** One pass over every pending message; returns the ids of the jobs whose delivery it enqueued again. */
+export async function sweepOnce(deps: SweepDeps, graceMs = SWEEP_GRACE_MS): Promise<string[]> {
+  const enqueued: string[] = [];
+  let after: string | undefined;
+  for (;;) {
+    let q = deps.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('callback_url', 'is not', null)
+      .where(sql<boolean>`webhook_done_for is distinct from finished_at`)
+      .where('state', 'in', ledger.TERMINAL)
+      .where('finished_at', '<', sql<Date>`now() - make_interval(secs => ${graceMs / 1000})`);
+    if (after) q = q.where('id', '>', after);
+    const rows = await q.orderBy('id').limit(BATCH).execute();
+    for (const row of rows) if (await ensureQueued(deps, row)) enqueued.push(row.id);
+    if (rows.length < BATCH) return enqueued;
+    after = rows[rows.length - 1].id;
+  }
+}
+
+/**
+ * Enqueues the job's current message unless BullMQ still holds it live (waiting, delayed, active). A failed or
+ * completed BullMQ job under the message id would make the enqueue a no-op, so it is removed first; a completed one
+ * whose delivery is on record is settled instead of sent again.
+ */
+async function ensureQueued(deps: SweepDeps, row: JobRow): Promise<boolean> {
+  const queue = deps.queues.get(WEBHOOK_QUEUE);
+  const id = messageId(row);
+  const state = await queue.getJobState(id);
+  if (state === 'completed' || state === 'failed') {
+    const done = await deps.db
+      .selectFrom('webhook_deliveries')
+      .select('id')
+      .where('job_id', '=', row.id)
+      .where('message_id', '=', id)
+      .where('outcome', 'in', ['delivered', 'refused'])
+      .executeTakeFirst();
+    if (done) {
+      await settleMessage(deps.db, row);
+      return false;
+    }
+    await queue.remove(id);
+  } else if (state !== 'unknown') return false;
+  await enqueueWebhook(deps.queues, deps.config, row);
+  return true;
 }
 
 /** Every minute, one process at a time (a Redis lock); stopped by the returned function. */
@@ -41,7 +72,7 @@ export function startSweep(deps: WorkerDeps, intervalMs = 60_000): () => void {
     try {
       if ((await redis.set(lock, token, 'PX', intervalMs, 'NX')) !== 'OK') return;
       const ids = await sweepOnce(deps);
-      if (ids.length) log.warn({ jobs: ids.length }, 'webhook sweep: enqueued deliveries that were never tried');
+      if (ids.length) log.warn({ jobs: ids.length }, 'webhook sweep: enqueued deliveries again that were not settled');
     } catch (err) {
       log.warn({ err: String(err) }, 'webhook sweep failed');
     }

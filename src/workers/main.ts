@@ -66,7 +66,7 @@ const reconciler = startReconciler(deps, registry);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
 const schedules = await startScheduleWorker(deps);
 registerDependencyProbes({ postgres: () => sql`select 1`.execute(db), redis: () => redis.ping() });
-const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.HOST, log);
+const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.WORKER_METRICS_HOST, log);
 // Every worker sweeps expired files; SKIP LOCKED keeps them from doing the same rows.
 const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });
 log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');

@@ -289,7 +289,7 @@ export async function startWorkers(
     workers.push(worker);
   }
   // Webhook deliveries are served by every worker process, whatever queues it serves.
-  workers.push(startWebhookWorker(deps));
+  workers.push(startWebhookWorker(deps, dbGuard));
 
   // Cancellation of running jobs: the API publishes the id; whichever worker holds it aborts the processor.
   const subscriber: RedisClient = createRedis(config, 'subscriber');

@@ -13,12 +13,15 @@ export const MAX_RATINGS = 10_000;
 const ID = /^[A-Za-z0-9._:@-]{1,64}$/;
 
 export const movieId = z.string().regex(ID, 'letters, digits and . _ : @ - only, 1 to 64 characters');
+/** PostgreSQL text cannot hold U+0000: refused as invalid input, not left to fail the statement. */
+const noNul = (v: string) => !v.includes('\0');
+const nulMessage = 'must not contain the NUL character (\\u0000)';
 
 const Movie = z
   .strictObject({
     id: movieId,
-    title: z.string().trim().min(1).max(300),
-    genres: z.array(z.string().trim().min(1).max(40)).max(20).default([]),
+    title: z.string().trim().min(1).max(300).refine(noNul, nulMessage),
+    genres: z.array(z.string().trim().min(1).max(40).refine(noNul, nulMessage)).max(20).default([]),
     year: z.number().int().min(1870).max(2100).nullable().optional(),
   })
   .openapi('Movie');

@@ -8,7 +8,7 @@ import { fileTypeFromBuffer } from 'file-type';
 import { findFile, retentionEnd, saveFile } from '../../files.js';
 import type { FileRow } from '../../db/types.js';
 import { TooLargeError } from '../../storage.js';
-import { tenantScope } from '../auth.js';
+import { readsAllTenants } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
@@ -178,8 +178,11 @@ export function filesRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const row = await findFile(db, id, tenantScope(c.get('principal')));
-      if (!row) throw problem.notFound('file');
+      const principal = c.get('principal');
+      const everyTenant = readsAllTenants(principal);
+      const row = await findFile(db, id, everyTenant ? undefined : principal.tenant);
+      // An operators-only file (a report across every tenant) is, to anyone else, not there.
+      if (!row || (row.visibility === 'operators' && !everyTenant)) throw problem.notFound('file');
       const etag = `"${row.sha256}"`;
       // Variants are fetched again and again by browsers and CDNs: the sha256 is a strong validator.
       if (

@@ -3,10 +3,9 @@ import { TENANT_NAME, type Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
-import { crossTenantReport } from '../../jobs/report.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
 import { tenantScope } from '../auth.js';
-import { assertRedisUp, cancelJob, retryJob } from '../job-actions.js';
+import { assertRedisUp, assertScopeAllowed, cancelJob, retryJob } from '../job-actions.js';
 import { JobCache } from '../job-cache.js';
 import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
@@ -78,7 +77,6 @@ const SearchQuery = ListQuery.extend({
     .optional()
     .openapi({ description: "Operators and viewers: one tenant's jobs. Ignored for client keys (always their own)." }),
 });
-const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;
 
 /** Every error for one job spec, or the ledger row to insert. */
 function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number)[]) {
@@ -105,12 +103,6 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
     throw problem.validation(errors);
   }
   return rows;
-}
-
-/** A report across every tenant (payload.scope "all") is for operator keys only. */
-function assertScopeAllowed(specs: JobSpec[], principal: Principal) {
-  if (principal.role !== 'operator' && specs.some(crossTenantReport))
-    throw problem.forbidden('Only operator keys may ask for a report across all tenants (payload.scope "all").');
 }
 
 export function jobsRoutes(deps: AppDeps) {
@@ -165,22 +157,23 @@ export function jobsRoutes(deps: AppDeps) {
       let job: JobRow | undefined;
       if (key) {
         const hash = requestHash(spec);
+        const stored = ledger.clientIdempotencyKey(key);
         const replay = async () => {
-          const first = await ledger.findByIdempotencyKey(db, principal.tenant, key);
+          const first = await ledger.findByClientKey(db, principal.tenant, stored);
           if (!first) return undefined;
-          // A key names its first job for 24 h; after that it is free for a new one.
-          if (Date.now() - first.created_at.getTime() > IDEMPOTENCY_WINDOW_MS) {
-            await ledger.expireIdempotencyKey(db, principal.tenant, key);
+          // A key names its first job for 24 h (by the database's clock); after that it is free for a new one.
+          if (first.expired) {
+            await ledger.expireIdempotencyKey(db, principal.tenant, stored);
             return undefined;
           }
-          if (first.request_hash !== hash)
+          if (first.job.request_hash !== hash)
             throw problem.conflict('This Idempotency-Key was used with a different request body.');
-          return c.json(ledger.toApiJob(first), 200, { Location: `/v1/jobs/${first.id}` });
+          return c.json(ledger.toApiJob(first.job), 200, { Location: `/v1/jobs/${first.job.id}` });
         };
         const earlier = await replay();
         if (earlier) return earlier;
         try {
-          [job] = await submit(deps, principal.tenant, [row], { idempotency_key: key, request_hash: hash });
+          [job] = await submit(deps, principal.tenant, [row], { idempotency_key: stored, request_hash: hash });
         } catch (err) {
           // A concurrent request with the same key won the insert.
           if ((err as { code?: string }).code === '23505') {
@@ -318,12 +311,13 @@ export function jobsRoutes(deps: AppDeps) {
       summary: 'Run a failed or cancelled job again',
       security,
       request: { params: JobIdParam },
-      responses: { 202: { description: 'Queued again', content: jobContent }, ...problems(401, 404, 409, 503) },
+      responses: { 202: { description: 'Queued again', content: jobContent }, ...problems(401, 403, 404, 409, 503) },
     }),
     async (c) => {
-      const job = await ownJob(c.req.valid('param').id, c.get('principal'));
+      const principal = c.get('principal');
+      const job = await ownJob(c.req.valid('param').id, principal);
       try {
-        return c.json(ledger.toApiJob(await retryJob(deps, job)), 202);
+        return c.json(ledger.toApiJob(await retryJob(deps, job, principal)), 202);
       } finally {
         cache.forget(job.id);
       }
