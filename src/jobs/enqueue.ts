@@ -4,9 +4,23 @@ import type { JobRow } from '../db/types.js';
 import { PRIORITY, RETENTION, type Queues } from '../queues.js';
 import type { JobRegistry } from './registry.js';
 
-/** BullMQ carries only the ledger id and type; the payload is read from the ledger (pass ids, not records). */
+/**
+ * BullMQ carries only the ledger id and type, the tenant, and the generation the job was queued as (`gen`, the run
+ * identity every ledger write of the run is fenced on); the payload is read from the ledger (pass ids, not records).
+ */
 export interface BullData {
   tenant: string;
+  gen: number;
+}
+
+/** What a row's BullMQ job carries. */
+export function bullData(row: JobRow): BullData {
+  return { tenant: row.tenant, gen: row.generation };
+}
+
+/** The generation a BullMQ job was queued as; a job queued before generations existed is generation 0. */
+export function genOf(data: Partial<BullData> | null | undefined): number {
+  return typeof data?.gen === 'number' ? data.gen : 0;
 }
 
 export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
@@ -31,11 +45,9 @@ export async function enqueue(queues: Queues, registry: JobRegistry, rows: JobRo
       const queue = queues.get(type);
       if (list.length === 1) {
         const r = list[0];
-        return queue.add(type, { tenant: r.tenant } satisfies BullData, bullOptions(registry, r));
+        return queue.add(type, bullData(r), bullOptions(registry, r));
       }
-      return queue.addBulk(
-        list.map((r) => ({ name: type, data: { tenant: r.tenant }, opts: bullOptions(registry, r) })),
-      );
+      return queue.addBulk(list.map((r) => ({ name: type, data: bullData(r), opts: bullOptions(registry, r) })));
     }),
   );
 }
