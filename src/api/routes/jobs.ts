@@ -317,7 +317,11 @@ export function jobsRoutes(deps: AppDeps) {
           state: job.state,
         });
       assertRedisUp(deps);
-      const retried = await retryOne(deps, job.id);
+      // Nothing is changed before BullMQ has freed the id, so a Redis error here leaves the job as it was.
+      const retried = await retryOne(deps, job.id).catch((err: unknown) => {
+        deps.log.warn({ err, job_id: job.id }, 'retry: the queue did not answer');
+        throw problem.unavailable('The queue (Redis) did not answer; the job is unchanged. Try again shortly.');
+      });
       cache.forget(job.id);
       if (!retried.ok && retried.reason === 'locked')
         throw problem.conflict(
