@@ -202,6 +202,44 @@ describe('run generation: a retry cannot be undone', () => {
   });
 });
 
+describe('run generation: the reconciler', () => {
+  it('replaces a finished BullMQ job of an older generation, which would otherwise hold the id, with the current one', async () => {
+    // An image job (no worker of this file serves images). The ledger says generation 1 (queued again), but the BullMQ job under the id is generation 0's, finished: the
+    // current generation's add was a no-op.
+    const [row] = await ledger.insertJobs(env.db, [
+      {
+        id: newId(),
+        tenant,
+        type: 'image',
+        state: 'queued',
+        priority: 'normal',
+        payload: JSON.stringify({}),
+        max_attempts: 1,
+      },
+    ]);
+    await enqueue(env.queues, env.registry, [row]);
+    const holder = new Worker('image', null, {
+      connection: createRedis(env.config, 'worker'),
+      prefix: bullPrefix(env.config, 'image'),
+    });
+    try {
+      const job = await holder.getNextJob('holder-token');
+      expect(job?.id).toBe(row.id);
+      await job!.moveToCompleted('old', 'holder-token', false);
+    } finally {
+      await holder.close(true);
+    }
+    await env.db.updateTable('jobs').set({ generation: 1 }).where('id', '=', row.id).execute();
+
+    const r = await reconcile();
+    expect(r.settled).not.toContain(row.id);
+    expect(r.requeued).toContain(row.id);
+    expect(await ledger.findJob(env.db, row.id)).toMatchObject({ state: 'queued', result: null, generation: 2 });
+    expect((await env.queues.get('image').getJob(row.id))?.data).toEqual({ tenant, gen: 2 });
+    expect(['waiting', 'prioritized']).toContain(await bullState('image', row.id));
+  });
+});
+
 describe('run generation: failures and cancels', () => {
   it('"stalled" in an error message: a retryable failure whose message says stalled is retried, not made final', async () => {
     const r = await api('POST', '/v1/jobs', {
