@@ -1,7 +1,12 @@
 // What operators do to queues, shared by /v1/queues and the dashboard. Retries go through the ledger: a BullMQ
 // retry alone would reach a worker that finds the ledger row failed and skips it.
+//
+// A retry first removes the job's finished BullMQ record (its id must be free for the new generation), and resets the
+// ledger only if that worked. BullMQ refuses to remove a job still locked by a worker: the worker has written the end
+// to the ledger but not yet told BullMQ. Resetting then would let BullMQ's late outcome of the old run (and an add that
+// is a no-op while the old id exists) undo the retry, so such a job is not retried (the API answers 409).
 import { sql } from 'kysely';
-import { resetForRetry } from './db/jobs.js';
+import { resetForRetry, retryCandidates } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
 import { publishJobEvents } from './events.js';
 import type { JobRegistry } from './jobs/registry.js';
@@ -46,36 +51,61 @@ export async function queueInfo(queues: Queues, name: string): Promise<QueueInfo
   return { name, paused, counts, workers };
 }
 
-/** failed → queued for every failed ledger job of a type, in batches; returns how many. */
+/**
+ * failed → queued for every failed ledger job of a type, in batches; returns how many. A job whose BullMQ record is
+ * still locked by a worker is left as it is (a later retry takes it).
+ */
 export async function retryFailed(deps: ControlDeps, type: string, batch = 500): Promise<number> {
   let total = 0;
+  let after: string | undefined;
   for (;;) {
-    const rows = await resetForRetry(deps.db, { type, limit: batch, states: ['failed'] });
-    if (rows.length === 0) break;
+    const picked = await retryCandidates(deps.db, { type, after, limit: batch, states: ['failed'] });
+    if (picked.length === 0) break;
+    after = picked[picked.length - 1].id;
+    const { free } = await freeBullIds(deps, picked);
+    const rows = await resetForRetry(deps.db, free, ['failed']);
     await requeue(deps, rows);
     total += rows.length;
-    if (rows.length < batch) break;
+    if (picked.length < batch) break;
   }
   return total;
 }
 
-/** One failed or cancelled job again (the dashboard's per-job retry). Undefined when it is not retryable. */
-export async function retryOne(deps: ControlDeps, id: string): Promise<JobRow | undefined> {
-  const [row] = await resetForRetry(deps.db, { id, limit: 1 });
-  if (row) await requeue(deps, [row]);
-  return row;
+export type RetryOutcome =
+  | { ok: true; row: JobRow }
+  /** `not_retryable`: not failed or cancelled (or it changed meanwhile); `locked`: a worker still holds its run. */
+  | { ok: false; reason: 'not_retryable' | 'locked' };
+
+/** One failed or cancelled job again, as a new generation (the API's and the dashboard's per-job retry). */
+export async function retryOne(deps: ControlDeps, id: string): Promise<RetryOutcome> {
+  const [picked] = await retryCandidates(deps.db, { id, limit: 1 });
+  if (!picked) return { ok: false, reason: 'not_retryable' };
+  const { free, locked } = await freeBullIds(deps, [picked]);
+  if (locked.length) return { ok: false, reason: 'locked' };
+  const [row] = await resetForRetry(deps.db, free);
+  if (!row) return { ok: false, reason: 'not_retryable' };
+  await requeue(deps, [row]);
+  return { ok: true, row };
+}
+
+/**
+ * Removes the rows' finished BullMQ jobs, which still hold their ids. `free`: removed, or not in Redis at all;
+ * `locked`: BullMQ refused (a worker holds the job), so the id is not free.
+ */
+async function freeBullIds(deps: ControlDeps, rows: JobRow[]): Promise<{ free: JobRow[]; locked: JobRow[] }> {
+  const free: JobRow[] = [];
+  const locked: JobRow[] = [];
+  await Promise.all(
+    rows.map(async (r) => {
+      const queue = deps.queues.get(r.type);
+      if ((await queue.remove(r.id)) === 1 || !(await queue.getJob(r.id))) free.push(r);
+      else locked.push(r);
+    }),
+  );
+  return { free, locked };
 }
 
 async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
-  // The finished BullMQ job still holds each id; it must go before the id can be queued again.
-  await Promise.all(
-    rows.map((r) =>
-      deps.queues
-        .get(r.type)
-        .remove(r.id)
-        .catch(() => 0),
-    ),
-  );
   await enqueueOrLeave(deps, rows);
   await publishAll(deps, rows);
 }

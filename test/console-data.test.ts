@@ -62,10 +62,10 @@ describe('searchJobs', () => {
     const byPrefix = await searchJobs(env.db, { q: parent.id.slice(0, 13), limit: 50 });
     expect(byPrefix.map((r) => r.id)).toContain(parent.id);
     expect(await searchJobs(env.db, { parent_id: parent.id, limit: 10 })).toMatchObject([{ id: child.id }]);
-    await ledger.markRunningMany(env.db, [child.id]);
-    await ledger.markFailed(
+    await ledger.markRunningMany(env.db, [{ id: child.id, gen: 0 }]);
+    await ledger.failRun(
       env.db,
-      child.id,
+      { id: child.id, gen: 0 },
       { code: 'smtp_rejected', message: 'mailbox full at mx.globex.test' },
       true,
     );
@@ -87,24 +87,21 @@ describe('searchJobs', () => {
 describe('jobTimeline', () => {
   it('records each start, the failed attempt with its error, and a retry under a new generation', async () => {
     const row = await job('acme', { to: 'tl@example.com' });
-    await ledger.markRunningMany(env.db, [row.id]);
-    await ledger.markFailed(env.db, row.id, { code: 'smtp_timeout', message: 'no answer' }, false);
-    await ledger.markRunningMany(env.db, [row.id]);
-    await ledger.markFailed(env.db, row.id, { code: 'smtp_timeout', message: 'no answer' }, true);
-    await ledger.resetForRetry(env.db, { id: row.id, limit: 1 });
-    // What a retry does to the run identity (bumped in the same statement once fencing lands); done here by hand so
-    // the timeline's reading of it is tested on its own.
-    await sql`update jobs set generation = generation + 1 where id = ${row.id}`.execute(env.db);
-    await ledger.markRunningAndSucceededMany(env.db, [row.id], []);
-    await ledger.markSucceededMany(env.db, [{ id: row.id, result: { ok: true } }]);
+    await ledger.markRunningMany(env.db, [{ id: row.id, gen: 0 }]);
+    await ledger.failRun(env.db, { id: row.id, gen: 0 }, { code: 'smtp_timeout', message: 'no answer' }, false);
+    await ledger.markRunningMany(env.db, [{ id: row.id, gen: 0 }]);
+    await ledger.failRun(env.db, { id: row.id, gen: 0 }, { code: 'smtp_timeout', message: 'no answer' }, true);
+    // A retry queues the job again as a new generation, in the same statement.
+    await ledger.resetForRetry(env.db, [{ id: row.id, generation: 0 }]);
+    await ledger.markRunningAndSucceededMany(env.db, [{ id: row.id, gen: 1 }], []);
+    await ledger.markSucceededMany(env.db, [{ id: row.id, gen: 1, result: { ok: true } }]);
     const t = await jobTimeline(env.db, row.id);
     expect(t!.events.map((e) => `${e.from}>${e.to}@${e.generation}/${e.attempt}`)).toEqual([
       'queued>running@0/1',
       'running>delayed@0/1',
       'delayed>running@0/2',
       'running>failed@0/2',
-      'failed>queued@0/0',
-      'queued>queued@1/0',
+      'failed>queued@1/0',
       'queued>running@1/1',
       'running>succeeded@1/1',
     ]);
@@ -120,9 +117,9 @@ describe('jobTimeline', () => {
 
   it('writes nothing for progress', async () => {
     const row = await job('acme', { n: 1 });
-    await ledger.markRunningMany(env.db, [row.id]);
-    await ledger.setProgress(env.db, row.id, 50);
-    await ledger.setProgress(env.db, row.id, 60);
+    await ledger.markRunningMany(env.db, [{ id: row.id, gen: 0 }]);
+    await ledger.setProgress(env.db, { id: row.id, gen: 0 }, 50);
+    await ledger.setProgress(env.db, { id: row.id, gen: 0 }, 60);
     expect((await jobTimeline(env.db, row.id))!.events).toHaveLength(1);
   });
 });

@@ -127,7 +127,10 @@ export function operatorTools(deps: AppDeps) {
   app.put(`${BOARD_PATH}/api/queues/:queue/:id/retry`, async (c, next) => {
     const { queue, id } = c.req.param();
     if (!jobQueues.includes(queue) || !UUID.test(id)) return next();
-    if (!(await retryOne(deps, id.toLowerCase()))) return next();
+    const retried = await retryOne(deps, id.toLowerCase());
+    if (!retried.ok && retried.reason === 'locked')
+      return c.json({ error: 'A worker still holds this job; retry it once it has finished.' }, 409);
+    if (!retried.ok) return next();
     return c.json({}, 200);
   });
   // Removing waiting jobs in Redis alone would have the reconciler put them back: the ledger cancels them first.

@@ -64,7 +64,16 @@ export async function retryJob(deps: AppDeps, job: JobRow, principal: Principal)
       state: job.state,
     });
   assertRedisUp(deps);
-  const row = await retryOne(deps, job.id);
-  if (!row) throw problem.conflict('The job changed state meanwhile; read it again.');
-  return row;
+  // Nothing is changed before BullMQ has freed the id, so a Redis error here leaves the job as it was.
+  const retried = await retryOne(deps, job.id).catch((err: unknown) => {
+    deps.log.warn({ err, job_id: job.id }, 'retry: the queue did not answer');
+    throw problem.unavailable('The queue (Redis) did not answer; the job is unchanged. Try again shortly.');
+  });
+  if (!retried.ok && retried.reason === 'locked')
+    throw problem.conflict(
+      'A worker still holds this job (it is reporting its end to the queue); retry it again in a moment.',
+      { state: job.state },
+    );
+  if (!retried.ok) throw problem.conflict('The job changed state meanwhile; read it again.');
+  return retried.row;
 }

@@ -162,17 +162,33 @@ export async function listJobs(db: Q, f: ListFilter): Promise<JobRow[]> {
 }
 
 // The worker's hot path: fixed statement text (arrays, not one placeholder per id), so each batch costs PostgreSQL
-// the same parse whatever its size, and kysely compiles nothing per batch.
-const startRuns = (ids: string[]) => sql<JobRow>`
+// the same parse whatever its size, and kysely compiles nothing per batch. Every run-scoped write is fenced on the
+// run's generation (`generation = gen`): a run of an older generation (the job was queued again meanwhile) changes
+// nothing. The fence rides the statement's own WHERE clause, so it costs no round trip.
+
+/** One run of a job: its ledger id and the generation it was queued as (BullMQ job data `gen`). */
+export interface RunRef {
+  id: string;
+  gen: number;
+}
+
+const startRuns = (runs: RunRef[]) => sql<JobRow>`
     update jobs set state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()
-    where id = any(${ids}::uuid[]) and state in ('queued', 'delayed', 'running') and cancel_requested = false
+    from unnest(${runs.map((r) => r.id)}::uuid[], ${runs.map((r) => r.gen)}::int[]) as v(id, gen)
+    where jobs.id = v.id and jobs.generation = v.gen and jobs.state in ('queued', 'delayed', 'running')
+      and jobs.cancel_requested = false
     returning jobs.*`;
 
-const finishRuns = (done: { id: string; result: unknown }[]) => sql<JobRow>`
-    update jobs set state = 'succeeded', progress = 100, result = v.result::jsonb, error = null,
+// A run whose cancel was committed while it ran ends cancelled, not succeeded, whether or not its worker heard the
+// cancel message: the ledger's word wins.
+const finishRuns = (done: (RunRef & { result: unknown })[]) => sql<JobRow>`
+    update jobs set state = case when jobs.cancel_requested then 'cancelled' else 'succeeded' end,
+      progress = case when jobs.cancel_requested then jobs.progress else 100 end,
+      result = case when jobs.cancel_requested then null else v.result::jsonb end, error = null,
       finished_at = now(), updated_at = now()
-    from unnest(${done.map((d) => d.id)}::uuid[], ${done.map((d) => JSON.stringify(d.result ?? null))}::text[]) as v(id, result)
-    where jobs.id = v.id and jobs.state in ('queued', 'delayed', 'running')
+    from unnest(${done.map((d) => d.id)}::uuid[], ${done.map((d) => d.gen)}::int[],
+      ${done.map((d) => JSON.stringify(d.result ?? null))}::text[]) as v(id, gen, result)
+    where jobs.id = v.id and jobs.generation = v.gen and jobs.state in ('queued', 'delayed', 'running')
     returning jobs.*`;
 
 function inOrder(ids: readonly string[], rows: readonly JobRow[]): (JobRow | undefined)[] {
@@ -184,16 +200,22 @@ function inOrder(ids: readonly string[], rows: readonly JobRow[]): (JobRow | und
  * Called when workers start runs, for many jobs in one statement (the worker's group commit); rows come back in
  * `ids` order. A job that must not run (terminal, cancelled, or unknown to the ledger) comes back undefined.
  */
-export async function markRunningMany(db: Q, ids: string[]): Promise<(JobRow | undefined)[]> {
-  if (ids.length === 0) return [];
-  const { rows } = await startRuns(ids).execute(db);
-  return inOrder(ids, rows);
+export async function markRunningMany(db: Q, runs: RunRef[]): Promise<(JobRow | undefined)[]> {
+  if (runs.length === 0) return [];
+  const { rows } = await startRuns(runs).execute(db);
+  return inOrder(
+    runs.map((r) => r.id),
+    rows,
+  );
 }
 
-/** Runs that succeeded, many in one statement; rows come back in input order. */
+/**
+ * Runs that succeeded, many in one statement; rows come back in input order. A row whose cancel was requested ends
+ * `cancelled` instead; a run of an older generation comes back undefined.
+ */
 export async function markSucceededMany(
   db: Q,
-  done: { id: string; result: unknown }[],
+  done: (RunRef & { result: unknown })[],
 ): Promise<(JobRow | undefined)[]> {
   if (done.length === 0) return [];
   const { rows } = await finishRuns(done).execute(db);
@@ -210,15 +232,16 @@ export async function markSucceededMany(
  */
 export async function markRunningAndSucceededMany(
   db: Q,
-  ids: string[],
-  done: { id: string; result: unknown }[],
+  starts: RunRef[],
+  done: (RunRef & { result: unknown })[],
 ): Promise<{ running: (JobRow | undefined)[]; succeeded: (JobRow | undefined)[] }> {
-  const starting = new Set(ids);
-  if (!ids.length || !done.length || done.some((d) => starting.has(d.id))) {
-    return { running: await markRunningMany(db, ids), succeeded: await markSucceededMany(db, done) };
+  const starting = new Set(starts.map((r) => r.id));
+  if (!starts.length || !done.length || done.some((d) => starting.has(d.id))) {
+    return { running: await markRunningMany(db, starts), succeeded: await markSucceededMany(db, done) };
   }
+  const ids = starts.map((r) => r.id);
   const { rows } = await sql<JobRow & { op: 'r' | 's' }>`
-    with r as (${startRuns(ids)}), s as (${finishRuns(done)})
+    with r as (${startRuns(starts)}), s as (${finishRuns(done)})
     select 'r' as op, * from r union all select 's' as op, * from s`.execute(db);
   const pick = (op: 'r' | 's') => rows.filter((row) => row.op === op).map(({ op: _, ...row }) => row as JobRow);
   return {
@@ -230,44 +253,72 @@ export async function markRunningAndSucceededMany(
   };
 }
 
-export async function setProgress(db: Q, id: string, progress: number): Promise<JobRow | undefined> {
+/**
+ * A run's progress, fenced on its generation. The row comes back with `cancel_requested`, so the run learns of a
+ * committed cancel at its next progress write even if it missed the cancel message; undefined when the row is no
+ * longer this run's (queued again, or ended).
+ */
+export async function setProgress(db: Q, run: RunRef, progress: number): Promise<JobRow | undefined> {
   return db
     .updateTable('jobs')
     .set({ progress, updated_at: sql<Date>`now()` })
-    .where('id', '=', id)
+    .where('id', '=', run.id)
+    .where('generation', '=', run.gen)
     .where('state', '=', 'running')
     .returningAll()
     .executeTakeFirst();
 }
 
-/** A failed run: `final` ends the job, otherwise it waits (delayed) for its next attempt. */
-export async function markFailed(db: Q, id: string, error: JobError, final: boolean): Promise<JobRow | undefined> {
+/**
+ * A failed run, fenced on its generation: `final` ends the job, otherwise it waits (delayed) for its next attempt.
+ * With `cancel_requested` set it ends `cancelled` (keeping no error): the client's committed cancel wins over the
+ * failure. Undefined when the row is not this run's or not live.
+ */
+export async function failRun(db: Q, run: RunRef, error: JobError, final: boolean): Promise<JobRow | undefined> {
+  const { rows } = await sql<JobRow>`
+    update jobs set state = case when cancel_requested then 'cancelled' when ${final} then 'failed' else 'delayed' end,
+      error = case when cancel_requested then error else ${JSON.stringify(error)}::jsonb end,
+      finished_at = case when cancel_requested or ${final} then now() else null end,
+      updated_at = now()
+    where id = ${run.id} and generation = ${run.gen} and state in ('queued', 'delayed', 'running')
+    returning *`.execute(db);
+  return rows[0];
+}
+
+/**
+ * A run BullMQ failed for good because it stalled too often (its workers died): only while the ledger still shows
+ * that very run as running.
+ */
+export async function markStalled(db: Q, run: RunRef, error: JobError): Promise<JobRow | undefined> {
   return db
     .updateTable('jobs')
     .set({
-      state: final ? 'failed' : 'delayed',
+      state: 'failed',
       error: JSON.stringify(error),
-      finished_at: final ? sql<Date>`now()` : null,
+      finished_at: sql<Date>`now()`,
       updated_at: sql<Date>`now()`,
     })
-    .where('id', '=', id)
-    .where('state', 'in', LIVE)
+    .where('id', '=', run.id)
+    .where('generation', '=', run.gen)
+    .where('state', '=', 'running')
     .returningAll()
     .executeTakeFirst();
 }
 
+/** Ends a live job cancelled; with `gen`, only if the row is still of that generation (a run-scoped write). */
 export async function markCancelled(
   db: Q,
   id: string,
   states: readonly JobState[] = LIVE,
+  gen?: number,
 ): Promise<JobRow | undefined> {
-  return db
+  let q = db
     .updateTable('jobs')
     .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
     .where('id', '=', id)
-    .where('state', 'in', states)
-    .returningAll()
-    .executeTakeFirst();
+    .where('state', 'in', states);
+  if (gen !== undefined) q = q.where('generation', '=', gen);
+  return q.returningAll().executeTakeFirst();
 }
 
 export async function requestCancel(db: Q, id: string): Promise<JobRow | undefined> {
@@ -281,35 +332,61 @@ export async function requestCancel(db: Q, id: string): Promise<JobRow | undefin
 }
 
 /**
- * failed (or cancelled) → queued with a fresh set of attempts: one job by id, or up to `limit` of a type. Returns
- * the rows it reset; the caller re-enqueues them.
+ * Failed or cancelled jobs that a retry may pick: one by id, or up to `limit` of a type in id order after `after`.
+ * The caller removes their finished BullMQ jobs, then resets the ones it could with `resetForRetry`.
+ */
+export async function retryCandidates(
+  db: Q,
+  f: { id?: string; type?: string; after?: string; limit: number; states?: JobState[] },
+): Promise<JobRow[]> {
+  let q = db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('state', 'in', f.states ?? ['failed', 'cancelled']);
+  if (f.type) q = q.where('type', '=', f.type);
+  if (f.id) q = q.where('id', '=', f.id);
+  if (f.after) q = q.where('id', '>', f.after);
+  return q.orderBy('id').limit(f.limit).execute();
+}
+
+/**
+ * failed (or cancelled) → queued again as a new generation, with a fresh set of attempts, for the rows still in
+ * `states` and still of the generation the caller saw (a concurrent retry wins once). A `run_at` still in the future
+ * is kept (the job is `delayed` until then, as when it was submitted); a past one is cleared. Returns the rows it
+ * reset; the caller re-enqueues them.
  */
 export async function resetForRetry(
   db: Q,
-  f: { id?: string; type?: string; limit: number; states?: JobState[] },
+  rows: readonly { id: string; generation: number }[],
+  states: readonly JobState[] = ['failed', 'cancelled'],
 ): Promise<JobRow[]> {
-  const states = f.states ?? ['failed', 'cancelled'];
-  let pick = db.selectFrom('jobs').select('id').where('state', 'in', states);
-  if (f.type) pick = pick.where('type', '=', f.type);
-  if (f.id) pick = pick.where('id', '=', f.id);
-  return db
-    .updateTable('jobs')
-    .set({
-      state: 'queued',
-      progress: 0,
-      attempts: 0,
-      result: null,
-      error: null,
-      cancel_requested: false,
-      started_at: null,
-      finished_at: null,
-      run_at: null,
-      updated_at: sql<Date>`now()`,
-    })
-    .where('id', 'in', pick.orderBy('id').limit(f.limit))
-    .where('state', 'in', states)
-    .returningAll()
-    .execute();
+  if (rows.length === 0) return [];
+  const { rows: reset } = await sql<JobRow>`
+    update jobs set
+      state = case when jobs.run_at > now() then 'delayed' else 'queued' end,
+      run_at = case when jobs.run_at > now() then jobs.run_at end,
+      generation = jobs.generation + 1,
+      progress = 0, attempts = 0, result = null, error = null, cancel_requested = false,
+      started_at = null, finished_at = null, updated_at = now()
+    from unnest(${rows.map((r) => r.id)}::uuid[], ${rows.map((r) => r.generation)}::int[]) as v(id, gen)
+    where jobs.id = v.id and jobs.generation = v.gen and jobs.state = any(${[...states]}::text[])
+    returning jobs.*`.execute(db);
+  return reset;
+}
+
+/**
+ * Live jobs the reconciler found missing from Redis (or left there only by an older generation), queued again as a
+ * new generation: a run of the old one still going somewhere can no longer write. Only rows still of the generation
+ * the reconciler saw, and still live.
+ */
+export async function requeueLost(db: Q, rows: readonly { id: string; generation: number }[]): Promise<JobRow[]> {
+  if (rows.length === 0) return [];
+  const { rows: bumped } = await sql<JobRow>`
+    update jobs set generation = jobs.generation + 1, updated_at = now()
+    from unnest(${rows.map((r) => r.id)}::uuid[], ${rows.map((r) => r.generation)}::int[]) as v(id, gen)
+    where jobs.id = v.id and jobs.generation = v.gen and jobs.state in ('queued', 'delayed', 'running')
+    returning jobs.*`.execute(db);
+  return bumped;
 }
 
 /**

@@ -5,9 +5,23 @@ import { PRIORITY, RETENTION, type Queues } from '../queues.js';
 import { inTraceOf } from '../tracing/index.js';
 import type { JobRegistry } from './registry.js';
 
-/** BullMQ carries only the ledger id and type; the payload is read from the ledger (pass ids, not records). */
+/**
+ * BullMQ carries only the ledger id and type, the tenant, and the generation the job was queued as (`gen`, the run
+ * identity every ledger write of the run is fenced on); the payload is read from the ledger (pass ids, not records).
+ */
 export interface BullData {
   tenant: string;
+  gen: number;
+}
+
+/** What a row's BullMQ job carries. */
+export function bullData(row: JobRow): BullData {
+  return { tenant: row.tenant, gen: row.generation };
+}
+
+/** The generation a BullMQ job was queued as; a job queued before generations existed is generation 0. */
+export function genOf(data: Partial<BullData> | null | undefined): number {
+  return typeof data?.gen === 'number' ? data.gen : 0;
 }
 
 export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
@@ -35,13 +49,9 @@ export async function enqueue(queues: Queues, registry: JobRegistry, rows: JobRo
       if (list.length === 1) {
         const r = list[0];
         // BullMQ's `add` stores its own span's context in the job: started in the job's trace, that span belongs there.
-        return inTraceOf(r.trace_context, () =>
-          queue.add(type, { tenant: r.tenant } satisfies BullData, bullOptions(registry, r)),
-        );
+        return inTraceOf(r.trace_context, () => queue.add(type, bullData(r), bullOptions(registry, r)));
       }
-      return queue.addBulk(
-        list.map((r) => ({ name: type, data: { tenant: r.tenant }, opts: bullOptions(registry, r) })),
-      );
+      return queue.addBulk(list.map((r) => ({ name: type, data: bullData(r), opts: bullOptions(registry, r) })));
     }),
   );
 }

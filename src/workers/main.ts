@@ -71,7 +71,16 @@ const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.WORK
 const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });
 log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');
 
+/** After the grace period, what is still closing (a hung job's pool client, a stuck hook) gets this long. */
+const SHUTDOWN_SLACK_MS = 5_000;
+
 onShutdown(log, async () => {
+  // A backstop: whatever still hangs after the grace period (a hung job holding a PostgreSQL client keeps the pool's
+  // end waiting), the process exits; its jobs' locks lapse and other workers run them again.
+  setTimeout(() => {
+    log.warn('shutdown still not done after the grace period; exiting now');
+    process.exit(1);
+  }, config.SHUTDOWN_TIMEOUT_MS + SHUTDOWN_SLACK_MS).unref();
   await reconciler.stop();
   await schedules.close();
   await metrics?.close();

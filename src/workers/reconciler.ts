@@ -1,10 +1,11 @@
 // Closes the dual write: a ledger job that should be in Redis but is not gets enqueued again, and a ledger job still
 // live although BullMQ has finished it (its worker's last ledger write failed, e.g. PostgreSQL was down just then)
-// gets the outcome BullMQ recorded.
+// gets the outcome BullMQ recorded. Both are fenced on the run generation: a job queued again goes out as a new
+// generation, and an outcome BullMQ recorded for an older generation than the ledger's settles nothing.
 import { randomUUID } from 'node:crypto';
 import * as ledger from '../db/jobs.js';
 import { publishJobEvent } from '../events.js';
-import { enqueue } from '../jobs/enqueue.js';
+import { enqueue, genOf } from '../jobs/enqueue.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
@@ -20,6 +21,7 @@ const FULL_SCAN_EVERY_MS = 10 * 60_000;
 
 export interface ReconcileResult {
   checked: number;
+  /** Missing from Redis, or left there only as a finished job of an older generation: queued as a new generation. */
   requeued: string[];
   /** Live in the ledger, finished in BullMQ: the ledger now says what BullMQ recorded. */
   settled: string[];
@@ -46,10 +48,18 @@ export async function reconcileOnce(
     if (rows.length === 0) break;
     after = rows[rows.length - 1].id;
     const known = rows.filter((r) => registry.get(r.type));
-    const { missing, finished } = await inRedis(deps, known);
-    if (missing.length) {
-      await enqueue(queues, registry, missing);
-      result.requeued.push(...missing.map((r) => r.id));
+    const { missing, finished, stale } = await inRedis(deps, known);
+    // A finished BullMQ job of an older generation holds the id the current one needs (its add was a no-op): it goes,
+    // so the current generation can be queued. A finished job is not locked, so removal succeeds unless it moved.
+    const freed = await Promise.all(
+      stale.map(async (r) => ((await queues.get(r.type).remove(r.id)) === 1 ? r : undefined)),
+    );
+    const lost = [...missing, ...freed.filter((r): r is JobRow => r !== undefined)];
+    if (lost.length) {
+      // Queued again as a new generation, so a run of the old one still going somewhere can no longer write.
+      const bumped = await ledger.requeueLost(db, lost);
+      await enqueue(queues, registry, bumped);
+      result.requeued.push(...bumped.map((r) => r.id));
     }
     for (const f of finished) if (await settle(deps, f)) result.settled.push(f.row.id);
     result.checked += rows.length;
@@ -60,6 +70,8 @@ export async function reconcileOnce(
 
 interface Finished {
   row: JobRow;
+  /** The generation BullMQ's job was queued as. */
+  gen: number;
   /** BullMQ's return value (completed) or failure reason (failed). */
   outcome: { completed: true; returnvalue: string } | { completed: false; failedReason: string };
 }
@@ -72,27 +84,35 @@ interface Finished {
 async function inRedis(
   { redis, config }: WorkerDeps,
   rows: JobRow[],
-): Promise<{ missing: JobRow[]; finished: Finished[] }> {
+): Promise<{ missing: JobRow[]; finished: Finished[]; stale: JobRow[] }> {
   const byType = new Map<string, JobRow[]>();
   for (const r of rows) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
   const missing: JobRow[] = [];
   const finished: Finished[] = [];
+  const stale: JobRow[] = [];
   await Promise.all(
     [...byType].map(async ([type, list]) => {
       const prefix = bullPrefix(config, type);
       const pipeline = redis.pipeline();
       for (const r of list)
-        pipeline.hmget(`${prefix}:${type}:${r.id}`, 'name', 'finishedOn', 'returnvalue', 'failedReason');
+        pipeline.hmget(`${prefix}:${type}:${r.id}`, 'name', 'finishedOn', 'returnvalue', 'failedReason', 'data');
       const replies = (await pipeline.exec()) ?? [];
       list.forEach((row, i) => {
         const [err, fields] = replies[i] ?? [];
         if (err) throw err;
-        const [name, finishedOn, returnvalue, failedReason] = fields as (string | null)[];
+        const [name, finishedOn, returnvalue, failedReason, data] = fields as (string | null)[];
         if (name === null) missing.push(row);
         // finishedOn is set when BullMQ moves a job to completed or failed for good (not between attempts).
         else if (finishedOn !== null) {
+          const gen = genOf(parseData(data));
+          if (gen !== row.generation) {
+            // An outcome of another generation says nothing about this one.
+            if (gen < row.generation) stale.push(row);
+            return;
+          }
           finished.push({
             row,
+            gen,
             outcome:
               returnvalue !== null
                 ? { completed: true, returnvalue }
@@ -102,11 +122,19 @@ async function inRedis(
       });
     }),
   );
-  return { missing, finished };
+  return { missing, finished, stale };
+}
+
+function parseData(data: string | null): { gen?: number } | undefined {
+  try {
+    return data ? JSON.parse(data) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Writes BullMQ's outcome to a ledger row still live, publishes it and sends its webhook; false if the row moved meanwhile. */
-async function settle(deps: WorkerDeps, { row, outcome }: Finished): Promise<boolean> {
+async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promise<boolean> {
   const { db, redis, config, queues, log } = deps;
   let done: JobRow | undefined;
   if (outcome.completed) {
@@ -116,12 +144,12 @@ async function settle(deps: WorkerDeps, { row, outcome }: Finished): Promise<boo
     } catch {
       result = outcome.returnvalue;
     }
-    [done] = await ledger.markSucceededMany(db, [{ id: row.id, result }]);
+    [done] = await ledger.markSucceededMany(db, [{ id: row.id, gen, result }]);
   } else if (outcome.failedReason === 'cancelled') {
     // The runtime ends a cancelled run with this reason, after its own ledger write (which is what was lost).
-    done = await ledger.markCancelled(db, row.id);
+    done = await ledger.markCancelled(db, row.id, ledger.LIVE, gen);
   } else {
-    done = await ledger.markFailed(db, row.id, errorOfReason(outcome.failedReason), true);
+    done = await ledger.failRun(db, { id: row.id, gen }, errorOfReason(outcome.failedReason), true);
   }
   if (!done) return false;
   log.warn(

@@ -11,7 +11,7 @@ import { isDbUnavailable } from '../db/index.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
-import type { BullData } from '../jobs/enqueue.js';
+import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
@@ -19,6 +19,26 @@ import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 
 /** Thrown into BullMQ when a run ends cancelled: no retry. */
 class Cancelled extends UnrecoverableError {}
+
+/**
+ * Thrown into BullMQ by a run the ledger no longer holds (the job was queued again as a newer generation, or its row
+ * was ended meanwhile): it stops, writes nothing, and is not retried.
+ */
+class Superseded extends UnrecoverableError {}
+
+/**
+ * BullMQ's reason for a job that stalled more than `maxStalledCount` times (its workers died under it). It is set by
+ * BullMQ's stall check as a deferred failure, never by a processor.
+ */
+export const STALLED_REASON = 'job stalled more than allowable limit';
+
+/**
+ * Whether a BullMQ failure is a real stall: BullMQ fails such a job with its deferred failure (`job.deferredFailure`),
+ * without running the processor. Words in an error message (an SMTP reply saying "stalled") are not a stall.
+ */
+export function isStallFailure(job: Job, err: Error): boolean {
+  return typeof job.deferredFailure === 'string' && job.deferredFailure !== '' && err.message === job.deferredFailure;
+}
 
 export function errorOf(err: unknown): JobError {
   if (err instanceof ZodError) {
@@ -33,11 +53,11 @@ export function errorOf(err: unknown): JobError {
 }
 
 /**
- * The ledger error for a failure BullMQ recorded as text (its `failedReason`): a job that stalled too often, or the
- * runtime's own "<code>: <message>" of a permanent error, or else a processor error.
+ * The ledger error for a failure BullMQ recorded as text (its `failedReason`): a job that stalled too often (BullMQ's
+ * own reason, word for word), or the runtime's own "<code>: <message>" of a permanent error, or else a processor error.
  */
 export function errorOfReason(reason: string): JobError {
-  if (/stalled/i.test(reason)) return { code: 'stalled', message: reason.slice(0, 2000) };
+  if (reason === STALLED_REASON) return { code: 'stalled', message: reason };
   const m = /^([a-z][a-z0-9_]*): ([\s\S]*)$/.exec(reason);
   return { code: m?.[1] ?? 'processor_error', message: (m?.[2] ?? reason).slice(0, 2000) };
 }
@@ -95,14 +115,15 @@ export async function startWorkers(
   // and a commit per batch, not per job. Nothing waits for a batch to fill; a lone job goes out at once. One write in
   // flight at a time: the others gather behind it into the next batch. Each batch's events follow its commit in one
   // Redis round trip, so a row is in the ledger before anyone hears of it.
-  type Transition = { id: string; done?: false } | { id: string; done: true; result: unknown };
+  // Both are fenced on the run's generation inside the same statement (ledger.RunRef).
+  type Transition = (ledger.RunRef & { done?: false }) | (ledger.RunRef & { done: true; result: unknown });
   const transition = groupCommit(
     async (items: Transition[]) => {
-      const starts: string[] = [];
-      const finishes: { id: string; result: unknown }[] = [];
+      const starts: ledger.RunRef[] = [];
+      const finishes: (ledger.RunRef & { result: unknown })[] = [];
       for (const t of items) {
-        if (t.done) finishes.push({ id: t.id, result: t.result });
-        else starts.push(t.id);
+        if (t.done) finishes.push({ id: t.id, gen: t.gen, result: t.result });
+        else starts.push({ id: t.id, gen: t.gen });
       }
       const { running, succeeded } = await ledger.markRunningAndSucceededMany(db, starts, finishes);
       let r = 0;
@@ -118,8 +139,8 @@ export async function startWorkers(
     // A result the database refuses (a NUL in a string) fails its own job only, not the batch it came with.
     { maxInFlight: 1, isolate: (err) => !isDbUnavailable(err) },
   );
-  const markRunning = (id: string) => transition({ id });
-  const markSucceeded = (id: string, result: unknown) => transition({ id, done: true, result });
+  const markRunning = (run: ledger.RunRef) => transition(run);
+  const markSucceeded = (run: ledger.RunRef, result: unknown) => transition({ ...run, done: true, result });
 
   // Other events (progress, failures, cancellations) published together share one round trip too, in order. Each
   // caller awaits its own ledger write first, so an event never runs ahead of its row.
@@ -153,15 +174,22 @@ export async function startWorkers(
     signal: AbortSignal | undefined,
   ) {
     const id = job.id!;
+    // The run's identity: every ledger write below is fenced on it (where generation = gen).
+    const run: ledger.RunRef = { id, gen: genOf(job.data) };
     // A child logger per job costs an allocation and a serialisation of its bindings: made only when something logs.
     let child: Logger | undefined;
-    const jlog = () => (child ??= log.child({ job_id: id, type: def.type, tenant: job.data?.tenant }));
-    const row = await markRunning(id);
+    const jlog = () => (child ??= log.child({ job_id: id, type: def.type, tenant: job.data?.tenant, gen: run.gen }));
+    const row = await markRunning(run);
     if (!row) {
-      // Terminal, cancelled before it started, or unknown to the ledger: nothing to do, and no retry.
+      // Terminal, cancelled before it started, unknown to the ledger, or of an older generation than the ledger's:
+      // nothing to do, and no retry. An older generation touches nothing; BullMQ's outcome of it is ignored too.
       const current = await ledger.findJob(db, id);
+      if (current && current.generation !== run.gen) {
+        jlog().info({ ledger_gen: current.generation }, 'job skipped: superseded by a newer generation');
+        return null;
+      }
       if (current?.cancel_requested && !ledger.TERMINAL.includes(current.state)) {
-        await emit('state', await ledger.markCancelled(db, id));
+        await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
       }
       jlog().info({ state: current?.state ?? 'unknown' }, 'job skipped: not runnable');
       return current?.result ?? null;
@@ -169,6 +197,11 @@ export async function startWorkers(
     tagJobSpan({ id, type: def.type, attempt: row.attempts, generation: row.generation });
     // Its 'running' event went out with the batch; a webhook is for ends only.
     const controller = new AbortController();
+    // Why the run is stopping: a cancel (the message, or the ledger's flag read at a progress write), or the ledger no
+    // longer holding this run.
+    let superseded = false;
+    // Set once the run's end is in the ledger, so the catch below does not write it a second time.
+    let ended = false;
     const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
@@ -184,9 +217,18 @@ export async function startWorkers(
       let lastProgress = -1;
       // Concurrent reports (an email run sends on several connections) would otherwise race to the ledger, and a
       // slower write of 20% could land after 30%.
+      // The progress write also reads the ledger's cancel flag (same statement): a cancel whose message this worker
+      // missed still stops the run at its next progress report.
       const progressWrites = latestInOrder(async (p) => {
         await job.updateProgress(p);
-        await emit('progress', await ledger.setProgress(db, id, p));
+        const now = await ledger.setProgress(db, run, p);
+        if (!now) {
+          superseded = true;
+          controller.abort(new Superseded('superseded'));
+          return;
+        }
+        if (now.cancel_requested) controller.abort(new Error('cancelled'));
+        await emit('progress', now);
       });
       progressDone = progressWrites.settled;
       const result = await def.process!({
@@ -213,27 +255,51 @@ export async function startWorkers(
           await progressWrites.report(p);
         },
       });
-      if (controller.signal.aborted) throw new Cancelled('cancelled');
       // A progress event never follows the run's end, nor does a log line.
       await progressDone();
       await runLog.flush();
-      const done = await markSucceeded(id, result);
+      if (controller.signal.aborted) throw new Cancelled('cancelled');
+      // The finish reads the cancel flag too: a cancel committed while the run went on ends it cancelled.
+      const done = await markSucceeded(run, result);
+      if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
       if (done?.callback_url) await webhook(done);
+      if (done?.state === 'cancelled') {
+        ended = true;
+        jlog().info('job cancelled (cancel committed while it ran)');
+        throw new Cancelled('cancelled');
+      }
       // Per job at debug: an info line per job is a write(2) per job, a cost that shows at thousands of jobs a second.
       // Counts and durations are in the metrics (jobs_completed_total, job_run_duration_seconds).
       if (log.isLevelEnabled('debug')) jlog().debug({ ms: Date.now() - started }, 'job succeeded');
       return result;
     } catch (err) {
+      if (ended) throw err;
       await progressDone();
       await runLog.flush();
+      if (superseded) {
+        jlog().info('job stopped: the ledger no longer holds this run');
+        throw new Superseded('superseded');
+      }
+      if (lockLost.signal.aborted && !controller.signal.aborted) {
+        // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
+        // owns the ledger row from then on: this run's failure must not set that row back to delayed or failed.
+        jlog().warn({ err: errorOf(err) }, 'job stopped: its lock was lost; BullMQ runs it again');
+        throw err;
+      }
       if (controller.signal.aborted) {
-        await emit('state', await ledger.markCancelled(db, id));
+        await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
         jlog().info('job cancelled');
         throw new Cancelled('cancelled');
       }
       const error = errorOf(err);
       const final = isPermanent(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      await emit('state', await ledger.markFailed(db, id, error, final));
+      // A cancel committed while the run went on wins over its failure (the row ends cancelled, no retry).
+      const failed = await ledger.failRun(db, run, error, final);
+      await emit('state', failed);
+      if (failed?.state === 'cancelled') {
+        jlog().info('job cancelled (cancel committed while it ran)');
+        throw new Cancelled('cancelled');
+      }
       jlog().warn(
         { err: error, final, ms: Date.now() - started },
         final ? 'job failed' : 'job attempt failed, will retry',
@@ -276,12 +342,12 @@ export async function startWorkers(
       for (const id of ids) for (const c of lockWatch.get(id) ?? []) c.abort(new Error('lock renewal failed'));
     });
     instrumentWorker(worker, name);
-    // Safety net for failures BullMQ decides without our processor (too many stalls): close the ledger row.
+    // For the one failure BullMQ decides without our processor (a job that stalled too often): close the ledger row,
+    // if it still shows that very run running. Every other failure was written by the run itself.
     worker.on('failed', (job, err) => {
-      const stalled = /stalled/i.test(err.message);
-      if (!job || (!stalled && job.attemptsMade < (job.opts.attempts ?? 1))) return;
+      if (!job || !isStallFailure(job, err)) return;
       void ledger
-        .markFailed(db, job.id!, errorOfReason(err.message), true)
+        .markStalled(db, { id: job.id!, gen: genOf(job.data) }, { code: 'stalled', message: err.message })
         .then((row) => emit('state', row))
         .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
     });
@@ -310,11 +376,15 @@ export async function startWorkers(
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
       if ((await Promise.race([graceful, timeout])) === 'timeout') {
-        // Jobs still running are not cancelled: their locks lapse and another worker runs them again.
+        // Jobs still running are not cancelled: their locks lapse and another worker runs them again. `close(true)`
+        // here would only return the pending graceful close (BullMQ keeps one closing promise), so the connections
+        // are dropped below instead: lock renewal stops with them, and the still-running processors are abandoned.
         log.warn('shutdown grace period over; leaving running jobs to be retried elsewhere');
-        await Promise.all(workers.map((w) => w.close(true)));
+        graceful.catch(() => undefined);
       }
       clearTimeout(timer);
+      // BullMQ leaves a connection it was given open on close: drop each worker's, so nothing keeps the process alive.
+      await Promise.all(workers.map((w) => w.disconnect().catch(() => undefined)));
       await Promise.all(workers.map((w) => registry.get(w.name)?.stop?.(deps)));
       dbGuard.stop();
       subscriber.disconnect();

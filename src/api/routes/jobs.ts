@@ -309,6 +309,11 @@ export function jobsRoutes(deps: AppDeps) {
       method: 'post',
       path: '/jobs/{id}/retry',
       summary: 'Run a failed or cancelled job again',
+      description:
+        'Queues the job again with a fresh set of attempts. A `run_at` still in the future is kept: the job is ' +
+        '`delayed` until then (a cancelled delayed job retried early runs when it was meant to); a past `run_at` is ' +
+        'cleared and the job runs now. 409 when the job is not failed or cancelled, or when a worker still holds its ' +
+        "last run (it is reporting that run's end to the queue): retry again in a moment.",
       security,
       request: { params: JobIdParam },
       responses: { 202: { description: 'Queued again', content: jobContent }, ...problems(401, 403, 404, 409, 503) },
