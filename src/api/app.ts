@@ -1,6 +1,5 @@
 // The HTTP API: thin routes over the ledger and the queues. createApp(deps) has no side effects.
 import type { IncomingMessage } from 'node:http';
-import { Scalar } from '@scalar/hono-api-reference';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
@@ -9,6 +8,7 @@ import { httpMetrics } from '../metrics.js';
 import { operatorTools } from './admin.js';
 import { authenticate, type AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
+import { docsRoutes } from './docs.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
 import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
@@ -77,7 +77,7 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', async (c, next) => {
     if (c.req.path.startsWith('/v1/files')) return next();
     // A declared length is checked from the header alone: hono's bodyLimit reads `raw.body`, which makes
-    // @hono/node-server build a full WHATWG Request for every request (an eighth of the CPU of a POST).
+    // @hono/node-server build a full WHATWG Request for every request (its cost: docs/performance.md).
     if (!c.req.header('transfer-encoding')) {
       const length = c.req.header('content-length');
       if (length !== undefined) {
@@ -114,10 +114,11 @@ export function createApp(deps: AppDeps) {
     info: {
       title: 'movie-jobs',
       version: '1.0.0',
-      description: 'Background-job platform for the movie-recommendation product. See API.md for the contract.',
+      description:
+        'Background-job platform for the movie-recommendation product. Its contract: docs/api.md in the repository.',
     },
   });
-  app.get('/docs', Scalar({ url: '/openapi.json', pageTitle: 'movie-jobs API' }));
+  app.route('/', docsRoutes());
 
   app.notFound((c) =>
     problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` }),

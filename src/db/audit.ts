@@ -14,7 +14,7 @@ export interface AuditEntry {
   detail?: unknown;
 }
 
-/** The public shape (API.md "Operators", GET /v1/audit). */
+/** The public shape (docs/api.md "Operators", GET /v1/audit). */
 export interface ApiAudit {
   id: string;
   at: string;
