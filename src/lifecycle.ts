@@ -11,7 +11,10 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): void {
     stopping = true;
     log.info({ signal }, 'shutting down');
     stop()
-      .then(() => process.exit(0))
+      .then(() => {
+        log.info('stopped');
+        process.exit(0);
+      })
       .catch((err) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);

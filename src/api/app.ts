@@ -1,9 +1,11 @@
 // The HTTP API: thin routes over the ledger and the queues. createApp(deps) has no side effects.
 import type { IncomingMessage } from 'node:http';
+import type { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { isDbUnavailable } from '../db/index.js';
+import { prettyLogs } from '../log.js';
 import { httpMetrics } from '../metrics.js';
 import { operatorTools } from './admin.js';
 import { authenticate, type AuthEnv } from './auth.js';
@@ -33,9 +35,19 @@ function isRedisUnavailable(err: unknown): boolean {
   );
 }
 
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+
+/** The methods some route (not a middleware) answers on `path`: a 405's `Allow`, empty when no route has the path. */
+function allowedMethods(app: Hono<AuthEnv>, path: string): string[] {
+  const allow = METHODS.filter((m) => app.router.match(m, path)[0].some(([[, route]]) => route.method !== 'ALL'));
+  return allow.includes('GET') ? [...allow, 'HEAD'] : allow;
+}
+
 export function createApp(deps: AppDeps) {
   const app = router();
   const { log } = deps;
+  // One line per request at a terminal; in production only failures (a line per request is a write per request).
+  const requestLevel = prettyLogs(deps.config) ? 'info' : 'debug';
 
   app.use('*', requestId());
   app.use('*', httpMetrics());
@@ -43,15 +55,11 @@ export function createApp(deps: AppDeps) {
     const start = performance.now();
     await next();
     const ms = Math.round((performance.now() - start) * 10) / 10;
-    if (c.res.status >= 500)
-      log.error(
+    const level = c.res.status >= 500 ? 'error' : requestLevel;
+    if (log.isLevelEnabled(level))
+      log[level](
         { req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms },
-        'request',
-      );
-    else if (log.isLevelEnabled('debug'))
-      log.debug(
-        { req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms },
-        'request',
+        `${c.req.method} ${c.req.path} ${c.res.status} ${ms} ms`,
       );
   });
 
@@ -120,9 +128,17 @@ export function createApp(deps: AppDeps) {
   });
   app.route('/', docsRoutes());
 
-  app.notFound((c) =>
-    problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` }),
-  );
+  app.notFound((c) => {
+    const allow = allowedMethods(app, c.req.path);
+    if (allow.length)
+      return problemResponse(
+        c,
+        405,
+        { slug: 'method-not-allowed', detail: `${c.req.path} takes ${allow.join(', ')}, not ${c.req.method}.` },
+        { Allow: allow.join(', ') },
+      );
+    return problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` });
+  });
 
   app.onError((err, c) => {
     if (err instanceof ProblemError) {
@@ -131,7 +147,12 @@ export function createApp(deps: AppDeps) {
     if (err instanceof HTTPException) {
       // Hono's own (e.g. malformed JSON from the validator): keep the status, speak problem+json.
       const status = err.status;
-      const detail = status === 400 ? 'The body is not valid JSON.' : err.message || 'Request error.';
+      const detail =
+        status === 400
+          ? 'The body is not valid JSON.'
+          : status === 415
+            ? 'Send the body as JSON, with the header Content-Type: application/json.'
+            : err.message || 'Request error.';
       return problemResponse(c, status, { slug: status === 400 ? 'malformed' : 'http-error', detail });
     }
     if (isZodError(err))

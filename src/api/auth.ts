@@ -19,6 +19,14 @@ export function keyFromHeader(header: string | undefined): string | undefined {
   return undefined;
 }
 
+/** What is wrong with an Authorization header that carries no usable key, and how to send one. */
+function authHint(header: string): string {
+  const send = 'Send the key as `Authorization: Bearer <key>`.';
+  if (/^mj_/i.test(header.trim())) return `The Authorization header holds a key without its scheme. ${send}`;
+  if (/^bearer$/i.test(header.trim())) return `The Authorization header says Bearer but carries no key. ${send}`;
+  return `The Authorization header is not a Bearer key (or HTTP Basic with the key as the password). ${send}`;
+}
+
 type KeyCache = Map<string, { principal: Principal | undefined; expires: number }>;
 const caches = new Set<KeyCache>();
 
@@ -35,8 +43,9 @@ export function authenticate(db: Db, secret: string, ttlMs = 5_000): MiddlewareH
   const cache: KeyCache = new Map();
   caches.add(cache);
   return async (c, next) => {
-    const key = keyFromHeader(c.req.header('authorization'));
-    if (!key || key.length > 200) throw problem.unauthorized();
+    const header = c.req.header('authorization');
+    const key = keyFromHeader(header);
+    if (!key || key.length > 200) throw problem.unauthorized(header ? authHint(header) : undefined);
     const now = Date.now();
     let hit = cache.get(key);
     if (!hit || hit.expires < now) {

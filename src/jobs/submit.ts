@@ -10,6 +10,7 @@ import type { Queues } from '../queues.js';
 import { groupCommit } from '../group-commit.js';
 import { enqueue } from './enqueue.js';
 import type { JobRegistry } from './registry.js';
+import { fieldIssues } from '../validation.js';
 
 export const priority = z.enum(['high', 'normal', 'low']);
 
@@ -61,11 +62,7 @@ export function checkSpec(
   const parsed = def.payload.safeParse(spec.payload);
   if (!parsed.success) {
     return {
-      issues: parsed.error.issues.map((i) => ({
-        path: ['payload', ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
-        message: i.message,
-        code: 'invalid' as const,
-      })),
+      issues: fieldIssues(parsed.error.issues, ['payload']).map((i) => ({ ...i, code: 'invalid' as const })),
     };
   }
   const runAt = spec.run_at ? new Date(spec.run_at) : null;
