@@ -63,7 +63,7 @@ export async function resolvePeriod(ctx: JobContext<ReportRequest>): Promise<{ f
 export async function runReport(ctx: JobContext<ReportRequest>): Promise<ReportResult> {
   const p = ctx.payload;
   const period = await resolvePeriod(ctx);
-  const scope: ReportScope = { ...period, tenant: p.scope === 'all' ? undefined : ctx.tenant };
+  const scope: ReportScope = { ...period, tenant: p.scope === 'all' ? undefined : ctx.tenant, reportJob: ctx.id };
   await ctx.progress(5);
   const name = fileName(p.kind, period.to);
   const out =
