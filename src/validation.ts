@@ -129,7 +129,10 @@ export function message(iss: z.core.$ZodRawIssue): string | undefined {
           const f = (o._zod.def as { shape?: Record<string, Schema> }).shape?.[disc];
           return f ? [describeSchema(f)] : [];
         });
-        return `'${disc}' must be one of: ${values.join(', ')}`;
+        const given = (iss.input as Record<string, unknown> | undefined)?.[disc];
+        return given === undefined
+          ? `required: send one of: ${values.join(', ')}`
+          : `'${disc}' must be one of: ${values.join(', ')}`;
       }
       return accepted ? `must be one of: ${accepted}` : undefined;
     }

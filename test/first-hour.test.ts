@@ -30,6 +30,15 @@ describe('validation messages say what to send', () => {
     ]);
   });
 
+  it('a missing discriminator lists what it may be', async () => {
+    expect(await errorsOf({ type: 'email', payload: { to: 'a@example.com' } })).toEqual([
+      {
+        path: 'payload.template',
+        message: 'required: send one of: "welcome", "recommendations", "report_ready", "plain"',
+      },
+    ]);
+  });
+
   it('a limit names the limit', async () => {
     const to = Array.from({ length: 51 }, (_, i) => `u${i}@example.com`);
     const errors = await errorsOf({ type: 'email', payload: { to, template: 'plain', subject: 's', text: 't' } });

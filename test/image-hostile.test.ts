@@ -26,7 +26,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => remote.listen(0, '127.0.0.1', r));
   remoteUrl = `http://127.0.0.1:${(remote.address() as AddressInfo).port}`;
-  worker = await startProcess('worker', env.env, { QUEUES: 'image' });
+  worker = await startProcess('worker', env.env, { QUEUES: 'image' }, { startTimeoutMs: 100_000 });
 });
 
 afterAll(async () => {
