@@ -1,17 +1,17 @@
 // Submits one job of each type and follows them live in the terminal, one progress bar per job.
 //
-//   API_KEY=mj_… [API_URL=http://localhost:3000] [USER_ID=1] [EMAIL_TO=you@example.com] npm run example
+//   API_KEY=mj_… [API_URL=http://localhost:$PORT] [USER_ID=u00042] [EMAIL_TO=you@example.com] npm run example
 //
-// A key: `npm run cli -- tenants create demo` then `npm run cli -- keys create --tenant demo --role client`.
-// Recommendations need a catalog and ratings (`npm run cli -- seed --demo`); without them that job fails, which
-// the bar shows too. A job type the platform does not offer yet is listed as unavailable.
+// `npm run cli -- seed --demo` prints the `export API_KEY=…` (and API_URL, USER_ID) lines to paste first; it also
+// makes the catalog and ratings the recommendations job needs. The API is API_URL, else localhost on PORT (3000),
+// the same PORT `npm start` was given. A job type the platform does not offer yet is listed as unavailable.
 import sharp from 'sharp';
 import { ApiError, createClient, type Job, type Submission } from '../src/client/index.js';
 
-const baseUrl = process.env.API_URL ?? 'http://localhost:3000';
+const baseUrl = process.env.API_URL ?? `http://localhost:${process.env.PORT ?? 3000}`;
 const apiKey = process.env.API_KEY;
 if (!apiKey) {
-  process.stderr.write('Set API_KEY (npm run cli -- keys create --tenant NAME --role client).\n');
+  process.stderr.write('Set API_KEY: run `npm run cli -- seed --demo` and paste the export lines it prints.\n');
   process.exit(2);
 }
 const jobs = createClient({ baseUrl, apiKey });
@@ -49,7 +49,7 @@ async function sampleImage(): Promise<Uint8Array> {
 async function specs(): Promise<Submission[]> {
   const file = await jobs.upload(await sampleImage(), 'image/png');
   return [
-    { type: 'recommendations', payload: { user_id: process.env.USER_ID ?? '1', limit: 10 } },
+    { type: 'recommendations', payload: { user_id: process.env.USER_ID ?? 'u00042', limit: 10 } },
     {
       type: 'email',
       payload: {

@@ -1,4 +1,5 @@
-// Admin CLI: npm run cli -- <command>. Each command prints one JSON line on success.
+// Admin CLI: npm run cli -- <command>. Each command prints one JSON line on success, except `seed --demo`, which
+// prints `export …` lines for a shell (one JSON line with --json).
 import { parseArgs } from 'node:util';
 import { createKey, createTenant, revokeKey } from './auth/keys.js';
 import { announceRevocationOnce } from './auth/revocation.js';
@@ -11,7 +12,7 @@ const USAGE = `usage:
   cli tenants create NAME
   cli keys create --tenant NAME --role client|operator|viewer
   cli keys revoke KEY_ID
-  cli seed --demo`;
+  cli seed --demo [--json]`;
 
 class UsageError extends Error {}
 
@@ -44,8 +45,11 @@ const commands: Record<string, Command> = {
     };
   },
   seed: async (ctx) => {
-    const { seed } = await import('./seed.js');
-    return seed(ctx);
+    const { seed, seedReport } = await import('./seed.js');
+    const result = await seed(ctx);
+    if (ctx.args.includes('--json')) return result;
+    console.log(seedReport(result, ctx.config));
+    return undefined;
   },
 };
 
@@ -60,7 +64,8 @@ const config = loadConfigOrExit();
 const db = createDb(config.DATABASE_URL, 2);
 try {
   const args = name === a ? [b, ...rest].filter((x) => x !== undefined) : rest;
-  console.log(JSON.stringify(await command({ config, db, args })));
+  const result = await command({ config, db, args });
+  if (result !== undefined) console.log(JSON.stringify(result));
 } catch (err) {
   if (err instanceof UsageError) {
     console.error(`${err.message}\n${USAGE}`);

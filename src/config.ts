@@ -55,6 +55,8 @@ const schema = z.object({
   MAIL_DIR: z.string().min(1).default('var/mail'),
   MAIL_FROM: z.string().min(3).default('Movie Jobs <noreply@localhost>'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** `json` lines (production), or `pretty` one-line text for a terminal; unset: pretty when stdout is a TTY. */
+  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
   MAX_UPLOAD_BYTES: int(1, 10 * 1024 ** 3).default(25 * 1024 * 1024),
   /** Uploads and job output files are deleted this long after they are written (a job's use of a file extends it). */
   FILE_RETENTION_DAYS: int(1, 36_500).default(30),

@@ -105,6 +105,19 @@ export async function findFile(db: Db, id: string, tenant?: string): Promise<Fil
   return q.executeTakeFirst();
 }
 
+/** Which of `ids` are files of `tenant`: one primary-key lookup for a whole batch. */
+export async function tenantFileIds(db: Db, tenant: string, ids: string[]): Promise<Set<string>> {
+  const wanted = [...new Set(ids.filter((id) => FILE_ID.test(id)))];
+  if (!wanted.length) return new Set();
+  const rows = await db
+    .selectFrom('files')
+    .select('id')
+    .where('id', 'in', wanted)
+    .where('tenant', '=', tenant)
+    .execute();
+  return new Set(rows.map((r) => r.id));
+}
+
 export function retentionEnd(retentionDays: number, from = Date.now()): Date {
   return new Date(from + retentionDays * 86_400_000);
 }

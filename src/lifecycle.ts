@@ -14,7 +14,10 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): void {
     stop()
       // Spans still buffered are exported before the exit (nothing to do when tracing is off).
       .then(flushTracing)
-      .then(() => process.exit(0))
+      .then(() => {
+        log.info('stopped');
+        process.exit(0);
+      })
       .catch((err) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);

@@ -1,5 +1,6 @@
 // `cli seed --demo`: a demo tenant with keys, and a catalog with ratings from a fixed-seed latent-taste model
-// (src/reco/synth.ts): 4,000 titles, 3,000 users, about 180,000 ratings. Rerunning it rewrites the same data.
+// (src/reco/synth.ts): 4,000 titles, 3,000 users (u00001 … u03000), about 180,000 ratings. Rerunning it keeps the
+// tenant, rewrites the same catalog, ratings and schedules, and creates a new pair of keys (earlier keys keep working).
 import { createKey, createTenant } from './auth/keys.js';
 import type { Config } from './config.js';
 import type { Db } from './db/index.js';
@@ -19,5 +20,28 @@ export async function seed({ config, db, args }: { config: Config; db: Db; args:
   const { installDemoSchedules } = await import('./schedules.js');
   const { createRegistry } = await import('./jobs/index.js');
   const schedules = await installDemoSchedules(config, db, createRegistry(), 'demo');
-  return { ...tenant, client_key: client.key, operator_key: operator.key, catalog, schedules };
+  return { ...tenant, client_key: client.key, operator_key: operator.key, catalog, schedules, created: !exists };
+}
+
+/** A demo user the seed always makes, with ratings: the quick start's and the example's default user. */
+export const DEMO_USER = 'u00042';
+
+/** What `cli seed --demo` prints for a person: lines to paste into a shell, and what running it again does. */
+export function seedReport(r: Awaited<ReturnType<typeof seed>>, config: Pick<Config, 'PORT'>): string {
+  const catalog = Object.entries(r.catalog)
+    .map(([k, v]) => `${v} ${k}`)
+    .join(', ');
+  return [
+    `${r.created ? 'Created' : 'Refreshed'} the demo tenant "${r.tenant}": ${catalog}; schedules ${r.schedules.join(', ')}.`,
+    '',
+    'Paste these into the shell you will use for curl and `npm run example` (keys are shown only now):',
+    '',
+    `export API_URL=http://localhost:${config.PORT}`,
+    `export API_KEY=${r.client_key}   # client key of tenant ${r.tenant}`,
+    `export OPERATOR_KEY=${r.operator_key}   # operator key: /admin/queues, /v1/queues, /metrics`,
+    `export USER_ID=${DEMO_USER}   # a demo user with ratings`,
+    '',
+    'Running it again keeps the tenant, rewrites the same catalog, ratings and schedules, and prints a new pair of',
+    'keys; earlier keys keep working until revoked (npm run cli -- keys revoke KEY_ID). `--json` prints one JSON line.',
+  ].join('\n');
 }

@@ -6,6 +6,7 @@ import { Redis } from 'ioredis';
 import { loadConfigOrExit } from './config.js';
 import { createDb } from './db/index.js';
 import { ensureDatabase, migrateToLatest } from './db/migrate.js';
+import { logEnvForChildren } from './log.js';
 
 const config = loadConfigOrExit();
 
@@ -61,6 +62,9 @@ console.log('Create a key: npm run cli -- seed --demo      Stop: Ctrl-C\n');
 
 // node-foreman runs the Procfile; web is listed first so it gets PORT.
 const nf = path.join(path.dirname(createRequire(import.meta.url).resolve('foreman/package.json')), 'nf.js');
-const child = spawn(process.execPath, [nf, 'start', '-p', String(config.PORT), 'web,worker'], { stdio: 'inherit' });
+const child = spawn(process.execPath, [nf, 'start', '-p', String(config.PORT), 'web,worker'], {
+  stdio: 'inherit',
+  env: { ...process.env, ...logEnvForChildren(config, Boolean(process.stdout.isTTY)) },
+});
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
 child.on('exit', (code) => process.exit(code ?? 0));

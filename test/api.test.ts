@@ -192,7 +192,7 @@ describe('bad input', () => {
     ['GET', "/v1/jobs/1'; drop table jobs;--", undefined, 404],
     ['POST', '/v1/jobs/00000000-0000-7000-8000-000000000000/cancel', undefined, 404],
     ['POST', '/v1/jobs/00000000-0000-7000-8000-000000000000/retry', undefined, 404],
-    ['DELETE', '/v1/jobs', undefined, 404],
+    ['DELETE', '/v1/jobs', undefined, 405], // a method the path does not take: 405 with Allow
   ];
   it.each(cases)('%s %s %j → %i problem+json', async (method, path, body, status) => {
     const r = await apiA(method, path, body, typeof body === 'string' ? { 'content-type': 'application/json' } : {});

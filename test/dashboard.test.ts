@@ -86,10 +86,17 @@ describe('/admin/queues', () => {
     await wrong.close();
   });
 
-  test('an operator logs in with HTTP Basic, sees the four queues and the failed job', async () => {
+  test('an operator logs in with HTTP Basic, sees the four queues and the failed job, with no request off the machine', async () => {
     const ctx = await browser.newContext({
       httpCredentials: { username: 'operator', password: keys.operatorKey },
       viewport: { width: 1400, height: 1000 },
+    });
+    const offMachine: string[] = [];
+    await ctx.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      if (url.protocol === 'data:' || url.hostname === '127.0.0.1') return route.continue();
+      offMachine.push(url.href);
+      return route.abort('internetdisconnected');
     });
     const page = await ctx.newPage();
     const r = await page.goto(`${base}/admin/queues`);
@@ -108,6 +115,7 @@ describe('/admin/queues', () => {
       .first()
       .waitFor({ timeout: 10_000 });
     expect(readFileSync(shot).subarray(1, 4).toString()).toBe('PNG');
+    expect(offMachine).toEqual([]);
     await ctx.close();
   });
 

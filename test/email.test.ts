@@ -78,6 +78,10 @@ describe('templates over SMTP', () => {
       { movie_id: 'm1', title: 'Alien <1979>', score: 4.5678 },
       { movie_id: 'm2', title: 'Heat', score: 3.2 },
     ];
+    await env.db
+      .insertInto('movies')
+      .values({ tenant, id: 'm2', title: 'Heat', genres: ['Crime', 'Drama'], year: 1995 })
+      .execute();
     const id = await submit({
       to: ['bob@example.com'],
       template: 'recommendations',
@@ -88,10 +92,13 @@ describe('templates over SMTP', () => {
     const job = await until(id, ['succeeded']);
     const { mail } = await arrived(job.result.message_id);
     expect(mail.subject).toBe('Picks for Bob');
+    // Titles, with year and genres where the catalog knows the movie; never the model's scores.
     expect(mail.text).toMatch(
-      /Fresh picks\.\n\nBob, here are your picks:\n\n 1\. Alien <1979> \(4\.57\)\n 2\. Heat \(3\.20\)/,
+      /Fresh picks\.\n\nBob, here are your picks:\n\n 1\. Alien <1979>\n 2\. Heat \(1995 · Crime, Drama\)\n/,
     );
-    expect(mail.html).toContain('<td>Alien &lt;1979&gt;</td><td align="right">4.57</td>');
+    expect(mail.html).toContain('<td>Alien &lt;1979&gt;</td><td></td>');
+    expect(mail.html).toContain('<td>Heat</td><td>1995 · Crime, Drama</td>');
+    expect(`${mail.text}${mail.html}`).not.toMatch(/4\.57|3\.20|Score/);
   });
 
   it("recommendations read from the user's latest stored result when the payload has none", async () => {
@@ -107,8 +114,10 @@ describe('templates over SMTP', () => {
     const job = await until(id, ['succeeded']);
     const { mail } = await arrived(job.result.message_id);
     // Without the recommender's table the email still goes out, saying there is nothing yet.
-    if (exists) expect(mail.text).toContain(' 1. Stored Pick (0.91)');
-    else expect(mail.text).toContain('no recommendations for you yet');
+    if (exists) {
+      expect(mail.text).toContain(' 1. Stored Pick\n');
+      expect(mail.text).not.toContain('0.91');
+    } else expect(mail.text).toContain('no recommendations for you yet');
   });
 
   it('report_ready links to the file', async () => {

@@ -26,7 +26,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => remote.listen(0, '127.0.0.1', r));
   remoteUrl = `http://127.0.0.1:${(remote.address() as AddressInfo).port}`;
-  worker = await startProcess('worker', env.env, { QUEUES: 'image' });
+  worker = await startProcess('worker', env.env, { QUEUES: 'image' }, { startTimeoutMs: 100_000 });
 });
 
 afterAll(async () => {
@@ -151,10 +151,47 @@ describe('hostile input to image jobs', () => {
     }
   });
 
-  it("fails with file_not_found for another tenant's file or an unknown one", async () => {
+  it("refuses at submission (422) an image job for another tenant's file or an unknown one", async () => {
     const theirs = await upload(await makeImage('png', 50, 50), other.clientKey);
-    await expectRefused({ file_id: theirs }, 'file_not_found');
-    await expectRefused({ file_id: 'file_nosuchfile0000' }, 'file_not_found');
+    for (const file_id of [theirs, 'file_nosuchfile0000', 'not-a-file-id']) {
+      const r = await call(t.clientKey, 'POST', '/v1/jobs', { type: 'image', payload: { file_id } });
+      expect(r.status, file_id).toBe(422);
+      expect(r.body.errors).toEqual([{ path: 'payload.file_id', message: expect.stringContaining('upload it first') }]);
+    }
+    // A batch: one lookup, each missing file named by its place.
+    const mine = await upload(await makeImage('png', 50, 50));
+    const bulk = await call(t.clientKey, 'POST', '/v1/jobs/bulk', {
+      jobs: [
+        { type: 'image', payload: { file_id: mine } },
+        { type: 'image', payload: { file_id: theirs } },
+        { type: 'image', payload: { file_id: mine } },
+        { type: 'image', payload: { file_id: 'file_nosuchfile0001' } },
+      ],
+    });
+    expect(bulk.status).toBe(422);
+    expect(bulk.body.errors.map((e: { path: string }) => e.path)).toEqual([
+      'jobs.1.payload.file_id',
+      'jobs.3.payload.file_id',
+    ]);
+  });
+
+  it('fails with file_not_found when the file is gone by the time the job runs', async () => {
+    const id = await upload(await makeImage('png', 50, 50));
+    const r = await call(t.clientKey, 'POST', '/v1/jobs', {
+      type: 'image',
+      payload: { file_id: id },
+      run_at: new Date(Date.now() + 1500).toISOString(),
+    });
+    expect(r.status).toBe(202);
+    await env.db.deleteFrom('files').where('id', '=', id).execute();
+    const job = await waitFor(
+      async () => {
+        const j = (await call(t.clientKey, 'GET', `/v1/jobs/${r.body.id}`)).body;
+        return ['succeeded', 'failed'].includes(j.state) ? j : undefined;
+      },
+      { timeout: 30_000, what: 'the delayed image job' },
+    );
+    expect(job).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'file_not_found' } });
   });
 
   it('the same worker process is alive afterwards and does good work', async () => {

@@ -243,6 +243,13 @@ describe('jobs report', () => {
     expect(records[4]).toMatchObject({ jobs: '3', share_of_type_pct: '75', run_p95_ms: '200', wait_p50_ms: '10' });
   });
 
+  it('does not count itself when its period covers its own creation', async () => {
+    const until = new Date(Date.now() + 3_600_000).toISOString();
+    const job = await runReport(apiB, { kind: 'jobs', from: FROM, to: until });
+    const rows = csvRecords(await fileBytes(job.result.file_id, b.tenant));
+    expect(rows.map((r) => `${r.type}/${r.state}/${r.jobs}`)).toEqual(['email/succeeded/5']);
+  });
+
   it('keeps a client to its own tenant and lets an operator cover all tenants', async () => {
     const own = await runReport(apiB, { kind: 'jobs', from: FROM, to: TO });
     const onlyB = csvRecords(await fileBytes(own.result.file_id, b.tenant));

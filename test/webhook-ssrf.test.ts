@@ -89,14 +89,32 @@ describe('SSRF guard', () => {
     });
   });
 
-  it('refuses callbacks to 127.0.0.1 and 169.254.169.254 by default, once, without retrying', async () => {
-    const local = await api('POST', '/v1/jobs', { type: 'test', payload: {}, callback_url: `${rx.url}/hook` });
-    const metadata = await api('POST', '/v1/jobs', {
+  it('refuses a callback_url naming 127.0.0.1, ::1 or 169.254.169.254 at submission: 422 on the field, nothing accepted', async () => {
+    for (const url of [`${rx.url}/hook`, 'http://[::1]/hook', 'http://169.254.169.254/latest/meta-data/']) {
+      const r = await api('POST', '/v1/jobs', { type: 'test', payload: {}, callback_url: url });
+      expect(r.status, url).toBe(422);
+      expect(r.body.errors).toEqual([
+        { path: 'callback_url', message: expect.stringMatching(/private, loopback.*WEBHOOK_ALLOW_PRIVATE=true/) },
+      ]);
+    }
+    const bulk = await api('POST', '/v1/jobs/bulk', {
+      jobs: [
+        { type: 'test', payload: {}, callback_url: 'https://example.com/ok' },
+        { type: 'test', payload: {}, callback_url: 'http://10.1.2.3/' },
+      ],
+    });
+    expect(bulk.status).toBe(422);
+    expect(bulk.body.errors.map((e: { path: string }) => e.path)).toEqual(['jobs.1.callback_url']);
+  });
+
+  it('refuses at delivery, once, without retrying, a callback whose name resolves to a loopback address', async () => {
+    const port = new URL(rx.url).port;
+    const local = await api('POST', '/v1/jobs', {
       type: 'test',
       payload: {},
-      callback_url: 'http://169.254.169.254/latest/meta-data/',
+      callback_url: `http://localhost:${port}/hook`,
     });
-    for (const job of [local, metadata]) {
+    for (const job of [local]) {
       expect(job.status).toBe(202);
       const rows = await waitFor(
         async () => {

@@ -149,6 +149,19 @@ export function operatorTools(deps: AppDeps) {
     });
   }
 
+  // Bull Board's page links a Google Fonts stylesheet; no page of ours may need the internet, and its CSS falls back
+  // to the system fonts without it.
+  const noFontCdn: MiddlewareHandler<AuthEnv> = async (c, next) => {
+    await next();
+    if (c.req.method !== 'GET' || !c.res.headers.get('content-type')?.startsWith('text/html')) return;
+    const html = (await c.res.text()).replace(/<link [^>]*href="https:\/\/fonts\.googleapis\.com[^>]*>/g, '');
+    const headers = new Headers(c.res.headers);
+    headers.delete('content-length');
+    c.res = new Response(html, { status: c.res.status, headers });
+  };
+  app.use(BOARD_PATH, noFontCdn);
+  app.use(`${BOARD_PATH}/*`, noFontCdn);
+
   // Two boards on one path: viewers get Bull Board's read-only mode (no action buttons, actions refused).
   const board = (readOnlyMode: boolean) => {
     const serverAdapter = new HonoAdapter(serveStatic).setBasePath(BOARD_PATH);

@@ -1,14 +1,16 @@
 // The HTTP API: thin routes over the ledger and the queues. createApp(deps) has no side effects.
 import type { IncomingMessage } from 'node:http';
-import { Scalar } from '@scalar/hono-api-reference';
+import type { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { isDbUnavailable } from '../db/index.js';
+import { prettyLogs } from '../log.js';
 import { httpMetrics } from '../metrics.js';
 import { operatorTools } from './admin.js';
 import { authenticate, viewersReadOnly, type AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
+import { docsRoutes } from './docs.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
 import { rateLimitPerKey, tenantQuotas } from './rate-limit.js';
@@ -35,9 +37,19 @@ function isRedisUnavailable(err: unknown): boolean {
   );
 }
 
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+
+/** The methods some route (not a middleware) answers on `path`: a 405's `Allow`, empty when no route has the path. */
+function allowedMethods(app: Hono<AuthEnv>, path: string): string[] {
+  const allow = METHODS.filter((m) => app.router.match(m, path)[0].some(([[, route]]) => route.method !== 'ALL'));
+  return allow.includes('GET') ? [...allow, 'HEAD'] : allow;
+}
+
 export function createApp(deps: AppDeps) {
   const app = router();
   const { log } = deps;
+  // One line per request at a terminal; in production only failures (a line per request is a write per request).
+  const requestLevel = prettyLogs(deps.config) ? 'info' : 'debug';
 
   app.use('*', requestId());
   app.use('*', httpMetrics());
@@ -45,15 +57,11 @@ export function createApp(deps: AppDeps) {
     const start = performance.now();
     await next();
     const ms = Math.round((performance.now() - start) * 10) / 10;
-    if (c.res.status >= 500)
-      log.error(
+    const level = c.res.status >= 500 ? 'error' : requestLevel;
+    if (log.isLevelEnabled(level))
+      log[level](
         { req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms },
-        'request',
-      );
-    else if (log.isLevelEnabled('debug'))
-      log.debug(
-        { req_id: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms },
-        'request',
+        `${c.req.method} ${c.req.path} ${c.res.status} ${ms} ms`,
       );
   });
 
@@ -79,7 +87,7 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', async (c, next) => {
     if (c.req.path.startsWith('/v1/files')) return next();
     // A declared length is checked from the header alone: hono's bodyLimit reads `raw.body`, which makes
-    // @hono/node-server build a full WHATWG Request for every request (an eighth of the CPU of a POST).
+    // @hono/node-server build a full WHATWG Request for every request (its cost: docs/performance.md).
     if (!c.req.header('transfer-encoding')) {
       const length = c.req.header('content-length');
       if (length !== undefined) {
@@ -120,14 +128,23 @@ export function createApp(deps: AppDeps) {
     info: {
       title: 'movie-jobs',
       version: '1.0.0',
-      description: 'Background-job platform for the movie-recommendation product. See API.md for the contract.',
+      description:
+        'Background-job platform for the movie-recommendation product. Its contract: docs/api.md in the repository.',
     },
   });
-  app.get('/docs', Scalar({ url: '/openapi.json', pageTitle: 'movie-jobs API' }));
+  app.route('/', docsRoutes());
 
-  app.notFound((c) =>
-    problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` }),
-  );
+  app.notFound((c) => {
+    const allow = allowedMethods(app, c.req.path);
+    if (allow.length)
+      return problemResponse(
+        c,
+        405,
+        { slug: 'method-not-allowed', detail: `${c.req.path} takes ${allow.join(', ')}, not ${c.req.method}.` },
+        { Allow: allow.join(', ') },
+      );
+    return problemResponse(c, 404, { slug: 'not-found', detail: `No route for ${c.req.method} ${c.req.path}.` });
+  });
 
   app.onError((err, c) => {
     if (err instanceof ProblemError) {
@@ -136,7 +153,12 @@ export function createApp(deps: AppDeps) {
     if (err instanceof HTTPException) {
       // Hono's own (e.g. malformed JSON from the validator): keep the status, speak problem+json.
       const status = err.status;
-      const detail = status === 400 ? 'The body is not valid JSON.' : err.message || 'Request error.';
+      const detail =
+        status === 400
+          ? 'The body is not valid JSON.'
+          : status === 415
+            ? 'Send the body as JSON, with the header Content-Type: application/json.'
+            : err.message || 'Request error.';
       return problemResponse(c, status, { slug: status === 400 ? 'malformed' : 'http-error', detail });
     }
     if (isZodError(err))

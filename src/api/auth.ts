@@ -20,6 +20,14 @@ export function keyFromHeader(header: string | undefined): string | undefined {
   return undefined;
 }
 
+/** What is wrong with an Authorization header that carries no usable key, and how to send one. */
+function authHint(header: string): string {
+  const send = 'Send the key as `Authorization: Bearer <key>`.';
+  if (/^mj_/i.test(header.trim())) return `The Authorization header holds a key without its scheme. ${send}`;
+  if (/^bearer$/i.test(header.trim())) return `The Authorization header says Bearer but carries no key. ${send}`;
+  return `The Authorization header is not a Bearer key (or HTTP Basic with the key as the password). ${send}`;
+}
+
 /** Positive and negative lookups are bounded apart, so a flood of unknown keys never evicts a valid one. */
 const KEY_CACHE_MAX = 10_000;
 
@@ -63,8 +71,9 @@ export function authenticate(db: Db, secret: string, ttlMs = 5_000): MiddlewareH
     return p;
   };
   return async (c, next) => {
-    const key = keyFromHeader(c.req.header('authorization'));
-    if (!key || key.length > 200) throw problem.unauthorized();
+    const header = c.req.header('authorization');
+    const key = keyFromHeader(header);
+    if (!key || key.length > 200) throw problem.unauthorized(header ? authHint(header) : undefined);
     const principal =
       cache.known.get(key) ?? (!KEY_FORMAT.test(key) || cache.unknown.has(key) ? undefined : await lookup(key));
     if (!principal) throw problem.unauthorized('The API key is unknown or revoked.');

@@ -3,6 +3,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { ZodError, type z } from 'zod';
+import { fieldIssues } from '../validation.js';
 
 export interface FieldError {
   path: string;
@@ -69,8 +70,8 @@ export const problem = {
 };
 
 export function fieldErrors(err: z.ZodError | ZodError, prefix: (string | number)[] = []): FieldError[] {
-  return err.issues.map((i) => ({
-    path: [...prefix, ...i.path].map(String).join('.') || '(body)',
+  return fieldIssues(err.issues, prefix).map((i) => ({
+    path: i.path.map(String).join('.') || '(body)',
     message: i.message,
   }));
 }

@@ -52,8 +52,7 @@ export class JobCache {
           for (const id of ids) this.reading.delete(id);
         }
       },
-      // Small batches measured better for the tail: 64 rows per read gave p99 11–12 ms, 16 rows 8–9 ms
-      // (`npm run bench -- status`, 64 connections).
+      // Small batches keep the tail shorter than large ones (docs/performance.md, "Figures behind the code").
       { gather: 'turn', maxInFlight: 2, maxBatch: 16 },
     );
   }

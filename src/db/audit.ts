@@ -17,7 +17,7 @@ export interface AuditEntry {
   client_addr?: string | null;
 }
 
-/** The public shape (API.md "Operators", GET /v1/audit). */
+/** The public shape (docs/api.md "Operators", GET /v1/audit). */
 export interface ApiAudit {
   id: string;
   at: string;

@@ -7,7 +7,7 @@ type Q = Kysely<Database> | Transaction<Database>;
 export const TERMINAL: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 export const LIVE: readonly JobState[] = ['queued', 'delayed', 'running'];
 
-/** The public shape of a job (API.md "Jobs"). */
+/** The public shape of a job (docs/api.md "Jobs"). */
 export interface ApiJob {
   id: string;
   type: string;

@@ -15,7 +15,7 @@ export interface Variant {
   quality?: number;
 }
 
-/** API.md: thumb 128, medium 512, large 1280, webp. The size bounds the longest side (fit inside). */
+/** docs/api.md: thumb 128, medium 512, large 1280, webp. The size bounds the longest side (fit inside). */
 export const DEFAULT_VARIANTS: readonly Variant[] = [
   { name: 'thumb', width: 128, height: 128, fit: 'inside', format: 'webp' },
   { name: 'medium', width: 512, height: 512, fit: 'inside', format: 'webp' },

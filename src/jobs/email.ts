@@ -23,7 +23,7 @@ import {
   type Owner,
   type Settlement,
 } from '../mail/deliveries.js';
-import { latestRecommendations } from '../mail/recommendations.js';
+import { latestRecommendations, movieLines } from '../mail/recommendations.js';
 import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
 import { closeMailer, compose, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
 import { defineJob } from './registry.js';
@@ -90,7 +90,9 @@ async function content(ctx: JobContext<EmailPayload>): Promise<Rendered> {
       return render('welcome', { ...common, ...p.data });
     case 'recommendations': {
       const items = p.data.items ?? (await latestRecommendations(ctx.deps.db, ctx.tenant, p.data.user_id!));
-      return render('recommendations', { ...common, name: p.data.name, items });
+      // A reader gets titles with their year and genres; the model's scores mean nothing to them.
+      const movies = await movieLines(ctx.deps.db, ctx.tenant, items);
+      return render('recommendations', { ...common, name: p.data.name, items: movies });
     }
     case 'report_ready': {
       const base = ctx.deps.config.PUBLIC_URL ?? `http://localhost:${ctx.deps.config.PORT}`;

@@ -11,6 +11,7 @@ import { groupCommit } from '../group-commit.js';
 import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
 import { enqueue } from './enqueue.js';
 import type { JobRegistry } from './registry.js';
+import { fieldIssues } from '../validation.js';
 
 export const priority = z.enum(['high', 'normal', 'low']);
 
@@ -62,11 +63,7 @@ export function checkSpec(
   const parsed = def.payload.safeParse(spec.payload);
   if (!parsed.success) {
     return {
-      issues: parsed.error.issues.map((i) => ({
-        path: ['payload', ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
-        message: i.message,
-        code: 'invalid' as const,
-      })),
+      issues: fieldIssues(parsed.error.issues, ['payload']).map((i) => ({ ...i, code: 'invalid' as const })),
     };
   }
   const nul = nulPath(parsed.data);

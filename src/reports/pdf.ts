@@ -76,6 +76,22 @@ export function renderPdf<R>(doc: PDFKit.PDFDocument, r: PdfReport<R>): void {
   if (r.rows.length === 0) {
     doc.font('Helvetica').fontSize(10).fillColor(MUTED).text('Nothing happened in this period.');
   } else {
+    // The notes go above the table, as its legend: below it they would be pushed alone onto a new page whenever the
+    // table ends near the bottom of one.
+    if (r.totalRows > r.rows.length) {
+      doc
+        .font('Helvetica')
+        .fontSize(8)
+        .fillColor(MUTED)
+        .text(
+          `Showing the first ${r.rows.length} of ${r.totalRows} rows; the CSV format of this report has them all.`,
+          left,
+          doc.y,
+          { width },
+        );
+    }
+    doc.font('Helvetica').fontSize(8).fillColor(MUTED).text(printable(r.footnote), left, doc.y, { width });
+    doc.moveDown(0.5);
     const header = r.columns.map((c) => ({
       text: c.header,
       font: { src: 'Helvetica-Bold' },
@@ -88,19 +104,6 @@ export function renderPdf<R>(doc: PDFKit.PDFDocument, r: PdfReport<R>): void {
       defaultStyle: { border: 0.5, borderColor: '#b8c2cc', padding: [2, 3, 2, 3] },
       data: [header, ...body],
     });
-    doc.moveDown(0.5);
-    if (r.totalRows > r.rows.length) {
-      doc
-        .fontSize(8)
-        .fillColor(MUTED)
-        .text(
-          `Showing the first ${r.rows.length} of ${r.totalRows} rows; the CSV format of this report has them all.`,
-          left,
-          doc.y,
-          { width },
-        );
-    }
-    doc.fontSize(8).fillColor(MUTED).text(printable(r.footnote), left, doc.y, { width });
   }
   doc.end();
 }

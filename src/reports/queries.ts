@@ -7,6 +7,8 @@ export interface ReportScope {
   tenant?: string;
   from: Date;
   to: Date;
+  /** The report's own job, which a jobs report leaves out: it would count itself, still running. */
+  reportJob?: string;
 }
 
 export interface PdfColumn<R> {
@@ -95,6 +97,7 @@ export const jobsReport: ReportKind<JobsReportRow> = {
         select type, state, created_at, started_at, finished_at, run_at, error->>'code' as code
         from jobs
         where created_at >= ${s.from} and created_at < ${s.to} ${tenantFilter('tenant', s.tenant)}
+          ${s.reportJob === undefined ? sql`` : sql`and id <> ${s.reportJob}`}
       ),
       per_state as (
         select type, state, count(*) as jobs, ${pcts(run, ran)} as run, ${pcts(wait, started)} as wait

@@ -32,8 +32,13 @@ export interface ReportResult {
 }
 
 const DAY_MS = 24 * 3600 * 1000;
-/** The stable name of the output within the job, so a rerun overwrites the same file id. */
-const FILE_NAME = 'report';
+/**
+ * The output's name within the job, `jobs-2026-12-01`: the kind and the last day of the period. The period is fixed
+ * by the job, so a rerun overwrites the same file id; downloads are named after it (with the format's extension).
+ */
+function fileName(kind: string, to: Date): string {
+  return `${kind}-${to.toISOString().slice(0, 10)}`;
+}
 
 /**
  * The period is fixed by the job, not by the clock of the run: `to` defaults to when the job was created and
@@ -58,9 +63,11 @@ export async function resolvePeriod(ctx: JobContext<ReportRequest>): Promise<{ f
 export async function runReport(ctx: JobContext<ReportRequest>): Promise<ReportResult> {
   const p = ctx.payload;
   const period = await resolvePeriod(ctx);
-  const scope: ReportScope = { ...period, tenant: p.scope === 'all' ? undefined : ctx.tenant };
+  const scope: ReportScope = { ...period, tenant: p.scope === 'all' ? undefined : ctx.tenant, reportJob: ctx.id };
   await ctx.progress(5);
-  const out = p.kind === 'jobs' ? await generate(ctx, jobsReport, scope) : await generate(ctx, ratingsReport, scope);
+  const name = fileName(p.kind, period.to);
+  const out =
+    p.kind === 'jobs' ? await generate(ctx, jobsReport, scope, name) : await generate(ctx, ratingsReport, scope, name);
   await ctx.progress(90);
   ctx.jobLog(`${p.kind} report: ${out.rows} rows as ${p.format}`, { rows: out.rows, file_id: out.file.id, ...period });
   const result: ReportResult = {
@@ -80,6 +87,7 @@ async function generate<R>(
   ctx: JobContext<ReportRequest>,
   kind: ReportKind<R>,
   scope: ReportScope,
+  name: string,
 ): Promise<{ file: FileRow; rows: number; title: string }> {
   const { db, storage, config } = ctx.deps;
   const rows = cursorRows(db, kind.query(db, scope), {
@@ -88,7 +96,7 @@ async function generate<R>(
   });
   // Every tenant's figures are for operators (and viewers) only, not for the submitting tenant's client keys.
   const visibility = scope.tenant === undefined ? ('operators' as const) : ('tenant' as const);
-  const target = { tenant: ctx.tenant, jobId: ctx.id, name: FILE_NAME, visibility };
+  const target = { tenant: ctx.tenant, jobId: ctx.id, name, visibility };
   const title = kind.title;
 
   if (ctx.payload.format === 'csv') {

@@ -5,6 +5,7 @@ import { ZodError } from 'zod';
 import * as ledger from '../db/jobs.js';
 import type { JobError, JobRow } from '../db/types.js';
 import { publishJobEvents, type JobEventKind } from '../events.js';
+import { prettyLogs } from '../log.js';
 import { instrumentWorker } from '../metrics.js';
 import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
 import { isDbUnavailable } from '../db/index.js';
@@ -108,6 +109,9 @@ export async function startWorkers(
   queueNames: readonly string[],
 ): Promise<RunningWorkers> {
   const { config, db, redis, log } = deps;
+  // One line per finished job at a terminal; in production per job at debug: an info line per job is a write(2) per
+  // job, a cost that shows at thousands of jobs a second. Counts and durations are in the metrics.
+  const doneLevel = prettyLogs(config) ? 'info' : 'debug';
   const workers: Worker[] = [];
   const dbGuard = new DbGuard(db, log);
   const runLogFor = jobLogWriter(db, log);
@@ -268,9 +272,10 @@ export async function startWorkers(
         jlog().info('job cancelled (cancel committed while it ran)');
         throw new Cancelled('cancelled');
       }
-      // Per job at debug: an info line per job is a write(2) per job, a cost that shows at thousands of jobs a second.
-      // Counts and durations are in the metrics (jobs_completed_total, job_run_duration_seconds).
-      if (log.isLevelEnabled('debug')) jlog().debug({ ms: Date.now() - started }, 'job succeeded');
+      if (log.isLevelEnabled(doneLevel)) {
+        const ms = Date.now() - started;
+        jlog()[doneLevel]({ job_id: id, ms }, `${def.type} job succeeded in ${ms} ms`);
+      }
       return result;
     } catch (err) {
       if (ended) throw err;

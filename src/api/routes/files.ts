@@ -203,6 +203,7 @@ export function filesRoutes(deps: AppDeps) {
           'Content-Length': String(row.bytes),
           ETag: etag,
           'Cache-Control': 'private, max-age=3600',
+          'Content-Disposition': contentDisposition(row),
           // Uploaded bytes are never run as a page in the API's origin.
           'X-Content-Type-Options': 'nosniff',
           'Content-Security-Policy': "default-src 'none'; sandbox",
@@ -212,6 +213,32 @@ export function filesRoutes(deps: AppDeps) {
   );
 
   return app;
+}
+
+const EXTENSIONS: Record<string, string> = {
+  'image/jpeg': 'jpg',
+  'image/png': 'png',
+  'image/webp': 'webp',
+  'image/avif': 'avif',
+  'image/gif': 'gif',
+  'image/tiff': 'tiff',
+  'text/csv': 'csv',
+  'application/pdf': 'pdf',
+  'text/plain': 'txt',
+  'application/json': 'json',
+  'message/rfc822': 'eml',
+};
+
+/**
+ * A download's name: a job's output after its name within the job (a report `jobs-2026-12-01.csv`, an image variant
+ * `thumb.webp`), an upload after its id, each with the extension of its content type. Images open in the browser,
+ * everything else downloads.
+ */
+export function contentDisposition(row: { id: string; name: string | null; content_type: string }): string {
+  const type = row.content_type.split(';')[0].trim().toLowerCase();
+  const base = (row.name ?? row.id).replace(/[^A-Za-z0-9._-]/g, '_');
+  const filename = `${base}.${EXTENSIONS[type] ?? 'bin'}`;
+  return `${type.startsWith('image/') ? 'inline' : 'attachment'}; filename="${filename}"`;
 }
 
 function tooLarge(max: number) {

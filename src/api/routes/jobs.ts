@@ -4,6 +4,8 @@ import * as ledger from '../../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
+import { tenantFileIds } from '../../files.js';
+import { checkUrl, RefusedError } from '../../webhooks/guard.js';
 import { tenantScope } from '../auth.js';
 import { assertRedisUp, assertScopeAllowed, cancelJob, retryJob } from '../job-actions.js';
 import { JobCache } from '../job-cache.js';
@@ -105,6 +107,47 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
   return rows;
 }
 
+/**
+ * What can be checked before accepting, beyond the schemas: an image job's file must be one of the tenant's (one
+ * lookup for the whole batch), and a callback_url must not name a private or loopback address literally (the
+ * webhook guard's own check; names are resolved, and refused if need be, at delivery).
+ */
+async function assertSubmittable(deps: AppDeps, tenant: string, specs: JobSpec[], prefix: (string | number)[]) {
+  const at = (i: number, ...rest: string[]) =>
+    [...prefix, ...(specs.length > 1 || prefix.length ? [i] : []), ...rest].join('.');
+  const errors: FieldError[] = [];
+  specs.forEach((spec, i) => {
+    if (!spec.callback_url) return;
+    try {
+      checkUrl(spec.callback_url, { allowPrivate: deps.config.WEBHOOK_ALLOW_PRIVATE });
+    } catch (err) {
+      if (!(err instanceof RefusedError)) throw err;
+      errors.push({
+        path: at(i, 'callback_url'),
+        message: `${err.message}; callbacks go to public addresses (WEBHOOK_ALLOW_PRIVATE=true allows others)`,
+      });
+    }
+  });
+  const wanted = specs.flatMap((s, i) =>
+    s.type === 'image' && typeof s.payload.file_id === 'string' ? [{ i, id: s.payload.file_id }] : [],
+  );
+  if (wanted.length) {
+    const have = await tenantFileIds(
+      deps.db,
+      tenant,
+      wanted.map((w) => w.id),
+    );
+    for (const w of wanted)
+      if (!have.has(w.id))
+        errors.push({
+          path: at(w.i, 'payload', 'file_id'),
+          message: `no file ${w.id} for this tenant: upload it first (POST /v1/files) and use the id it returns`,
+        });
+  }
+  if (errors.length)
+    throw problem.unprocessable('not-submittable', 'The job cannot run as submitted; see errors.', { errors });
+}
+
 export function jobsRoutes(deps: AppDeps) {
   const app = router();
   const { db } = deps;
@@ -153,6 +196,7 @@ export function jobsRoutes(deps: AppDeps) {
       const principal = c.get('principal');
       const [row] = validateSpecs(deps, [spec], []);
       assertScopeAllowed([spec], principal);
+      await assertSubmittable(deps, principal.tenant, [spec], []);
       assertRedisUp(deps);
       let job: JobRow | undefined;
       if (key) {
@@ -215,6 +259,7 @@ export function jobsRoutes(deps: AppDeps) {
       const { jobs } = c.req.valid('json');
       const rows = validateSpecs(deps, jobs, ['jobs']);
       assertScopeAllowed(jobs, c.get('principal'));
+      await assertSubmittable(deps, c.get('principal').tenant, jobs, ['jobs']);
       assertRedisUp(deps);
       const inserted = await submit(deps, c.get('principal').tenant, rows);
       return c.json({ jobs: inserted.map(ledger.toApiJob) }, 202);
