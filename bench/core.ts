@@ -209,23 +209,23 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
       .executeTakeFirstOrThrow();
     const seconds = (new Date(span.last as Date).getTime() - new Date(span.first as Date).getTime()) / 1000;
     await worker.stop();
-    const bare = JSON.parse(
-      (
-        await exec(process.execPath, ['--import', 'tsx', 'bench/anchors/bare-worker.ts'], {
-          cwd: process.cwd(),
-          env: {
-            ...process.env,
-            ...stack.env,
-            QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor`,
-            JOBS: String(jobs),
-            CONCURRENCY: String(BENCH_CONCURRENCY),
-          },
-        })
-      ).stdout
-        .trim()
-        .split('\n')
-        .pop()!,
-    ) as { jobs_per_s: number };
+    // The anchors, one after another on the same machine: bare BullMQ (Redis only), and the PostgreSQL-backed peers
+    // pg-boss and graphile-worker (durable writes at start and end, as our ledger has), each with its defaults.
+    const anchor = async (file: string, env: Record<string, string>) =>
+      JSON.parse(
+        (
+          await exec(process.execPath, ['--import', 'tsx', file], {
+            cwd: process.cwd(),
+            env: { ...process.env, ...stack.env, JOBS: String(jobs), CONCURRENCY: String(BENCH_CONCURRENCY), ...env },
+          })
+        ).stdout
+          .trim()
+          .split('\n')
+          .pop()!,
+      ) as { jobs_per_s: number };
+    const bare = await anchor('bench/anchors/bare-worker.ts', { QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` });
+    const pgBoss = await anchor('bench/anchors/pgboss-worker.ts', {});
+    const graphile = await anchor('bench/anchors/graphile-worker.ts', {});
     const rate = jobs / seconds;
     return [
       row(
@@ -236,6 +236,27 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
         '≥ 50% of anchor',
         rate >= 0.5 * bare.jobs_per_s,
         { jobs, concurrency: BENCH_CONCURRENCY, wall_s: round(wall, 1) },
+      ),
+      row(
+        'worker jobs/s vs pg-boss 10',
+        rate,
+        pgBoss.jobs_per_s,
+        'jobs/s',
+        '≥ 2× (peer)',
+        rate >= 2 * pgBoss.jobs_per_s,
+        {
+          jobs,
+          concurrency: BENCH_CONCURRENCY,
+        },
+      ),
+      row(
+        'worker jobs/s vs graphile-worker 0.17',
+        rate,
+        graphile.jobs_per_s,
+        'jobs/s',
+        '≥ 2× (peer)',
+        rate >= 2 * graphile.jobs_per_s,
+        { jobs, concurrency: BENCH_CONCURRENCY },
       ),
     ];
   } finally {

@@ -5,14 +5,16 @@
 // drift in machine load during the run does not favour either side.
 // Target (issue 4): the platform reaches ≥ 70% of the bare rate. Standalone: `node --import tsx bench/email.ts`
 // (EMAILS=… to change the count).
+import { execFile } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import nodemailer from 'nodemailer';
 import { paragraphs, render } from '../src/mail/render.js';
-import { smtpPoolOptions } from '../src/mail/transport.js';
-import { MAX_RECIPIENTS } from '../src/jobs/email.js';
+import { email, MAX_RECIPIENTS } from '../src/jobs/email.js';
 import { cpuSeconds, createStack, procfile, redisServerPid, round, sleep, start, type Proc } from './lib.js';
 
+const exec = promisify(execFile);
 const N = Number(process.env.EMAILS ?? 2000);
 const WARMUP = 50;
 const SUBJECT = 'Benchmark';
@@ -24,7 +26,9 @@ const cpuMs = (pid: number) => cpuSeconds(pid) * 1000;
 type Measured = { rate: number; cpuPerMsg: number };
 
 async function bareRate(url: string, n: number, sinkPid: number): Promise<Measured> {
-  const transport = nodemailer.createTransport(smtpPoolOptions(url));
+  // As a user writes it: a pooled transport with nodemailer's defaults, not the platform's pool settings.
+  const { hostname, port } = new URL(url);
+  const transport = nodemailer.createTransport({ pool: true, host: hostname, port: Number(port) });
   const message = render('plain', { subject: SUBJECT, text: TEXT, paragraphs: paragraphs(TEXT) });
   const send = (i: number) =>
     transport.sendMail({
@@ -138,6 +142,26 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
     const single = await platformRate(1, 'single');
 
     const bare2 = await bareRate(url, N, sink.pid);
+    // The BullMQ + nodemailer worker a user would write, same message, same worker concurrency, same sink.
+    const workerAnchor = JSON.parse(
+      (
+        await exec(process.execPath, ['--import', 'tsx', 'bench/anchors/bullmq-nodemailer.ts'], {
+          cwd: process.cwd(),
+          env: {
+            ...process.env,
+            ...stack.env,
+            QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor`,
+            SMTP_URL: url,
+            EMAILS: String(N),
+            CONCURRENCY: String(email.concurrency),
+            MESSAGE: JSON.stringify(render('plain', { subject: SUBJECT, text: TEXT, paragraphs: paragraphs(TEXT) })),
+          },
+        })
+      ).stdout
+        .trim()
+        .split('\n')
+        .pop()!,
+    ) as { msg_per_s: number };
     const anchor = (bare1.rate + bare2.rate) / 2;
     const bareCpu = (bare1.cpuPerMsg + bare2.cpuPerMsg) / 2;
     return {
@@ -152,6 +176,11 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
       throughput_single_unit: 'msg/s',
       throughput_single_target: `≥ 70% of bare nodemailer (${N} jobs × 1 recipient)`,
       throughput_single_ok: single.rate >= 0.7 * anchor,
+      throughput_single_vs_worker: round(single.rate, 1),
+      throughput_single_vs_worker_anchor: round(workerAnchor.msg_per_s, 1),
+      throughput_single_vs_worker_unit: 'msg/s',
+      throughput_single_vs_worker_target: `≥ 70% of a BullMQ Worker sending with pooled nodemailer (${N} jobs × 1 recipient)`,
+      throughput_single_vs_worker_ok: single.rate >= 0.7 * workerAnchor.msg_per_s,
       bare_before: round(bare1.rate, 1),
       bare_after: round(bare2.rate, 1),
       ratio_batched: round(batched.rate / anchor, 3),
