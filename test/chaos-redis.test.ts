@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, sleep, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 import { privateRedis, type PrivateRedis } from './support/private-redis.js';
+import { clientIdempotencyKey } from '../src/db/jobs.js';
 
 let redis: PrivateRedis;
 let env: TestEnv;
@@ -160,7 +161,12 @@ describe('the API killed between its commit and its enqueue', () => {
         (err: unknown) => err,
       );
       const row = await waitFor(
-        () => env.db.selectFrom('jobs').selectAll().where('idempotency_key', '=', idem).executeTakeFirst(),
+        () =>
+          env.db
+            .selectFrom('jobs')
+            .selectAll()
+            .where('idempotency_key', '=', clientIdempotencyKey(idem))
+            .executeTakeFirst(),
         { timeout: 10_000, what: 'the ledger commit' },
       );
       await web.stop('SIGKILL');
@@ -188,7 +194,7 @@ describe('the API killed between its commit and its enqueue', () => {
       const count = await env.db
         .selectFrom('jobs')
         .select((e) => e.fn.countAll<number>().as('n'))
-        .where('idempotency_key', '=', idem)
+        .where('idempotency_key', '=', clientIdempotencyKey(idem))
         .executeTakeFirstOrThrow();
       expect(Number(count.n)).toBe(1);
     } finally {

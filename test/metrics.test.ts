@@ -177,7 +177,7 @@ describe('a worker process', () => {
     const line = worker
       .output()
       .split('\n')
-      .find((l) => l.includes('"job succeeded"'));
+      .find((l) => / job succeeded in \d+ ms"/.test(l));
     expect(JSON.parse(line!)).toMatchObject({ job_id: job.body.id, type: 'serial', tenant: keys.tenant });
   });
 });

@@ -23,7 +23,9 @@ let local: string;
 let key: string;
 
 beforeAll(async () => {
-  env = await createTestEnv('sse_load');
+  // One key holds all the streams here: the per-key cap (SSE_MAX_STREAMS_PER_KEY) is raised out of the way, since
+  // this file measures what many streams cost a process, not the cap (test/review-limits.test.ts tests that).
+  env = await createTestEnv('sse_load', { env: { SSE_MAX_STREAMS_PER_KEY: '5000' } });
   key = (await tenantWithKeys(env)).clientKey;
   [web] = await Promise.all([startProcess('web', env.env), env.startWorkers(['test'])]);
   // The in-process app on a real socket, so the test can look at its hub.
