@@ -1,0 +1,3 @@
+import { moduleConfig } from './module.mjs';
+
+export default moduleConfig('webhooks-guard', ['src/webhooks/guard.ts'], ['test/webhook-guard.test.ts']);

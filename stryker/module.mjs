@@ -1,0 +1,32 @@
+// Shared Stryker settings: each module is mutated against only the test files written for it, so a module's score
+// says what its own tests catch, not what some end-to-end test happens to touch.
+//
+// TypeScript 7 ships no compiler API, and Stryker's tsconfig rewriter loads one (`parseConfigFileTextToJson`) to
+// rewrite paths in the sandbox's tsconfig.json. vitest (through esbuild) never reads those paths, so the rewriter is
+// pointed at a file that does not exist and has nothing to do.
+/**
+ * A mutant that leaves a callback uncalled hangs its test: a short vitest `testTimeout` fails it in seconds, where
+ * Stryker's own timeout would restart the test runner (slow).
+ * @param {string} name @param {string[]} mutate @param {string[]} testFiles @param {{testTimeout?: number}} [opts]
+ * @returns {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000 } = {}) {
+  // Read by stryker/vitest.config.ts in the test runner processes Stryker starts from this one.
+  process.env.MUTATION_TEST_FILES = testFiles.join(',');
+  process.env.MUTATION_TEST_TIMEOUT = String(testTimeout);
+  return {
+    packageManager: 'npm',
+    testRunner: 'vitest',
+    plugins: ['@stryker-mutator/vitest-runner'],
+    vitest: { configFile: 'stryker/vitest.config.ts', related: false },
+    mutate,
+    tsconfigFile: 'stryker/no-tsconfig.json',
+    coverageAnalysis: 'perTest',
+    concurrency: 2,
+    thresholds: { high: 95, low: 85, break: 85 },
+    reporters: ['html', 'clear-text', 'progress'],
+    htmlReporter: { fileName: `reports/mutation/${name}.html` },
+    tempDirName: `.stryker-tmp/${name}`,
+    ignorePatterns: ['var', 'dist', 'reports', 'bench/results', 'grafana', 'docs', '*.cpuprofile'],
+    cleanTempDir: 'always',
+  };
+}
