@@ -7,12 +7,14 @@
 /**
  * A mutant that leaves a callback uncalled hangs its test: a short vitest `testTimeout` fails it in seconds, where
  * Stryker's own timeout would restart the test runner (slow).
- * @param {string} name @param {string[]} mutate @param {string[]} testFiles @param {{testTimeout?: number}} [opts]
+ * @param {string} name @param {string[]} mutate @param {string[]} testFiles @param {{testTimeout?: number, setup?: boolean}} [opts] `setup: false` skips test/setup.ts (zod-openapi) for
+ *   tests that never build a schema: it is most of a small test file's time.
  * @returns {import('@stryker-mutator/api/core').PartialStrykerOptions} */
-export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000 } = {}) {
+export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000, setup = true } = {}) {
   // Read by stryker/vitest.config.ts in the test runner processes Stryker starts from this one.
   process.env.MUTATION_TEST_FILES = testFiles.join(',');
   process.env.MUTATION_TEST_TIMEOUT = String(testTimeout);
+  process.env.MUTATION_SETUP = setup ? '1' : '0';
   return {
     packageManager: 'npm',
     testRunner: 'vitest',

@@ -11,5 +11,10 @@ if (!files?.length) throw new Error('MUTATION_TEST_FILES is not set: run this th
 export default defineConfig({
   ...base,
   root: fileURLToPath(new URL('..', import.meta.url)),
-  test: { ...base.test, include: files, testTimeout: Number(process.env.MUTATION_TEST_TIMEOUT ?? 3_000) },
+  test: {
+    ...base.test,
+    include: files,
+    setupFiles: process.env.MUTATION_SETUP === '0' ? [] : base.test?.setupFiles,
+    testTimeout: Number(process.env.MUTATION_TEST_TIMEOUT ?? 3_000),
+  },
 });

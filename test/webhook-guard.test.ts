@@ -138,8 +138,9 @@ describe('SSRF guard: DNS hook', () => {
   const loopback: GuardPolicy = { allowPrivate: false, allow: (a) => a === '127.0.0.1' || a === '::1' };
 
   it('refuses a name that resolves to a forbidden address, naming both', async () => {
-    const { err } = await lookup(strict, 'localhost', { family: 4 });
+    const { err, address } = await lookup(strict, 'localhost', { family: 4 });
     expect(err).toBeInstanceOf(RefusedError);
+    expect(address).toBe('');
     expect(err?.message).toBe(
       'refused: localhost resolves to 127.0.0.1, a private, loopback, link-local or reserved address',
     );
