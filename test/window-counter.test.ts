@@ -86,6 +86,7 @@ describe('WindowCounter', () => {
     await sameMinute();
     // A connection held by a blocking BLPOP: the counter's INCRBY waits behind it, as behind a slow Redis.
     const held = new Redis(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+    await held.ping(); // connected, so the counter's first flush sends at once
     const gate = `${prefix}:gate`;
     const blocked = held.blpop(gate, 0);
     const c = new WindowCounter(held, `${prefix}:e`, 3, 60_000);
@@ -97,6 +98,7 @@ describe('WindowCounter', () => {
     expect(c.take('k')).toMatchObject({ ok: false, remaining: 0 });
     await redis.lpush(gate, 'go');
     await blocked;
+    // The request counted during that flush goes out after it, with no further request to prompt it.
     await waitFor(async () => (await redis.get(windowKey('e', 'k'))) === '3');
     expect(c.take('k').ok).toBe(false);
     held.disconnect();
@@ -113,6 +115,35 @@ describe('WindowCounter', () => {
     expect(c.take('k')).toMatchObject({ ok: true, remaining: 0 });
     expect(c.take('k').ok).toBe(false);
     expect(await redis.get(windowKey('f', 'k'))).toBe('not a number');
+  });
+
+  it('keeps counting a count Redis lost, when Redis answers again with less', async () => {
+    await sameMinute();
+    await redis.set(windowKey('i', 'k'), 'not a number', 'PX', 60_000);
+    const c = new WindowCounter(redis, `${prefix}:i`, 4, 60_000);
+    c.take('k');
+    c.take('k');
+    await sleep(50);
+    // Redis lost the key (a restart, an eviction): its next answer (1) is less than this process has seen (3).
+    await redis.del(windowKey('i', 'k'));
+    c.take('k');
+    await waitFor(async () => (await redis.get(windowKey('i', 'k'))) === '1');
+    await sleep(20);
+    expect(c.take('k')).toMatchObject({ ok: true, remaining: 0 });
+    expect(c.take('k').ok).toBe(false);
+  });
+
+  it("keeps a current window after sending its count, so the limit still holds when other keys' counts go out", async () => {
+    await sameMinute();
+    const c = new WindowCounter(redis, `${prefix}:j`, 2, 60_000);
+    c.take('k');
+    c.take('k');
+    await waitFor(async () => (await redis.get(windowKey('j', 'k'))) === '2');
+    c.take('other');
+    await waitFor(async () => (await redis.get(windowKey('j', 'other'))) === '1');
+    c.take('other');
+    await waitFor(async () => (await redis.get(windowKey('j', 'other'))) === '2');
+    expect(c.take('k')).toMatchObject({ ok: false, remaining: 0 });
   });
 
   it('sends what it counted while Redis was unreachable once Redis is back', async () => {
