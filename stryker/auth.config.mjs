@@ -6,5 +6,5 @@ export default moduleConfig(
   'auth',
   ['src/auth/keys.ts', 'src/auth/revocation.ts', 'src/api/auth.ts'],
   ['test/auth-keys.test.ts'],
-  { setup: false, testTimeout: 10_000 },
+  { setup: false, testTimeout: 10_000, timeoutMS: 60_000 },
 );

@@ -5,4 +5,5 @@ import { moduleConfig } from './module.mjs';
 export default moduleConfig('db-jobs-tenancy', ['src/db/jobs.ts:80-126'], ['test/jobs-tenancy.test.ts'], {
   setup: false,
   testTimeout: 10_000,
+  timeoutMS: 60_000,
 });

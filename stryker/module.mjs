@@ -5,12 +5,17 @@
 // rewrite paths in the sandbox's tsconfig.json. vitest (through esbuild) never reads those paths, so the rewriter is
 // pointed at a file that does not exist and has nothing to do.
 /**
- * A mutant that leaves a callback uncalled hangs its test: a short vitest `testTimeout` fails it in seconds, where
- * Stryker's own timeout would restart the test runner (slow).
- * @param {string} name @param {string[]} mutate @param {string[]} testFiles @param {{testTimeout?: number, setup?: boolean}} [opts] `setup: false` skips test/setup.ts (zod-openapi) for
- *   tests that never build a schema: it is most of a small test file's time.
- * @returns {import('@stryker-mutator/api/core').PartialStrykerOptions} */
-export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000, setup = true } = {}) {
+ * One module's configuration.
+ * @param {string} name the report's name
+ * @param {string[]} mutate the module's files (or line ranges)
+ * @param {string[]} testFiles its own tests, the only ones run
+ * @param {{testTimeout?: number, setup?: boolean, timeoutMS?: number}} [opts]
+ *   `testTimeout`: a mutant that leaves a callback uncalled hangs its test; a short vitest limit fails it in seconds,
+ *   where Stryker's own timeout would restart the test runner (slow). `setup: false` skips test/setup.ts
+ *   (zod-openapi) for tests that never build a schema: it is most of a small test file's time.
+ * @returns {import('@stryker-mutator/api/core').PartialStrykerOptions}
+ */
+export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000, setup = true, timeoutMS = 30_000 } = {}) {
   // Read by stryker/vitest.config.ts in the test runner processes Stryker starts from this one.
   process.env.MUTATION_TEST_FILES = testFiles.join(',');
   process.env.MUTATION_TEST_TIMEOUT = String(testTimeout);
@@ -23,6 +28,9 @@ export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000, set
     mutate,
     tsconfigFile: 'stryker/no-tsconfig.json',
     coverageAnalysis: 'perTest',
+    // Stryker's own limit on a whole run, before-all hooks included (a fresh database and its migrations): generous, so
+    // a loaded machine does not turn slow runs into 'timed out' (counted as detected); hangs end at testTimeout.
+    timeoutMS,
     concurrency: 2,
     thresholds: { high: 95, low: 85, break: 85 },
     reporters: ['html', 'clear-text', 'progress'],
