@@ -19,11 +19,18 @@ import type { JobRow, NewJobRow } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
 
 // Not ./helpers.js: it loads the whole app, most of this file's time under mutation testing (npm run test:mutation).
-const name = `jobs_tenancy_${randomBytes(4).toString('hex')}`;
+// Under Stryker a run that times out is killed before afterAll: one database per Stryker worker, made afresh by each
+// run, leaves at most one behind per worker rather than one per timed-out mutant.
+const strykerWorker = process.env.STRYKER_MUTATOR_WORKER;
+const name =
+  strykerWorker === undefined
+    ? `jobs_tenancy_${randomBytes(4).toString('hex')}`
+    : `jobs_tenancy_stryker_${strykerWorker}`;
 const url = `${process.env.TEST_PG_URL_BASE ?? 'postgres://postgres@127.0.0.1:5432'}/${name}`;
 let db: Db;
 
 beforeAll(async () => {
+  if (strykerWorker !== undefined) await dropDatabase();
   await ensureDatabase(url);
   db = createDb(url, 2);
   await migrateToLatest(db);
@@ -33,12 +40,16 @@ beforeAll(async () => {
     .execute();
 });
 
-afterAll(async () => {
-  await db?.destroy();
+async function dropDatabase() {
   const admin = new pg.Client({ connectionString: url.replace(/\/[^/]+$/, '/postgres') });
   await admin.connect();
   await admin.query(`drop database if exists "${name}" with (force)`);
   await admin.end();
+}
+
+afterAll(async () => {
+  await db?.destroy();
+  await dropDatabase();
 });
 
 const job = (tenant: string, extra: Partial<NewJobRow> = {}): NewJobRow => ({
