@@ -35,8 +35,9 @@ export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000, set
     thresholds: { high: 95, low: 85, break: 85 },
     reporters: ['html', 'clear-text', 'progress'],
     htmlReporter: { fileName: `reports/mutation/${name}.html` },
+    // Every module's sandbox under .stryker-tmp/, which is kept out of the others' sandboxes (ignorePatterns).
     tempDirName: `.stryker-tmp/${name}`,
-    ignorePatterns: ['var', 'dist', 'reports', 'bench/results', 'grafana', 'docs', '*.cpuprofile'],
+    ignorePatterns: ['.stryker-tmp', 'var', 'dist', 'reports', 'bench/results', 'grafana', 'docs', '*.cpuprofile'],
     cleanTempDir: 'always',
   };
 }
