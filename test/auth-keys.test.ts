@@ -36,8 +36,12 @@ beforeAll(async () => {
   await ensureDatabase(url);
   db = createDb(url, 2);
   await migrateToLatest(db);
-  await createTenant(db, 'ann');
-  await createTenant(db, 'bob');
+  // Not createTenant: a mutant of it failing here would fail no test (a failed beforeAll skips them), so its own test
+  // below judges it.
+  await db
+    .insertInto('tenants')
+    .values(['ann', 'bob'].map((id) => ({ id, webhook_secret: `whsec_${id}` })))
+    .execute();
 });
 
 async function dropDatabase() {
@@ -73,6 +77,7 @@ describe('the key in the Authorization header', () => {
     for (const h of [undefined, '', 'Bearer', 'Bearer ', 'mj_abc', 'Token mj_abc', 'Bearerx mj_abc', 'xBearer mj_abc'])
       expect(keyFromHeader(h), String(h)).toBeUndefined();
     expect(keyFromHeader('Basicx dTpr')).toBeUndefined();
+    expect(keyFromHeader('xBasic dTpr')).toBeUndefined();
   });
 });
 
@@ -147,6 +152,10 @@ describe('the authentication middleware', () => {
     expect(await call('/me', 'Token x')).toEqual({ status: 401, body: required });
     // Longer than any key: refused before a lookup.
     expect(await call('/me', `Bearer ${'k'.repeat(201)}`)).toEqual({ status: 401, body: required });
+    expect(await call('/me', `Bearer ${'k'.repeat(200)}`)).toMatchObject({
+      status: 401,
+      body: { detail: 'The API key is unknown or revoked.' },
+    });
     expect(await call('/me', 'Bearer mj_unknown')).toMatchObject({
       status: 401,
       body: { detail: 'The API key is unknown or revoked.' },
@@ -207,6 +216,8 @@ describe('the authentication middleware', () => {
     const call = app(60_000);
     const key = `mj_${randomBytes(32).toString('base64url')}`;
     expect((await call('/me', `Bearer ${key}`)).status).toBe(401);
+    // Forgetting a revoked key passes over the cached unknown ones.
+    expect(() => forgetKey('key_revoked_elsewhere')).not.toThrow();
     await db
       .insertInto('api_keys')
       .values({ id: 'key_late', tenant: 'ann', role: 'client', hash: hashKey(secret, key) })
