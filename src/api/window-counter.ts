@@ -73,7 +73,8 @@ export class WindowCounter {
     const current = Math.floor(this.lastFlush / this.windowMs);
     const sends: Promise<void>[] = [];
     for (const [key, w] of this.windows) {
-      if (w.window < current && w.pending === 0 && w.sending === 0) {
+      // Nothing is on its way at this point (one flush at a time), so a passed window with nothing pending is done.
+      if (w.window < current && w.pending === 0) {
         this.windows.delete(key);
         continue;
       }

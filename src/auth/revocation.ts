@@ -35,9 +35,8 @@ export function listenForRevocations(config: Config, onRevoked: (keyId: string) 
   const sub = createRedis(config, 'subscriber');
   sub.on('error', () => {});
   const channel = revocationChannel(config);
-  sub.on('message', (ch: string, keyId: string) => {
-    if (ch === channel) onRevoked(keyId);
-  });
+  // The connection subscribes to this one channel only, so every message is a revocation.
+  sub.on('message', (_ch: string, keyId: string) => onRevoked(keyId));
   // Not awaited: while Redis is away the subscription waits in the offline queue (and ioredis restores it after a
   // reconnect); until then revocation falls back to the cache TTL.
   void sub.subscribe(channel).catch(() => undefined);

@@ -7,8 +7,8 @@
 const LOCAL = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
 /** RFC 1035 label: letters, digits and inner hyphens, 1..63. */
 const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-/** A top-level domain is alphabetic (2+) or an IDN in punycode. */
-const TLD = /^(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})$/;
+/** A top-level domain is alphabetic (2+) or an IDN in punycode; LABEL has already bounded its length. */
+const TLD = /^(?:[A-Za-z]{2,}|xn--[A-Za-z0-9-]+)$/;
 
 export function addressProblem(value: string): string | undefined {
   if (value.length > 254) return 'is longer than 254 characters';
@@ -21,7 +21,8 @@ export function addressProblem(value: string): string | undefined {
   if (local.length > 64) return 'has a local part longer than 64 characters';
   if (!LOCAL.test(local)) return 'has a local part with characters or dots not allowed here';
   const labels = domain.split('.');
-  if (domain.length > 253 || labels.length < 2 || !labels.every((l) => LABEL.test(l))) return 'has an invalid domain';
+  // No check of the domain's 253-character limit: 254 in all, less a local part and the @, leaves at most 252.
+  if (labels.length < 2 || !labels.every((l) => LABEL.test(l))) return 'has an invalid domain';
   if (!TLD.test(labels[labels.length - 1])) return 'has an invalid top-level domain';
   return undefined;
 }
@@ -38,6 +39,6 @@ export function normalizeAddress(value: string): string {
 
 /** The domain of a From header such as `Movie Jobs <noreply@example.com>`, for Message-IDs. */
 export function senderDomain(from: string): string {
-  const m = /@([A-Za-z0-9.-]+)>?\s*$/.exec(from.trim());
+  const m = /@([A-Za-z0-9.-]+)>?$/.exec(from.trim());
   return m ? m[1].toLowerCase() : 'localhost';
 }

@@ -29,40 +29,33 @@ for (const [net, bits] of [
 ] as const) {
   blocked.addSubnet(net, bits, 'ipv4');
 }
+// An IPv4-mapped address (::ffff:a.b.c.d, in any spelling) is judged by BlockList against the IPv4 rules above.
+// Every other IPv6 form that carries an IPv4 address is refused whole: it can reach the same private targets.
 for (const [net, bits] of [
-  ['::', 128],
-  ['::1', 128],
-  ['64:ff9b::', 96], // NAT64: an IPv4 address in disguise
-  ['100::', 64],
-  ['2001:db8::', 32],
+  ['::', 96], // IPv4-compatible (deprecated), including the unspecified address :: and loopback ::1
+  ['::ffff:0:0:0', 96], // IPv4-translated (RFC 2765)
+  ['64:ff9b::', 96], // NAT64 (RFC 6052)
+  ['64:ff9b:1::', 48], // NAT64, local use (RFC 8215)
+  ['100::', 64], // discard
+  ['2001::', 32], // Teredo: carries its server's and client's IPv4 addresses
+  ['2001:db8::', 32], // documentation
+  ['2002::', 16], // 6to4: 2002:AABB:CCDD::/48 is the IPv4 address AA.BB.CC.DD
   ['fc00::', 7], // unique local, including fd00:ec2::254 (AWS metadata over IPv6)
-  ['fe80::', 10],
-  ['ff00::', 8],
+  ['fe80::', 10], // link-local
+  ['ff00::', 8], // multicast
 ] as const) {
   blocked.addSubnet(net, bits, 'ipv6');
 }
 
+/** An IPv6 literal as a URL's host spells it, `[::1]`, without its brackets. */
+const unbracket = (host: string) => host.replace(/^\[|\]$/g, '');
+
 /** True for loopback, private, link-local, metadata, multicast and reserved addresses. */
 export function isForbiddenAddress(address: string): boolean {
-  const ip = address.replace(/^\[|\]$/g, '');
+  const ip = unbracket(address);
   const family = isIP(ip);
   if (family === 4) return blocked.check(ip, 'ipv4');
-  if (family === 6) {
-    // IPv4-mapped (::ffff:a.b.c.d or ::ffff:7f00:1): judge the IPv4 address inside.
-    const mapped = /^::ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/i.exec(ip);
-    if (mapped) {
-      const v4 =
-        mapped[1] ??
-        [
-          parseInt(mapped[2], 16) >> 8,
-          parseInt(mapped[2], 16) & 255,
-          parseInt(mapped[3], 16) >> 8,
-          parseInt(mapped[3], 16) & 255,
-        ].join('.');
-      return blocked.check(v4, 'ipv4');
-    }
-    return blocked.check(ip, 'ipv6');
-  }
+  if (family === 6) return blocked.check(ip, 'ipv6');
   return true; // not an address at all
 }
 
@@ -88,7 +81,7 @@ export function checkUrl(raw: string, policy: GuardPolicy): URL {
   if (url.protocol !== 'http:' && url.protocol !== 'https:')
     throw new RefusedError(`only http and https callbacks are allowed, not ${url.protocol}`);
   if (url.username || url.password) throw new RefusedError('callback URLs must not carry credentials');
-  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const host = unbracket(url.hostname);
   if (isIP(host) && refused(policy, host))
     throw new RefusedError(`refused: ${host} is a private, loopback, link-local or reserved address`);
   return url;
