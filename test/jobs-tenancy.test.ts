@@ -7,7 +7,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, type Db } from '../src/db/index.js';
 import {
+  clientIdempotencyKey,
   expireIdempotencyKey,
+  findByClientKey,
   findByIdempotencyKey,
   findJob,
   findJobsByIds,
@@ -120,6 +122,32 @@ describe('ledger reads by tenant', () => {
     expect(await keys(youngAnn.id)).toEqual(['k-young', 'h']);
     expect(await findByIdempotencyKey(db, 'ann', 'k-old')).toBeUndefined();
     expect((await findByIdempotencyKey(db, 'bob', 'k-old'))?.id).toBe(oldBob.id);
+  });
+
+  it("names a client's key apart from internal keys, and finds it within its tenant with its window by the database's clock", async () => {
+    expect(clientIdempotencyKey('order-9')).toBe('client:order-9');
+    expect(clientIdempotencyKey('report_ready:x')).not.toBe('report_ready:x');
+    const stored = clientIdempotencyKey('order-9');
+    const [young, old, internal] = await insertJobs(db, [
+      job('ann', { idempotency_key: stored, request_hash: 'h' }),
+      job('bob', { idempotency_key: stored, request_hash: 'h' }),
+      job('ann', { idempotency_key: 'report_ready:r1', request_hash: null }),
+    ]);
+    await db
+      .updateTable('jobs')
+      .set({ created_at: sql<Date>`now() - interval '25 hours'` })
+      .where('id', '=', old.id)
+      .execute();
+    const annHit = await findByClientKey(db, 'ann', stored);
+    expect(annHit?.job.id).toBe(young.id);
+    expect(annHit?.expired).toBe(false);
+    expect(annHit?.job).not.toHaveProperty('key_expired');
+    const bobHit = await findByClientKey(db, 'bob', stored);
+    expect(bobHit?.job.id).toBe(old.id);
+    expect(bobHit?.expired).toBe(true);
+    expect(await findByClientKey(db, 'ann', clientIdempotencyKey('order-10'))).toBeUndefined();
+    expect(await findByClientKey(db, 'bob', 'report_ready:r1')).toBeUndefined();
+    expect((await findByClientKey(db, 'ann', 'report_ready:r1'))?.job.id).toBe(internal.id);
   });
 
   it("lists a tenant's jobs only, newest first, filtered by type, state and page; an operator lists everyone's", async () => {
