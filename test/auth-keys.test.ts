@@ -149,7 +149,11 @@ describe('the authentication middleware', () => {
       auth: 'Bearer realm="movie-jobs", Basic realm="movie-jobs"',
     };
     expect(await call('/me')).toEqual({ status: 401, body: required });
-    expect(await call('/me', 'Token x')).toEqual({ status: 401, body: required });
+    // A header that carries no key in a scheme we read: the same challenge, and a hint how to send one.
+    expect(await call('/me', 'Token x')).toEqual({
+      status: 401,
+      body: { ...required, detail: expect.stringContaining('Send the key as `Authorization: Bearer <key>`.') },
+    });
     // Longer than any key: refused before a lookup.
     expect(await call('/me', `Bearer ${'k'.repeat(201)}`)).toEqual({ status: 401, body: required });
     expect(await call('/me', `Bearer ${'k'.repeat(200)}`)).toMatchObject({

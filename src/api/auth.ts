@@ -73,7 +73,8 @@ export function authenticate(db: Db, secret: string, ttlMs = 5_000): MiddlewareH
   return async (c, next) => {
     const header = c.req.header('authorization');
     const key = keyFromHeader(header);
-    if (!key || key.length > 200) throw problem.unauthorized(header ? authHint(header) : undefined);
+    if (!key) throw problem.unauthorized(header ? authHint(header) : undefined);
+    if (key.length > 200) throw problem.unauthorized();
     const principal =
       cache.known.get(key) ?? (!KEY_FORMAT.test(key) || cache.unknown.has(key) ? undefined : await lookup(key));
     if (!principal) throw problem.unauthorized('The API key is unknown or revoked.');
