@@ -146,6 +146,8 @@ const surfaceOf = (a: ApiAudit) => a.surface ?? (a.action.startsWith('dashboard.
 
 export interface JobStory {
   job: ApiJob;
+  /** The trace the job's runs belong to (tracing on): its id, to look it up in the tracing backend. */
+  traceId?: string;
   parent?: ApiJob;
   children: JobRow[];
   webhooks: WebhookDeliveryRow[];
@@ -201,6 +203,8 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
           <dd>
             <When at={job.finished_at} />
           </dd>
+          <dt>Trace</dt>
+          <dd>{props.story.traceId ? <code>{props.story.traceId}</code> : '—'}</dd>
           <dt>Parent</dt>
           <dd>
             {props.story.parent ? (

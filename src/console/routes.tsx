@@ -41,6 +41,7 @@ import {
   startSession,
   type SessionEnv,
 } from '../api/session.js';
+import { traceIdOf } from '../tracing/index.js';
 import { JobPage, PRIORITIES, SearchPage, STATES, type SearchForm } from './jobs.js';
 import { BASE, jobHref, Layout, type PageCtx, seesAll } from './layout.js';
 import { OverviewPage, QueuesPage, SchedulesPage, TenantsPage } from './ops.js';
@@ -310,6 +311,7 @@ export function consoleRoutes(deps: AppDeps) {
         mayAct={true}
         story={{
           job: toApiJob(row),
+          traceId: traceIdOf(row.trace_context),
           parent: parent && toApiJob(parent),
           children,
           webhooks,

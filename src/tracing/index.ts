@@ -46,6 +46,18 @@ export function currentTraceContext(): string | null {
   return carrier.traceparent ? JSON.stringify(carrier) : null;
 }
 
+/** The trace id in a job's stored trace context (its W3C `traceparent`), for people to look the trace up. */
+export function traceIdOf(stored: string | null | undefined): string | undefined {
+  if (!stored) return undefined;
+  try {
+    const traceparent = (JSON.parse(stored) as { traceparent?: unknown }).traceparent;
+    const id = typeof traceparent === 'string' ? traceparent.split('-')[1] : undefined;
+    return id && /^[0-9a-f]{32}$/.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function contextOf(stored: string | null | undefined): Context | undefined {
   if (!started || !stored) return undefined;
   try {
