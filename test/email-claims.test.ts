@@ -247,6 +247,21 @@ describe('claims on the ledger', () => {
     expect(await deliveriesOf(env.db, '00000000-0000-0000-0000-000000000000')).toEqual([]);
   });
 
+  it('inserts a batch in one order (job, then recipient) whatever order it came in, so no two batches deadlock', async () => {
+    const list = ['m5', 'm1', 'M3', 'm4', 'm2', 'm10'].map((r) => `${r}@example.com`);
+    await claimDeliveries(
+      env.db,
+      list.map((r) => req(r, run(0, 1))),
+      LEASE,
+    );
+    // The heap keeps one insert statement's rows in the order it inserted them.
+    const { rows } = await sql<{ recipient: string }>`
+      select recipient from email_deliveries where job_id = ${jobId} and recipient = any(${list}) order by ctid`.execute(
+      env.db,
+    );
+    expect(rows.map((r) => r.recipient)).toEqual([...list].sort());
+  });
+
   it('two runs claiming the same recipients at once: each recipient is claimed by exactly one', async () => {
     const list = Array.from({ length: 40 }, (_, i) => `g${i}@example.com`);
     const [one, two] = await Promise.all([
