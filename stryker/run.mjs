@@ -2,7 +2,17 @@
 // ones), so one module's threshold failing does not hide the others' results; exits non-zero if any failed.
 import { spawnSync } from 'node:child_process';
 
-const modules = ['guard', 'address', 'group-commit', 'window-counter', 'jobs', 'auth', 'rate-limit'];
+const modules = [
+  'guard',
+  'address',
+  'group-commit',
+  'window-counter',
+  'jobs',
+  'auth',
+  'deliveries',
+  'rate-limit',
+  'reconciler',
+];
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : modules;
 const unknown = chosen.filter((m) => !modules.includes(m));
 if (unknown.length) {

@@ -7,6 +7,7 @@ import {
   claimDeliveries,
   compareOwners,
   decideClaim,
+  deliveriesOf,
   messageIdFor,
   releaseClaim,
   renewClaims,
@@ -37,6 +38,14 @@ describe('decideClaim', () => {
     ['pending, a newer generation, silent', row('pending', run(3, 1), 60_000), 'held'],
   ] as const)('%s → %s', (_name, r, expected) => {
     expect(decideClaim(r, me, LEASE)).toBe(expected);
+  });
+
+  it('gives a job and recipient one Message-ID, whatever the case of the address', () => {
+    const id = messageIdFor('j1', 'Ann@Example.com', 'movies.test');
+    expect(id).toMatch(/^<j1\.[0-9a-f]{16}@movies\.test>$/);
+    expect(messageIdFor('j1', 'ann@example.com', 'movies.test')).toBe(id);
+    expect(messageIdFor('j1', 'bob@example.com', 'movies.test')).not.toBe(id);
+    expect(messageIdFor('j2', 'ann@example.com', 'movies.test')).not.toBe(id);
   });
 
   it('orders runs by generation, then attempt', () => {
@@ -140,6 +149,117 @@ describe('claims on the ledger', () => {
       LEASE,
     );
     expect(out.map((c) => c.decision)).toEqual(['claim', 'held']);
+  });
+
+  it('a batch mixing new and existing recipients answers each request in its own place', async () => {
+    await claim('h1@example.com', run(0, 1));
+    await claim('h2@example.com', run(0, 1));
+    await settle('h2@example.com', run(0, 1), 'sent');
+    const out = await claimDeliveries(
+      env.db,
+      [req('h3@example.com', run(0, 2)), req('h1@example.com', run(0, 2)), req('h2@example.com', run(0, 2))],
+      LEASE,
+    );
+    expect(out).toEqual([
+      { decision: 'claim', prev_state: null, attempts: 1 },
+      { decision: 'held', prev_state: 'pending', attempts: null },
+      { decision: 'settled', prev_state: 'sent', attempts: null },
+    ]);
+    expect(await stored('h1@example.com')).toEqual({ state: 'pending', owner_gen: 0, owner_attempt: 1, attempts: 1 });
+  });
+
+  it('a recipient repeated in one batch is decided in order, after the claims before it', async () => {
+    await claim('i@example.com', run(0, 1));
+    await silence('i@example.com');
+    const out = await claimDeliveries(
+      env.db,
+      [
+        req('i@example.com', run(0, 2)),
+        req('i2@example.com', run(0, 2)),
+        req('i@example.com', run(0, 3)),
+        req('i@example.com', run(0, 2)),
+      ],
+      LEASE,
+    );
+    expect(out).toEqual([
+      { decision: 'claim', prev_state: 'pending', attempts: 2 },
+      { decision: 'claim', prev_state: null, attempts: 1 },
+      { decision: 'held', prev_state: 'pending', attempts: null },
+      { decision: 'claim', prev_state: 'pending', attempts: 3 },
+    ]);
+  });
+
+  it('settles several sends in one call, in input order, only where the run owns the claim', async () => {
+    await claim('j1@example.com', run(0, 1));
+    await claim('j2@example.com', run(0, 1));
+    const long = 'x'.repeat(1500);
+    const out = await settleDeliveries(env.db, [
+      { jobId, recipient: 'j1@example.com', state: 'rejected', response: 'no', ...run(0, 2) },
+      { jobId, recipient: 'j2@example.com', state: 'sent', response: long, ...run(0, 1) },
+      { jobId, recipient: 'j1@example.com', state: 'deferred', response: '451 later', ...run(0, 1) },
+      // The same claim twice: the second finds it settled already.
+      { jobId, recipient: 'j2@example.com', state: 'deferred', response: 'again', ...run(0, 1) },
+    ]);
+    expect(out).toEqual([false, true, true, false]);
+    const rows = await env.db
+      .selectFrom('email_deliveries')
+      .select(['recipient', 'state', 'response', 'sent_at'])
+      .where('job_id', '=', jobId)
+      .where('recipient', 'in', ['j1@example.com', 'j2@example.com'])
+      .orderBy('recipient')
+      .execute();
+    expect(rows.map((r) => [r.recipient, r.state, r.response?.length, r.sent_at !== null])).toEqual([
+      ['j1@example.com', 'deferred', 9, false],
+      ['j2@example.com', 'sent', 1000, true],
+    ]);
+    expect(rows[0].response).toBe('451 later');
+  });
+
+  it("releases only its own pending claim: another run's release changes nothing", async () => {
+    await claim('k@example.com', run(1, 1));
+    for (const other of [run(0, 1), run(1, 2), run(2, 1)])
+      await releaseClaim(env.db, { jobId, recipient: 'k@example.com', ...other });
+    expect(await stored('k@example.com')).toMatchObject({ state: 'pending', owner_gen: 1, owner_attempt: 1 });
+    await settle('k@example.com', run(1, 1), 'sent');
+    await releaseClaim(env.db, { jobId, recipient: 'k@example.com', ...run(1, 1) });
+    expect(await stored('k@example.com')).toMatchObject({ state: 'sent' });
+  });
+
+  it('a renewal of other recipients or of another job does not keep a silent claim alive', async () => {
+    await claim('l@example.com', run(0, 1));
+    await claim('l2@example.com', run(0, 1));
+    await silence('l@example.com');
+    await renewClaims(env.db, []);
+    await renewClaims(env.db, [
+      { jobId, recipient: 'l2@example.com', ...run(0, 1) },
+      { jobId: '00000000-0000-0000-0000-000000000000', recipient: 'l@example.com', ...run(0, 1) },
+    ]);
+    expect((await claim('l@example.com', run(0, 2))).decision).toBe('claim');
+  });
+
+  it('lists a job’s deliveries in the order they were first claimed, and no other job’s', async () => {
+    const rows = await deliveriesOf(env.db, jobId);
+    expect(rows.length).toBeGreaterThan(10);
+    expect(rows.every((r) => r.job_id === jobId)).toBe(true);
+    const times = rows.map((r) => new Date(r.created_at).getTime());
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+    expect(rows[0].recipient).toBe('a@example.com');
+    expect(await deliveriesOf(env.db, '00000000-0000-0000-0000-000000000000')).toEqual([]);
+  });
+
+  it('inserts a batch in one order (job, then recipient) whatever order it came in, so no two batches deadlock', async () => {
+    const list = ['m5', 'm1', 'M3', 'm4', 'm2', 'm10'].map((r) => `${r}@example.com`);
+    await claimDeliveries(
+      env.db,
+      list.map((r) => req(r, run(0, 1))),
+      LEASE,
+    );
+    // The heap keeps one insert statement's rows in the order it inserted them.
+    const { rows } = await sql<{ recipient: string }>`
+      select recipient from email_deliveries where job_id = ${jobId} and recipient = any(${list}) order by ctid`.execute(
+      env.db,
+    );
+    expect(rows.map((r) => r.recipient)).toEqual([...list].sort());
   });
 
   it('two runs claiming the same recipients at once: each recipient is claimed by exactly one', async () => {

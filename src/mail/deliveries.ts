@@ -169,7 +169,8 @@ export interface Settlement extends Owner {
  * input order, whether each outcome was written.
  */
 export async function settleDeliveries(db: Db, settled: Settlement[]): Promise<boolean[]> {
-  const written = new Set<string>();
+  // Per request, not per recipient: a recipient repeated in the batch (two runs' outcomes) is written by one of them.
+  const written: boolean[] = settled.map(() => false);
   for (const round of rounds(settled, keyOf)) {
     const list = round.map((i) => settled[i]);
     const { rows } = await sql<{ job_id: string; recipient: string }>`
@@ -181,9 +182,10 @@ export async function settleDeliveries(db: Db, settled: Settlement[]): Promise<b
       where d.job_id = v.job_id and d.recipient = v.recipient
         and d.state = 'pending' and d.owner_gen = v.gen and d.owner_attempt = v.attempt
       returning d.job_id, d.recipient`.execute(db);
-    for (const r of rows) written.add(keyOf({ jobId: r.job_id, recipient: r.recipient }));
+    const got = new Set(rows.map((r) => keyOf({ jobId: r.job_id, recipient: r.recipient })));
+    for (const i of round) written[i] = got.has(keyOf(settled[i]));
   }
-  return settled.map((s) => written.has(keyOf(s)));
+  return written;
 }
 
 /** A run's sign of life on the claims of its sends under way (one statement for all of a process's). */
