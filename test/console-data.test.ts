@@ -1,6 +1,5 @@
 // The console's data functions against a real ledger: search, timeline (written by the jobs trigger), bounded job
 // logs fenced on the generation, audit entries about a job.
-import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant } from '../src/auth/keys.js';
 import { jobAudit, recordAudit } from '../src/db/audit.js';
