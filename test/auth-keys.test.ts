@@ -17,43 +17,22 @@ import {
   revocationChannel,
 } from '../src/auth/revocation.js';
 import { loadConfig } from '../src/config.js';
-import { createDb, type Db } from '../src/db/index.js';
-import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
+import type { Db } from '../src/db/index.js';
+import { type UnitDb, unitDb, unitDbName } from './support/unit-db.js';
 
-// Not ./helpers.js: it loads the whole app, most of this file's time under mutation testing (npm run test:mutation).
-// Under Stryker a run that times out is killed before afterAll: one database per Stryker worker, made afresh by each
-// run, leaves at most one behind per worker rather than one per timed-out mutant.
-const strykerWorker = process.env.STRYKER_MUTATOR_WORKER;
-const name =
-  strykerWorker === undefined ? `auth_keys_${randomBytes(4).toString('hex')}` : `auth_keys_stryker_${strykerWorker}`;
-const url = `${process.env.TEST_PG_URL_BASE ?? 'postgres://postgres@127.0.0.1:5432'}/${name}`;
+const name = unitDbName('auth_keys');
 const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const secret = 'test-secret-of-at-least-16';
+let unit: UnitDb;
 let db: Db;
 
 beforeAll(async () => {
-  if (strykerWorker !== undefined) await dropDatabase();
-  await ensureDatabase(url);
-  db = createDb(url, 2);
-  await migrateToLatest(db);
-  // Not createTenant: a mutant of it failing here would fail no test (a failed beforeAll skips them), so its own test
-  // below judges it.
-  await db
-    .insertInto('tenants')
-    .values(['ann', 'bob'].map((id) => ({ id, webhook_secret: `whsec_${id}` })))
-    .execute();
+  unit = await unitDb(name, ['ann', 'bob']);
+  db = unit.db;
 });
 
-async function dropDatabase() {
-  const admin = new pg.Client({ connectionString: url.replace(/\/[^/]+$/, '/postgres') });
-  await admin.connect();
-  await admin.query(`drop database if exists "${name}" with (force)`);
-  await admin.end();
-}
-
 afterAll(async () => {
-  await db?.destroy();
-  await dropDatabase();
+  await unit?.close();
 });
 
 const basic = (s: string) => `Basic ${Buffer.from(s).toString('base64')}`;

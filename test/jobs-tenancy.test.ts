@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDb, type Db } from '../src/db/index.js';
+import type { Db } from '../src/db/index.js';
 import {
   clientIdempotencyKey,
   expireIdempotencyKey,
@@ -16,42 +16,21 @@ import {
   insertJobs,
   listJobs,
 } from '../src/db/jobs.js';
-import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import type { JobRow, NewJobRow } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
+import { type UnitDb, unitDb, unitDbName } from './support/unit-db.js';
 
-// Not ./helpers.js: it loads the whole app, most of this file's time under mutation testing (npm run test:mutation).
-// Under Stryker a run that times out is killed before afterAll: one database per Stryker worker, made afresh by each
-// run, leaves at most one behind per worker rather than one per timed-out mutant.
-const strykerWorker = process.env.STRYKER_MUTATOR_WORKER;
-const name =
-  strykerWorker === undefined
-    ? `jobs_tenancy_${randomBytes(4).toString('hex')}`
-    : `jobs_tenancy_stryker_${strykerWorker}`;
-const url = `${process.env.TEST_PG_URL_BASE ?? 'postgres://postgres@127.0.0.1:5432'}/${name}`;
+const name = unitDbName('jobs_tenancy');
+let unit: UnitDb;
 let db: Db;
 
 beforeAll(async () => {
-  if (strykerWorker !== undefined) await dropDatabase();
-  await ensureDatabase(url);
-  db = createDb(url, 2);
-  await migrateToLatest(db);
-  await db
-    .insertInto('tenants')
-    .values(['ann', 'bob'].map((id) => ({ id, webhook_secret: `whsec_${id}` })))
-    .execute();
+  unit = await unitDb(name, ['ann', 'bob']);
+  db = unit.db;
 });
 
-async function dropDatabase() {
-  const admin = new pg.Client({ connectionString: url.replace(/\/[^/]+$/, '/postgres') });
-  await admin.connect();
-  await admin.query(`drop database if exists "${name}" with (force)`);
-  await admin.end();
-}
-
 afterAll(async () => {
-  await db?.destroy();
-  await dropDatabase();
+  await unit?.close();
 });
 
 const job = (tenant: string, extra: Partial<NewJobRow> = {}): NewJobRow => ({
