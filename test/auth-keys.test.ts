@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AuthEnv, authenticate, forgetKey, keyFromHeader, requireOperator, tenantScope } from '../src/api/auth.js';
 import { ProblemError } from '../src/api/errors.js';

@@ -1,9 +1,7 @@
 // The ledger's tenant filters, in process against a private PostgreSQL database: every read a client's request makes
 // by id, idempotency key or listing returns that tenant's rows only, and the operator's (no tenant) reads see all.
 // Through db/jobs.ts's public functions only, so these hold whatever the statements become.
-import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/index.js';
 import {
