@@ -10,7 +10,8 @@ import { createKey } from '../src/auth/keys.js';
 import { createRegistry, loadJobModules } from '../src/jobs/index.js';
 import { httpMetrics } from '../src/metrics.js';
 import { createRedis, Queues, waitForRedis } from '../src/queues.js';
-import { installScheduler, saveSchedule, startScheduleWorker } from '../src/schedules.js';
+import { saveSchedule } from '../src/db/schedules.js';
+import { installScheduler, startScheduleWorker } from '../src/schedules.js';
 import { DirectoryStorage } from '../src/storage.js';
 import { createStack, round, sleep } from './lib.js';
 

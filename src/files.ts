@@ -1,8 +1,8 @@
 // File records: metadata in PostgreSQL, bytes in Storage. Used by uploads, image variants and reports.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { sql } from 'kysely';
 import type { Logger } from 'pino';
+import { deleteExpiredFileRows, extendFileExpiry, fileIdsOf, fileRow, upsertFile } from './db/files.js';
 import type { Db } from './db/index.js';
 import type { FileRow, FileVisibility } from './db/types.js';
 import type { Storage } from './storage.js';
@@ -51,31 +51,18 @@ export async function saveFile(db: Db, storage: Storage, f: SaveFile): Promise<F
     const contentType = typeof f.contentType === 'function' ? await f.contentType(head) : f.contentType;
     const expires_at = f.expiresAt ?? null;
     const visibility = f.visibility ?? 'tenant';
-    return await db
-      .insertInto('files')
-      .values({
-        id,
-        tenant: f.tenant,
-        content_type: contentType,
-        bytes: stored.bytes,
-        sha256: stored.sha256,
-        storage_key: key,
-        job_id: f.jobId ?? null,
-        name: f.name ?? null,
-        expires_at,
-        visibility,
-      })
-      .onConflict((oc) =>
-        oc.column('id').doUpdateSet({
-          content_type: contentType,
-          bytes: stored.bytes,
-          sha256: stored.sha256,
-          expires_at,
-          visibility,
-        }),
-      )
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    return await upsertFile(db, {
+      id,
+      tenant: f.tenant,
+      content_type: contentType,
+      bytes: stored.bytes,
+      sha256: stored.sha256,
+      storage_key: key,
+      job_id: f.jobId ?? null,
+      name: f.name ?? null,
+      expires_at,
+      visibility,
+    });
   } catch (err) {
     // No row, no bytes: an upload that fails leaves nothing behind. A job output is rewritten by the retry.
     if (!f.jobId) await storage.delete(key).catch(() => {});
@@ -100,22 +87,14 @@ async function* keepHead(source: Readable, onHead: (head: Buffer) => void): Asyn
 /** A file by id; with `tenant`, only that tenant's. Malformed ids never reach the query. */
 export async function findFile(db: Db, id: string, tenant?: string): Promise<FileRow | undefined> {
   if (!FILE_ID.test(id)) return undefined;
-  let q = db.selectFrom('files').selectAll().where('id', '=', id);
-  if (tenant !== undefined) q = q.where('tenant', '=', tenant);
-  return q.executeTakeFirst();
+  return fileRow(db, id, tenant);
 }
 
 /** Which of `ids` are files of `tenant`: one primary-key lookup for a whole batch. */
 export async function tenantFileIds(db: Db, tenant: string, ids: string[]): Promise<Set<string>> {
   const wanted = [...new Set(ids.filter((id) => FILE_ID.test(id)))];
   if (!wanted.length) return new Set();
-  const rows = await db
-    .selectFrom('files')
-    .select('id')
-    .where('id', 'in', wanted)
-    .where('tenant', '=', tenant)
-    .execute();
-  return new Set(rows.map((r) => r.id));
+  return new Set(await fileIdsOf(db, tenant, wanted));
 }
 
 export function retentionEnd(retentionDays: number, from = Date.now()): Date {
@@ -124,11 +103,7 @@ export function retentionEnd(retentionDays: number, from = Date.now()): Date {
 
 /** A job reading a file keeps it at least as long as the job's own outputs (never shortens it). */
 export async function extendExpiry(db: Db, id: string, until: Date): Promise<void> {
-  await db
-    .updateTable('files')
-    .set({ expires_at: sql<Date>`greatest(coalesce(expires_at, ${until}), ${until})` })
-    .where('id', '=', id)
-    .execute();
+  await extendFileExpiry(db, id, until);
 }
 
 /**
@@ -142,24 +117,10 @@ export async function deleteExpiredFiles(
   limit = 500,
 ): Promise<number> {
   const cutoff = new Date(Date.now() - retentionDays * 86_400_000);
-  const rows = await db
-    .deleteFrom('files')
-    .where('id', 'in', (eb) =>
-      eb
-        .selectFrom('files')
-        .select('id')
-        .where((w) =>
-          w.or([w('expires_at', '<=', new Date()), w.and([w('expires_at', 'is', null), w('created_at', '<', cutoff)])]),
-        )
-        .limit(limit)
-        .forUpdate()
-        .skipLocked(),
-    )
-    .returning('storage_key')
-    .execute();
+  const keys = await deleteExpiredFileRows(db, cutoff, limit);
   // A byte file whose delete fails here is an orphan without a row: unreachable, and harmless.
-  await Promise.all(rows.map((r) => storage.delete(r.storage_key).catch(() => {})));
-  return rows.length;
+  await Promise.all(keys.map((key) => storage.delete(key).catch(() => {})));
+  return keys.length;
 }
 
 /** A write still unfinished after this long was abandoned (its process died): uploads and results take far less. */

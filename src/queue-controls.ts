@@ -5,8 +5,7 @@
 // ledger only if that worked. BullMQ refuses to remove a job still locked by a worker: the worker has written the end
 // to the ledger but not yet told BullMQ. Resetting then would let BullMQ's late outcome of the old run (and an add that
 // is a no-op while the old id exists) undo the retry, so such a job is not retried (the API answers 409).
-import { sql } from 'kysely';
-import { resetForRetry, retryCandidates } from './db/jobs.js';
+import { cancelWaitingJobs, resetForRetry, retryCandidates } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
 import { publishJobEvents } from './events.js';
 import type { JobRegistry } from './jobs/registry.js';
@@ -117,13 +116,7 @@ export async function cancelWaiting(
   id?: string,
   states: JobRow['state'][] = ['queued', 'delayed'],
 ): Promise<number> {
-  let q = deps.db
-    .updateTable('jobs')
-    .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
-    .where('type', '=', type)
-    .where('state', 'in', states);
-  if (id) q = q.where('id', '=', id);
-  const rows = await q.returningAll().execute();
+  const rows = await cancelWaitingJobs(deps.db, type, states, id);
   await publishAll(deps, rows);
   return rows.length;
 }

@@ -5,11 +5,11 @@
 // after submitting) still makes one job.
 import { Worker, type Job } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
-import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Db } from './db/index.js';
 import { findByIdempotencyKey } from './db/jobs.js';
-import type { Priority, ScheduleRow } from './db/types.js';
+import { findSchedule, listSchedules, saveSchedule } from './db/schedules.js';
+import type { ScheduleRow } from './db/types.js';
 import type { JobRegistry } from './jobs/registry.js';
 import { checkSpec, priority, submit } from './jobs/submit.js';
 import type { WorkerDeps } from './jobs/types.js';
@@ -74,46 +74,6 @@ export function checkSchedule(
   for (const i of checked.issues) issues.push({ path: i.path.join('.'), message: i.message });
   const unavailable = checked.issues.some((i) => i.code === 'unavailable');
   return { issues, unavailable, payload: checked.row ? JSON.parse(checked.row.payload as string) : undefined };
-}
-
-// ── PostgreSQL ──────────────────────────────────────────────────────────────
-
-export async function listSchedules(db: Db): Promise<ScheduleRow[]> {
-  return db.selectFrom('schedules').selectAll().orderBy('name').execute();
-}
-
-export async function findSchedule(db: Db, name: string): Promise<ScheduleRow | undefined> {
-  return db.selectFrom('schedules').selectAll().where('name', '=', name).executeTakeFirst();
-}
-
-export async function saveSchedule(
-  db: Db,
-  s: {
-    name: string;
-    tenant: string;
-    type: string;
-    payload: unknown;
-    priority: Priority;
-    cron: string | null;
-    every_ms: number | null;
-    tz: string | null;
-  },
-): Promise<{ row: ScheduleRow; created: boolean }> {
-  const values = { ...s, payload: JSON.stringify(s.payload) };
-  const row = await db
-    .insertInto('schedules')
-    .values(values)
-    .onConflict((oc) => oc.column('name').doUpdateSet({ ...values, updated_at: sql<Date>`now()` }))
-    // xmax = 0 only for a freshly inserted row.
-    .returning(sql<boolean>`(xmax = 0)`.as('created'))
-    .returningAll()
-    .executeTakeFirstOrThrow();
-  const { created, ...rest } = row as ScheduleRow & { created: boolean };
-  return { row: rest, created };
-}
-
-export async function deleteSchedule(db: Db, name: string): Promise<ScheduleRow | undefined> {
-  return db.deleteFrom('schedules').where('name', '=', name).returningAll().executeTakeFirst();
 }
 
 // ── BullMQ job schedulers ───────────────────────────────────────────────────

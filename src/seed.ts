@@ -4,13 +4,14 @@
 import { createKey, createTenant } from './auth/keys.js';
 import type { Config } from './config.js';
 import type { Db } from './db/index.js';
+import { tenantExists } from './db/tenants.js';
 
 /** The demo data set; `npm run eval:reco` evaluates on exactly this. */
 export const DEMO_DATA = { seed: 42, movies: 4000, users: 3000, ratingsPerUser: 60 };
 
 export async function seed({ config, db, args }: { config: Config; db: Db; args: string[] }) {
   if (!args.includes('--demo')) throw new Error('seed needs --demo');
-  const exists = await db.selectFrom('tenants').select('id').where('id', '=', 'demo').executeTakeFirst();
+  const exists = await tenantExists(db, 'demo');
   const tenant = exists ? { tenant: 'demo' } : await createTenant(db, 'demo');
   const client = await createKey(db, config.API_KEY_SECRET, 'demo', 'client');
   const operator = await createKey(db, config.API_KEY_SECRET, 'demo', 'operator');

@@ -97,7 +97,11 @@ describe('retry-failed', () => {
     await waitFor(async () => (await Promise.all(ids.map(jobState))).every((s) => s === 'failed'), {
       what: 'jobs to fail',
     });
-    expect((await op('GET', '/v1/queues')).body.find((q: { name: string }) => q.name === 'test').counts.failed).toBe(2);
+    // The ledger's failure is written before BullMQ moves the job to its failed set: wait for BullMQ's count too.
+    const failedInBull = async () =>
+      (await op('GET', '/v1/queues')).body.find((q: { name: string }) => q.name === 'test').counts.failed;
+    await waitFor(async () => (await failedInBull()) >= 2, { what: "BullMQ's failed count" });
+    expect(await failedInBull()).toBe(2);
 
     // Paused, so the retried jobs can be seen queued before they run.
     await op('POST', '/v1/queues/test/pause');

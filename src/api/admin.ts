@@ -6,7 +6,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { HonoAdapter } from '@bull-board/hono';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
-import { sql } from 'kysely';
+import { ping } from '../db/index.js';
 import { recordAudit } from '../db/audit.js';
 import type { AuditTargetKind } from '../db/types.js';
 import { metricsText, registerDependencyProbes, registerQueueDepth } from '../metrics.js';
@@ -91,7 +91,7 @@ export function operatorTools(deps: AppDeps) {
   const allQueues = [...jobQueues, ...Object.keys(INTERNAL_QUEUES)];
   registerQueueDepth(() => allQueues.map((name) => ({ name, counts: () => queueCounts(deps.queues, name) })));
   registerDependencyProbes({
-    postgres: () => sql`select 1`.execute(deps.db),
+    postgres: () => ping(deps.db),
     redis: () => deps.redis.ping(),
   });
   app.get('/metrics', guard, async (c) => {

@@ -2,12 +2,11 @@
 // Counters live in Redis so every API process shares them; while Redis is down each process counts in memory
 // rather than refusing reads that only need PostgreSQL.
 import type { Context, MiddlewareHandler } from 'hono';
-import { sql } from 'kysely';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { findFile } from '../files.js';
 import { probe } from '../images/pipeline.js';
 import type { Principal } from '../auth/keys.js';
-import type { Db } from '../db/index.js';
-import { LIVE } from '../db/jobs.js';
+import { jobsInFlight } from '../db/jobs.js';
 import type { AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { ProblemError } from './errors.js';
@@ -111,15 +110,6 @@ async function askOf(c: Context<AuthEnv>): Promise<Ask> {
   return { jobs: Math.min(specs.length, 1000), images };
 }
 
-/** Live jobs of a tenant, counted up to `cap + 1` (the partial index jobs_tenant_live_idx keeps this cheap). */
-export async function jobsInFlight(db: Db, tenant: string, cap: number): Promise<number> {
-  const { rows } = await sql<{ n: number }>`
-    select count(*)::int as n from (
-      select 1 from jobs where tenant = ${tenant} and state in (${sql.join([...LIVE])}) limit ${cap + 1}
-    ) live`.execute(db);
-  return rows[0]?.n ?? 0;
-}
-
 /**
  * Live jobs per tenant as this process last counted them, plus what it has accepted since. A request that fits under
  * the cap by that figure goes on without waiting for a query, so a tenant with thousands of live jobs does not pay an
@@ -166,13 +156,7 @@ export class InFlightCounts {
 
 /** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
 async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
-  if (fileId.length > 64) return 0;
-  const row = await deps.db
-    .selectFrom('files')
-    .select(['storage_key'])
-    .where('id', '=', fileId)
-    .where('tenant', '=', tenant)
-    .executeTakeFirst();
+  const row = await findFile(deps.db, fileId, tenant);
   if (!row) return 0;
   try {
     const input = deps.storage.localPath

@@ -1,6 +1,7 @@
 // Tenants and API keys. A key is shown once, at creation; only its HMAC is stored.
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Db } from '../db/index.js';
+import { activeKeyBy, insertKey, insertTenant } from '../db/tenants.js';
 import type { Role } from '../db/types.js';
 
 export const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -13,7 +14,7 @@ export async function createTenant(db: Db, name: string): Promise<{ tenant: stri
   if (!TENANT_NAME.test(name)) throw new Error(`tenant name must match ${TENANT_NAME}`);
   // Standard Webhooks secrets are "whsec_" + base64 of the key bytes.
   const webhook_secret = `whsec_${randomBytes(24).toString('base64')}`;
-  await db.insertInto('tenants').values({ id: name, webhook_secret }).execute();
+  await insertTenant(db, name, webhook_secret);
   return { tenant: name, webhook_secret };
 }
 
@@ -23,22 +24,11 @@ export const KEY_FORMAT = /^mj_[A-Za-z0-9_-]{43}$/;
 export async function createKey(db: Db, secret: string, tenant: string, role: Role) {
   const id = `key_${randomBytes(9).toString('base64url')}`;
   const key = `mj_${randomBytes(32).toString('base64url')}`;
-  await db
-    .insertInto('api_keys')
-    .values({ id, tenant, role, hash: hashKey(secret, key) })
-    .execute();
+  await insertKey(db, { id, tenant, role, hash: hashKey(secret, key) });
   return { id, tenant, role, key };
 }
 
-export async function revokeKey(db: Db, id: string): Promise<boolean> {
-  const r = await db
-    .updateTable('api_keys')
-    .set({ revoked_at: new Date() })
-    .where('id', '=', id)
-    .where('revoked_at', 'is', null)
-    .executeTakeFirst();
-  return Number(r.numUpdatedRows) > 0;
-}
+export { revokeKey } from '../db/tenants.js';
 
 export interface Principal {
   keyId: string;
@@ -47,22 +37,12 @@ export interface Principal {
 }
 
 export async function findPrincipal(db: Db, secret: string, key: string): Promise<Principal | undefined> {
-  const row = await db
-    .selectFrom('api_keys')
-    .select(['id', 'tenant', 'role'])
-    .where('hash', '=', hashKey(secret, key))
-    .where('revoked_at', 'is', null)
-    .executeTakeFirst();
+  const row = await activeKeyBy(db, { hash: hashKey(secret, key) });
   return row && { keyId: row.id, tenant: row.tenant, role: row.role };
 }
 
 /** The principal of a key by its id, while the key is not revoked (browser sessions hold the id, not the key). */
 export async function findPrincipalById(db: Db, keyId: string): Promise<Principal | undefined> {
-  const row = await db
-    .selectFrom('api_keys')
-    .select(['id', 'tenant', 'role'])
-    .where('id', '=', keyId)
-    .where('revoked_at', 'is', null)
-    .executeTakeFirst();
+  const row = await activeKeyBy(db, { id: keyId });
   return row && { keyId: row.id, tenant: row.tenant, role: row.role };
 }

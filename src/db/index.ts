@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Database } from './types.js';
 
@@ -27,6 +27,11 @@ export function createDb(connectionString: string, max = 10): Db {
   // going away mid-query crashes the process (the query's caller still gets the error and answers 503).
   pool.on('connect', (client) => client.on('error', () => {}));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+/** One round trip to PostgreSQL: health checks and outage probes. */
+export async function ping(db: Db): Promise<void> {
+  await sql`select 1`.execute(db);
 }
 
 /** True for errors that mean "PostgreSQL is unreachable", as opposed to a bad query. */

@@ -91,6 +91,15 @@ export async function findJobsByIds(db: Q, ids: string[]): Promise<JobRow[]> {
   return rows;
 }
 
+/** Live jobs of a tenant, counted up to `cap + 1` (the partial index jobs_tenant_live_idx keeps this cheap). */
+export async function jobsInFlight(db: Q, tenant: string, cap: number): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from (
+      select 1 from jobs where tenant = ${tenant} and state in (${sql.join([...LIVE])}) limit ${cap + 1}
+    ) live`.execute(db);
+  return rows[0]?.n ?? 0;
+}
+
 export async function findByIdempotencyKey(db: Q, tenant: string, key: string): Promise<JobRow | undefined> {
   return db
     .selectFrom('jobs')
@@ -159,6 +168,52 @@ export async function listJobs(db: Q, f: ListFilter): Promise<JobRow[]> {
   if (f.state) q = q.where('state', '=', f.state);
   if (f.before) q = q.where('id', '<', f.before);
   return q.orderBy('id', 'desc').limit(f.limit).execute();
+}
+
+/** A parent's children (a recommendation batch's chunks), of the parent's tenant; `states` narrows them. */
+export async function childrenOf(
+  db: Q,
+  parentId: string,
+  tenant: string,
+  states?: readonly JobState[],
+): Promise<JobRow[]> {
+  let q = db.selectFrom('jobs').selectAll().where('parent_id', '=', parentId).where('tenant', '=', tenant);
+  if (states) q = q.where('state', 'in', states);
+  return q.execute();
+}
+
+/**
+ * Waiting jobs → cancelled, for one job or a whole type (the dashboard's clean, empty, obliterate). Nothing runs
+ * them, so no run is fenced: the state filter is the guard.
+ */
+export async function cancelWaitingJobs(
+  db: Q,
+  type: string,
+  states: readonly JobState[],
+  id?: string,
+): Promise<JobRow[]> {
+  let q = db
+    .updateTable('jobs')
+    .set({ state: 'cancelled', finished_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
+    .where('type', '=', type)
+    .where('state', 'in', states);
+  if (id) q = q.where('id', '=', id);
+  return q.returningAll().execute();
+}
+
+/**
+ * Marks the job's current message as settled (webhook_done_for = its finished_at): the sweep (src/webhooks/sweep.ts)
+ * stops looking at it. Only the message still current is marked: a job that was retried and ended again since
+ * has a new finished_at, and its new message stays pending.
+ */
+export async function settleWebhookMessage(db: Q, row: JobRow): Promise<void> {
+  await db
+    .updateTable('jobs')
+    .set({ webhook_done_for: sql<Date>`finished_at` })
+    .where('id', '=', row.id)
+    .where('state', '=', row.state)
+    .where(sql<Date>`date_trunc('milliseconds', finished_at)`, '=', row.finished_at)
+    .execute();
 }
 
 // The worker's hot path: fixed statement text (arrays, not one placeholder per id), so each batch costs PostgreSQL

@@ -1,6 +1,6 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
 import type { RecommendationItem } from '../db/types.js';
-import { markCancelled, TERMINAL } from '../db/jobs.js';
+import { childrenOf, markCancelled, TERMINAL } from '../db/jobs.js';
 import { enqueueOrLeave, submit } from '../jobs/submit.js';
 import type { JobContext, WorkerDeps } from '../jobs/types.js';
 import { cacheResults, modelCache } from './cache.js';
@@ -76,23 +76,12 @@ export interface BatchResult {
  */
 export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, pollMs = 250): Promise<BatchResult> {
   const { db } = ctx.deps;
-  const children = () =>
-    db
-      .selectFrom('jobs')
-      .select(['id', 'state', 'payload', 'result'])
-      .where('parent_id', '=', ctx.id)
-      .where('tenant', '=', ctx.tenant)
-      .execute();
+  const children = () => childrenOf(db, ctx.id, ctx.tenant);
   let rows = await children();
   if (rows.length > 0) {
     // A rerun (the first run's worker died): it may have died between committing the chunks and enqueueing them.
     // Adding a BullMQ job whose id exists is a no-op, so re-adding every chunk still waiting is safe.
-    const waiting = await db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('parent_id', '=', ctx.id)
-      .where('state', 'in', ['queued', 'delayed'])
-      .execute();
+    const waiting = await childrenOf(db, ctx.id, ctx.tenant, ['queued', 'delayed']);
     await enqueueOrLeave(ctx.deps, waiting);
   } else {
     const users = await allUsers(db, ctx.tenant);

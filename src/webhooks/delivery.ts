@@ -7,10 +7,10 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Counter } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import type { Config } from '../config.js';
-import { sql } from 'kysely';
-import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
-import type { JobRow, WebhookDeliveryRow } from '../db/types.js';
+import { webhookSecretOf } from '../db/tenants.js';
+import type { JobRow } from '../db/types.js';
+import { insertWebhookTry } from '../db/webhooks.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
 import type { DbGuard } from '../workers/db-guard.js';
@@ -77,20 +77,16 @@ export async function deliverOnce(
   // The job is gone, or was retried and is running again: this message is out of date.
   if (!row?.callback_url || row.state !== data.state || (row.finished_at?.toISOString() ?? null) !== data.finished_at)
     return 'skipped';
-  const tenant = await db
-    .selectFrom('tenants')
-    .select('webhook_secret')
-    .where('id', '=', row.tenant)
-    .executeTakeFirst();
-  if (!tenant) {
-    await settleMessage(db, row);
+  const secret = await webhookSecretOf(db, row.tenant);
+  if (secret === undefined) {
+    await ledger.settleWebhookMessage(db, row);
     return 'skipped';
   }
 
   const id = messageId(row);
   const body = webhookBody(row);
   const now = new Date();
-  const signature = new Webhook(tenant.webhook_secret).sign(id, now, body);
+  const signature = new Webhook(secret).sign(id, now, body);
   const headers = {
     'webhook-id': id,
     'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
@@ -103,23 +99,20 @@ export async function deliverOnce(
     error: string | null,
   ) => {
     tries.inc({ outcome });
-    await db
-      .insertInto('webhook_deliveries')
-      .values({
-        job_id: row.id,
-        tenant: row.tenant,
-        message_id: id,
-        event: `job.${row.state}`,
-        url: row.callback_url!,
-        attempt,
-        outcome,
-        status_code,
-        error: error?.slice(0, 1000) ?? null,
-        duration_ms: Math.round(performance.now() - started),
-      })
-      .execute();
+    await insertWebhookTry(db, {
+      job_id: row.id,
+      tenant: row.tenant,
+      message_id: id,
+      event: `job.${row.state}`,
+      url: row.callback_url!,
+      attempt,
+      outcome,
+      status_code,
+      error: error?.slice(0, 1000) ?? null,
+      duration_ms: Math.round(performance.now() - started),
+    });
     // This message is done for good: delivered, refused, or its last try failed at the receiver.
-    if (outcome !== 'failed' || final) await settleMessage(db, row);
+    if (outcome !== 'failed' || final) await ledger.settleWebhookMessage(db, row);
   };
 
   let status: number;
@@ -154,21 +147,6 @@ export async function deliverOnce(
 }
 
 /**
- * Marks the job's current message as settled (webhook_done_for = its finished_at): the sweep (src/webhooks/sweep.ts)
- * stops looking at it. Only the message still current is marked: a job that was retried and ended again since
- * has a new finished_at, and its new message stays pending.
- */
-export async function settleMessage(db: Db, row: JobRow): Promise<void> {
-  await db
-    .updateTable('jobs')
-    .set({ webhook_done_for: sql<Date>`finished_at` })
-    .where('id', '=', row.id)
-    .where('state', '=', row.state)
-    .where(sql<Date>`date_trunc('milliseconds', finished_at)`, '=', row.finished_at)
-    .execute();
-}
-
-/**
  * The `webhooks` queue's worker; every worker process runs one. It sits behind the process's DbGuard like the job
  * workers: a PostgreSQL outage pauses it and hands the delivery back without using a try, instead of spending every
  * try on the ledger read and leaving the message failed.
@@ -195,9 +173,4 @@ export function startWebhookWorker(deps: WorkerDeps, dbGuard: DbGuard): Worker<W
   const stopSweep = startSweep(deps);
   worker.on('closing', stopSweep);
   return worker;
-}
-
-/** Every try for a job, oldest first. */
-export async function listDeliveries(db: Db, jobId: string): Promise<WebhookDeliveryRow[]> {
-  return db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', jobId).orderBy('id').execute();
 }

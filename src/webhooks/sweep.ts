@@ -4,11 +4,11 @@
 // src/webhooks/delivery.ts marks it settled (jobs.webhook_done_for = finished_at); a partial index keeps the pending
 // ones cheap to find whatever the ledger's size.
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
-import * as ledger from '../db/jobs.js';
+import { settleWebhookMessage } from '../db/jobs.js';
+import { messageSettledByTry, unsettledMessages } from '../db/webhooks.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
-import { enqueueWebhook, messageId, settleMessage, WEBHOOK_QUEUE } from './delivery.js';
+import { enqueueWebhook, messageId, WEBHOOK_QUEUE } from './delivery.js';
 
 /** Ended at least this long ago: the normal path has had its chance. */
 export const SWEEP_GRACE_MS = 30_000;
@@ -21,15 +21,7 @@ export async function sweepOnce(deps: SweepDeps, graceMs = SWEEP_GRACE_MS): Prom
   const enqueued: string[] = [];
   let after: string | undefined;
   for (;;) {
-    let q = deps.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('callback_url', 'is not', null)
-      .where(sql<boolean>`webhook_done_for is distinct from finished_at`)
-      .where('state', 'in', ledger.TERMINAL)
-      .where('finished_at', '<', sql<Date>`now() - make_interval(secs => ${graceMs / 1000})`);
-    if (after) q = q.where('id', '>', after);
-    const rows = await q.orderBy('id').limit(BATCH).execute();
+    const rows = await unsettledMessages(deps.db, graceMs, after, BATCH);
     for (const row of rows) if (await ensureQueued(deps, row)) enqueued.push(row.id);
     if (rows.length < BATCH) return enqueued;
     after = rows[rows.length - 1].id;
@@ -46,15 +38,8 @@ async function ensureQueued(deps: SweepDeps, row: JobRow): Promise<boolean> {
   const id = messageId(row);
   const state = await queue.getJobState(id);
   if (state === 'completed' || state === 'failed') {
-    const done = await deps.db
-      .selectFrom('webhook_deliveries')
-      .select('id')
-      .where('job_id', '=', row.id)
-      .where('message_id', '=', id)
-      .where('outcome', 'in', ['delivered', 'refused'])
-      .executeTakeFirst();
-    if (done) {
-      await settleMessage(deps.db, row);
+    if (await messageSettledByTry(deps.db, row.id, id)) {
+      await settleWebhookMessage(deps.db, row);
       return false;
     }
     await queue.remove(id);

@@ -2,9 +2,8 @@
 // Without this, every job picked up during an outage would fail its ledger write, burn an attempt, and after a
 // few backoffs end failed in BullMQ with the ledger still saying it is live: work lost to an outage.
 import { Worker } from 'bullmq';
-import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { isDbUnavailable, type Db } from '../db/index.js';
+import { isDbUnavailable, ping, type Db } from '../db/index.js';
 
 export class DbGuard {
   private readonly workers = new Set<Worker>();
@@ -56,7 +55,7 @@ export class DbGuard {
 
   private async reachable(): Promise<boolean> {
     try {
-      await sql`select 1`.execute(this.db);
+      await ping(this.db);
       return true;
     } catch {
       return false;

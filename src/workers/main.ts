@@ -1,7 +1,6 @@
 // Entry point of the `worker` process: one BullMQ Worker per queue it serves, plus the reconciler.
-import { sql } from 'kysely';
 import { loadConfigOrExit } from '../config.js';
-import { createDb } from '../db/index.js';
+import { createDb, ping } from '../db/index.js';
 import { startFileSweeper } from '../files.js';
 import { createRegistry, loadJobModules } from '../jobs/index.js';
 import type { WorkerDeps } from '../jobs/types.js';
@@ -65,7 +64,7 @@ const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
 const schedules = await startScheduleWorker(deps);
-registerDependencyProbes({ postgres: () => sql`select 1`.execute(db), redis: () => redis.ping() });
+registerDependencyProbes({ postgres: () => ping(db), redis: () => redis.ping() });
 const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.WORKER_METRICS_HOST, log);
 // Every worker sweeps expired files; SKIP LOCKED keeps them from doing the same rows.
 const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { listAudit, recordAudit, toApiAudit } from '../../db/audit.js';
+import { findJob } from '../../db/jobs.js';
 import { requireOperatorRead, type AuthEnv } from '../auth.js';
 import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';
@@ -81,11 +82,7 @@ export function auditJobActions(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     const id = c.req.param('id')?.toLowerCase();
     await next();
     if (c.req.method !== 'POST' || (action !== 'cancel' && action !== 'retry') || !id || c.res.status >= 300) return;
-    const job = await deps.db
-      .selectFrom('jobs')
-      .select(['type', 'tenant', 'state'])
-      .where('id', '=', id)
-      .executeTakeFirst();
+    const job = await findJob(deps.db, id);
     await recordAudit(deps.db, {
       actor: c.get('principal'),
       surface: 'api',
@@ -93,7 +90,7 @@ export function auditJobActions(deps: AppDeps): MiddlewareHandler<AuthEnv> {
       action: `job.${action}`,
       target_kind: 'job',
       target: id,
-      detail: job ?? null,
+      detail: job ? { type: job.type, tenant: job.tenant, state: job.state } : null,
     });
   };
 }

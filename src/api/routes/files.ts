@@ -6,6 +6,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import busboy from 'busboy';
 import { fileTypeFromBuffer } from 'file-type';
 import { findFile, retentionEnd, saveFile } from '../../files.js';
+import { deleteFileRow } from '../../db/files.js';
 import type { FileRow } from '../../db/types.js';
 import { TooLargeError } from '../../storage.js';
 import { readsAllTenants } from '../auth.js';
@@ -153,7 +154,7 @@ export function filesRoutes(deps: AppDeps) {
       }
       if (row.bytes === 0) {
         await storage.delete(row.storage_key);
-        await db.deleteFrom('files').where('id', '=', row.id).execute();
+        await deleteFileRow(db, row.id);
         throw problem.badRequest('The file is empty.');
       }
       return c.json(toApi(row), 201, { Location: `/v1/files/${row.id}` });

@@ -1,5 +1,5 @@
 import { Hono } from 'hono';
-import { sql } from 'kysely';
+import { ping } from '../../db/index.js';
 import type { AppDeps } from '../deps.js';
 
 /** Open routes: liveness and readiness. */
@@ -9,10 +9,7 @@ export function healthRoutes(deps: AppDeps) {
   app.get('/readyz', async (c) => {
     const within = <T>(p: Promise<T>) =>
       Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('timeout')), 1_000).unref())]);
-    const [redis, postgres] = await Promise.allSettled([
-      within(deps.redis.ping()),
-      within(sql`select 1`.execute(deps.db)),
-    ]);
+    const [redis, postgres] = await Promise.allSettled([within(deps.redis.ping()), within(ping(deps.db))]);
     const checks = {
       redis: redis.status === 'fulfilled' ? 'ok' : 'down',
       postgres: postgres.status === 'fulfilled' ? 'ok' : 'down',

@@ -1,14 +1,12 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { recordAudit } from '../../db/audit.js';
+import { deleteSchedule, findSchedule, listSchedules, saveSchedule } from '../../db/schedules.js';
+import { tenantExists } from '../../db/tenants.js';
 import type { ScheduleRow } from '../../db/types.js';
 import {
   checkSchedule,
-  deleteSchedule,
-  findSchedule,
   installScheduler,
-  listSchedules,
   nextRuns,
-  saveSchedule,
   SCHEDULE_NAME,
   scheduleSpec,
   uninstallScheduler,
@@ -146,10 +144,7 @@ export function schedulesRoutes(deps: AppDeps) {
         throw problem.validation([{ path: 'name', message: `must match ${SCHEDULE_NAME}` }]);
       const { issues, unavailable, payload } = checkSchedule(deps.registry, spec);
       const tenant = spec.tenant ?? principal.tenant;
-      if (
-        spec.tenant &&
-        !(await db.selectFrom('tenants').select('id').where('id', '=', spec.tenant).executeTakeFirst())
-      ) {
+      if (spec.tenant && !(await tenantExists(db, spec.tenant))) {
         issues.push({ path: 'tenant', message: `no tenant named '${spec.tenant}'` });
       }
       if (issues.length) {

@@ -1,7 +1,8 @@
 // Webhooks as clients see them: each delivery try of a job, and the tenant's signing secret.
 import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
-import { listDeliveries } from '../../webhooks/delivery.js';
+import { webhookSecretOf } from '../../db/tenants.js';
+import { listDeliveries } from '../../db/webhooks.js';
 import { tenantScope } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
@@ -76,12 +77,9 @@ export function webhooksRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const tenant = c.get('principal').tenant;
-      const row = await db
-        .selectFrom('tenants')
-        .select('webhook_secret')
-        .where('id', '=', tenant)
-        .executeTakeFirstOrThrow();
-      return c.json({ tenant, webhook_secret: row.webhook_secret }, 200);
+      const webhook_secret = await webhookSecretOf(db, tenant);
+      if (webhook_secret === undefined) throw new Error(`the tenant of an authenticated key is missing: ${tenant}`);
+      return c.json({ tenant, webhook_secret }, 200);
     },
   );
 
