@@ -10,8 +10,8 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import nodemailer from 'nodemailer';
-import { paragraphs, render } from '../src/mail/render.js';
-import { email, MAX_RECIPIENTS } from '../src/jobs/email.js';
+import { paragraphs, render } from '../src/jobs/email/render.js';
+import { email, MAX_RECIPIENTS } from '../src/jobs/email/index.js';
 import { cpuSeconds, createStack, procfile, redisServerPid, round, sleep, start, type Proc } from './lib.js';
 
 const exec = promisify(execFile);

@@ -11,11 +11,11 @@ import { pino } from 'pino';
 import sharp from 'sharp';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { saveFile } from '../src/files.js';
+import { saveFile } from '../src/files/index.js';
 import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues.js';
-import { DirectoryStorage } from '../src/storage.js';
+import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
+import { DirectoryStorage } from '../src/files/storage.js';
 import { cpuSeconds, createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
 
 const IMAGES = Number(process.env.IMAGES ?? 16);

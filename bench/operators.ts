@@ -9,10 +9,10 @@ import { createApp } from '../src/api/app.js';
 import { createKey } from '../src/auth/keys.js';
 import { createRegistry, loadJobModules } from '../src/jobs/index.js';
 import { httpMetrics } from '../src/metrics.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues.js';
+import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
 import { saveSchedule } from '../src/db/schedules.js';
-import { installScheduler, startScheduleWorker } from '../src/schedules.js';
-import { DirectoryStorage } from '../src/storage.js';
+import { installScheduler, startScheduleWorker } from '../src/schedules/index.js';
+import { DirectoryStorage } from '../src/files/storage.js';
 import { createStack, round, sleep } from './lib.js';
 
 const DEPTH = Number(process.env.DEPTH ?? 50_000);

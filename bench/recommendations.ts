@@ -10,9 +10,9 @@ import { sql } from 'kysely';
 import { pino } from 'pino';
 import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
-import { createRedis, keys, Queues, waitForRedis } from '../src/queues.js';
-import { writeSynthetic } from '../src/reco/data.js';
-import { synthesize } from '../src/reco/synth.js';
+import { createRedis, keys, Queues, waitForRedis } from '../src/queues/index.js';
+import { writeSynthetic } from '../src/jobs/recommendations/data.js';
+import { synthesize } from '../src/jobs/recommendations/synth.js';
 import { cpuSeconds, createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
 
 const USERS = Number(process.env.USERS ?? 10_000);

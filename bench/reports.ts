@@ -18,9 +18,9 @@ import { createDb, type Db } from '../src/db/index.js';
 import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues.js';
-import { cursorRows } from '../src/reports/cursor.js';
-import { DirectoryStorage } from '../src/storage.js';
+import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
+import { cursorRows } from '../src/jobs/report/cursor.js';
+import { DirectoryStorage } from '../src/files/storage.js';
 
 const MiB = 1024 * 1024;
 

@@ -11,8 +11,8 @@ import { createApp } from '../src/api/app.js';
 import { EventHub } from '../src/api/event-hub.js';
 import { createKey, createTenant } from '../src/auth/keys.js';
 import { createRegistry, loadJobModules } from '../src/jobs/index.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues.js';
-import { DirectoryStorage } from '../src/storage.js';
+import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
+import { DirectoryStorage } from '../src/files/storage.js';
 import { createStack, round } from './lib.js';
 
 const JOBS = Number(process.env.SEARCH_JOBS ?? 1_000_000);

@@ -25,8 +25,8 @@ async function serveMode() {
   const { loadConfig } = await import('../src/config.js');
   const { createDb } = await import('../src/db/index.js');
   const { createRegistry } = await import('../src/jobs/index.js');
-  const { createRedis, Queues } = await import('../src/queues.js');
-  const { DirectoryStorage } = await import('../src/storage.js');
+  const { createRedis, Queues } = await import('../src/queues/index.js');
+  const { DirectoryStorage } = await import('../src/files/storage.js');
   const { createApp } = await import('../src/api/app.js');
   const { EventHub } = await import('../src/api/event-hub.js');
   const { pino } = await import('pino');

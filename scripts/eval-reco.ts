@@ -3,8 +3,8 @@
 // baseline at k = 10. Without --tenant it evaluates the demo data set exactly as `cli seed --demo` writes it
 // (generated in memory, no database needed); with --tenant it reads that tenant's ratings from PostgreSQL.
 import { parseArgs } from 'node:util';
-import { evaluate, type EvalInput } from '../src/reco/evaluate.js';
-import { synthesize } from '../src/reco/synth.js';
+import { evaluate, type EvalInput } from '../src/jobs/recommendations/evaluate.js';
+import { synthesize } from '../src/jobs/recommendations/synth.js';
 import { DEMO_DATA } from '../src/seed.js';
 
 const { values } = parseArgs({
@@ -32,7 +32,7 @@ async function input(): Promise<{ source: string; data: EvalInput }> {
   }
   const { loadConfigOrExit } = await import('../src/config.js');
   const { createDb } = await import('../src/db/index.js');
-  const { loadTrainingData } = await import('../src/reco/data.js');
+  const { loadTrainingData } = await import('../src/jobs/recommendations/data.js');
   const db = createDb(loadConfigOrExit().DATABASE_URL, 2);
   try {
     const { movies, matrix } = await loadTrainingData(db, values.tenant);

@@ -6,7 +6,7 @@
 import type { Config } from './config.js';
 import { toApiJob, type ApiJob } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
-import { isCluster, keys, type RedisClient } from './queues.js';
+import { isCluster, keys, type RedisClient } from './queues/index.js';
 
 export type JobEventKind = 'state' | 'progress';
 

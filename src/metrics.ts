@@ -8,7 +8,7 @@ import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Priority } from './db/types.js';
-import { PRIORITY } from './queues.js';
+import { PRIORITY } from './queues/index.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry });

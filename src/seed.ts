@@ -1,5 +1,5 @@
 // `cli seed --demo`: a demo tenant with keys, and a catalog with ratings from a fixed-seed latent-taste model
-// (src/reco/synth.ts): 4,000 titles, 3,000 users (u00001 … u03000), about 180,000 ratings. Rerunning it keeps the
+// (src/jobs/recommendations/synth.ts): 4,000 titles, 3,000 users (u00001 … u03000), about 180,000 ratings. Rerunning it keeps the
 // tenant, rewrites the same catalog, ratings and schedules, and creates a new pair of keys (earlier keys keep working).
 import { createKey, createTenant } from './auth/keys.js';
 import type { Config } from './config.js';
@@ -15,10 +15,10 @@ export async function seed({ config, db, args }: { config: Config; db: Db; args:
   const tenant = exists ? { tenant: 'demo' } : await createTenant(db, 'demo');
   const client = await createKey(db, config.API_KEY_SECRET, 'demo', 'client');
   const operator = await createKey(db, config.API_KEY_SECRET, 'demo', 'operator');
-  const { synthesize } = await import('./reco/synth.js');
-  const { writeSynthetic } = await import('./reco/data.js');
+  const { synthesize } = await import('./jobs/recommendations/synth.js');
+  const { writeSynthetic } = await import('./jobs/recommendations/data.js');
   const catalog = await writeSynthetic(db, 'demo', synthesize(DEMO_DATA));
-  const { installDemoSchedules } = await import('./schedules.js');
+  const { installDemoSchedules } = await import('./schedules/index.js');
   const { createRegistry } = await import('./jobs/index.js');
   const schedules = await installDemoSchedules(config, db, createRegistry(), 'demo');
   return { ...tenant, client_key: client.key, operator_key: operator.key, catalog, schedules, created: !exists };

@@ -36,7 +36,7 @@ export function moduleConfig(name, mutate, testFiles, { testTimeout = 3_000, set
     reporters: ['html', 'clear-text', 'progress'],
     htmlReporter: { fileName: `reports/mutation/${name}.html` },
     // Every module's sandbox under .stryker-tmp/, which is kept out of the others' sandboxes (ignorePatterns).
-    // Anchored to the root (gitignore syntax): an unanchored 'reports' also dropped src/reports/ from the sandbox.
+    // Anchored to the root (gitignore syntax): an unanchored 'reports' would also drop any source folder so named.
     tempDirName: `.stryker-tmp/${name}`,
     ignorePatterns: [
       '/.stryker-tmp',

@@ -9,7 +9,7 @@ import { forgetKey } from '../src/api/auth.js';
 import { announceRevocation, listenForRevocations } from '../src/auth/revocation.js';
 import { createKey, revokeKey } from '../src/auth/keys.js';
 import { loadConfig } from '../src/config.js';
-import { saveFile } from '../src/files.js';
+import { saveFile } from '../src/files/index.js';
 import { createTestEnv, ROOT, silentLog, startProcess, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

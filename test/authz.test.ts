@@ -3,7 +3,7 @@
 // tomorrow is probed too: it gets its entry in RULES below, or falls under the default rule, and is listed as such.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey, revokeKey } from '../src/auth/keys.js';
-import { saveFile } from '../src/files.js';
+import { saveFile } from '../src/files/index.js';
 import { createTestEnv, tenantWithKeys, type TestEnv } from './helpers.js';
 
 type Who = 'none' | 'revoked' | 'clientA' | 'clientB' | 'operator' | 'viewer';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
-import { bullPrefix, createRedis, isCluster } from '../src/queues.js';
+import { bullPrefix, createRedis, isCluster } from '../src/queues/index.js';
 import {
   client,
   createTestEnv,

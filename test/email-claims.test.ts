@@ -2,7 +2,7 @@
 // ledger (claimDeliveries, settleDeliveries, renewClaims on PostgreSQL), so each rule is checked where it is made.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { distinctRecipients } from '../src/jobs/email.js';
+import { distinctRecipients } from '../src/jobs/email/index.js';
 import {
   claimDeliveries,
   compareOwners,
@@ -14,7 +14,7 @@ import {
   settleDeliveries,
   type ClaimedRow,
   type Owner,
-} from '../src/mail/deliveries.js';
+} from '../src/jobs/email/deliveries.js';
 import { client, createTestEnv, tenantWithKeys, type TestEnv } from './helpers.js';
 
 const LEASE = 1_000;

@@ -6,9 +6,9 @@ import { simpleParser } from 'mailparser';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
-import { addressProblem } from '../src/mail/address.js';
-import { claimDeliveries } from '../src/mail/deliveries.js';
-import { compose, createMailer, isPermanentSmtpError } from '../src/mail/transport.js';
+import { addressProblem } from '../src/jobs/email/address.js';
+import { claimDeliveries } from '../src/jobs/email/deliveries.js';
+import { compose, createMailer, isPermanentSmtpError } from '../src/jobs/email/transport.js';
 import { client, createTestEnv, jobInState, tenantWithKeys, type TestEnv, waitFor } from './helpers.js';
 import { startSmtp, type TestSmtp } from './support/smtp.js';
 

@@ -6,7 +6,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deleteExpiredFiles, PARTIAL_WRITE_MAX_AGE_MS, saveFile } from '../src/files.js';
+import { deleteExpiredFiles, PARTIAL_WRITE_MAX_AGE_MS, saveFile } from '../src/files/index.js';
 import { makeImage } from './fixtures/images.js';
 import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 

@@ -14,9 +14,9 @@ import { loadConfig, type Config } from '../src/config.js';
 import { createDb, type Db } from '../src/db/index.js';
 import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import { createRegistry, loadJobModules, type JobRegistry } from '../src/jobs/index.js';
-import { DirectoryStorage } from '../src/storage.js';
+import { DirectoryStorage } from '../src/files/storage.js';
 import { startWorkers, type RunningWorkers } from '../src/workers/runtime.js';
-import { createRedis, Queues, waitForRedis, type RedisClient } from '../src/queues.js';
+import { createRedis, Queues, waitForRedis, type RedisClient } from '../src/queues/index.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const TEST_JOBS = 'test/fixtures/test-jobs.ts';

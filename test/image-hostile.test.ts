@@ -5,7 +5,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configureSharp, probe, renderVariant } from '../src/images/pipeline.js';
+import { configureSharp, probe, renderVariant } from '../src/jobs/image/pipeline.js';
 import { hostileSvg, makeImage, makePngBomb } from './fixtures/images.js';
 import { createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 

@@ -2,9 +2,9 @@
 import { QueueEvents } from 'bullmq';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobFileId } from '../src/files.js';
+import { jobFileId } from '../src/files/index.js';
 import { enqueue } from '../src/jobs/enqueue.js';
-import { createRedis } from '../src/queues.js';
+import { createRedis } from '../src/queues/index.js';
 import { makeExifRotatedJpeg, makeImage, type InputFormat } from './fixtures/images.js';
 import { createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 

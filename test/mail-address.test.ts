@@ -2,7 +2,7 @@
 // length limits at their edges, and the helpers for the domain. The email job's tests check the same rules through
 // the API (a 400 naming payload.to).
 import { describe, expect, it } from 'vitest';
-import { addressProblem, isValidAddress, normalizeAddress, senderDomain } from '../src/mail/address.js';
+import { addressProblem, isValidAddress, normalizeAddress, senderDomain } from '../src/jobs/email/address.js';
 
 const local64 = 'l'.repeat(64);
 /** A valid domain of `n` characters: labels of at most 63 characters, then `.com`. */

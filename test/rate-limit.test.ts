@@ -10,7 +10,7 @@ import { ProblemError, problemResponse } from '../src/api/errors.js';
 import { rateLimitPerKey, tenantQuotas } from '../src/api/rate-limit.js';
 import { jobsInFlight } from '../src/db/jobs.js';
 import { loadConfig } from '../src/config.js';
-import { saveFile } from '../src/files.js';
+import { saveFile } from '../src/files/index.js';
 import { client, createTestEnv, silentLog, tenantWithKeys, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

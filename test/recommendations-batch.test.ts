@@ -2,8 +2,8 @@
 // Faults are real: PostgreSQL triggers that refuse some users' result rows.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeSynthetic } from '../src/reco/data.js';
-import { synthesize } from '../src/reco/synth.js';
+import { writeSynthetic } from '../src/jobs/recommendations/data.js';
+import { synthesize } from '../src/jobs/recommendations/synth.js';
 import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

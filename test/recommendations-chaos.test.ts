@@ -3,8 +3,8 @@
 // it had created in the ledger (no second set), and the batch ends with every user done.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeSynthetic } from '../src/reco/data.js';
-import { synthesize } from '../src/reco/synth.js';
+import { writeSynthetic } from '../src/jobs/recommendations/data.js';
+import { synthesize } from '../src/jobs/recommendations/synth.js';
 import { client, createTestEnv, startProcess, tenantWithKeys, waitFor, type Proc, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

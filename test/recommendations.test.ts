@@ -2,9 +2,9 @@
 // staleness — against real PostgreSQL and Redis, with the workers running in this process.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { modelCache } from '../src/reco/cache.js';
-import { writeSynthetic } from '../src/reco/data.js';
-import { synthesize } from '../src/reco/synth.js';
+import { modelCache } from '../src/jobs/recommendations/cache.js';
+import { writeSynthetic } from '../src/jobs/recommendations/data.js';
+import { synthesize } from '../src/jobs/recommendations/synth.js';
 import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

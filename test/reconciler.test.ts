@@ -6,7 +6,7 @@ import * as ledger from '../src/db/jobs.js';
 import type { JobRow } from '../src/db/types.js';
 import { enqueue } from '../src/jobs/enqueue.js';
 import { newId } from '../src/ids.js';
-import { bullPrefix, createRedis, keys } from '../src/queues.js';
+import { bullPrefix, createRedis, keys } from '../src/queues/index.js';
 import { reconcileOnce, startReconciler } from '../src/workers/reconciler.js';
 import { createTestEnv, silentLog, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 

@@ -4,8 +4,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CHART_BARS, createPdf, renderPdf, TABLE_ROWS } from '../src/reports/pdf.js';
-import { jobsReport, type JobsReportRow } from '../src/reports/queries.js';
+import { CHART_BARS, createPdf, renderPdf, TABLE_ROWS } from '../src/jobs/report/pdf.js';
+import { jobsReport, type JobsReportRow } from '../src/jobs/report/queries.js';
 import { ROOT, uniqueName } from './helpers.js';
 
 const dir = path.join(ROOT, 'var/test', uniqueName('report_pdf'));

@@ -8,9 +8,9 @@ import { parse } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findFile } from '../src/files.js';
+import { findFile } from '../src/files/index.js';
 import { PermanentError } from '../src/jobs/types.js';
-import { cursorRows } from '../src/reports/cursor.js';
+import { cursorRows } from '../src/jobs/report/cursor.js';
 import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

@@ -12,7 +12,7 @@ import { loadConfig } from '../src/config.js';
 import { createDb, type Db } from '../src/db/index.js';
 import * as ledger from '../src/db/jobs.js';
 import { enqueue } from '../src/jobs/enqueue.js';
-import { bullPrefix, createRedis, keys } from '../src/queues.js';
+import { bullPrefix, createRedis, keys } from '../src/queues/index.js';
 import { reconcileOnce } from '../src/workers/reconciler.js';
 import { startWorkers } from '../src/workers/runtime.js';
 import { newId } from '../src/ids.js';

@@ -2,7 +2,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTenant } from '../src/auth/keys.js';
-import { installDemoSchedules, SCHEDULES_QUEUE, syncSchedulers } from '../src/schedules.js';
+import { installDemoSchedules, SCHEDULES_QUEUE, syncSchedulers } from '../src/schedules/index.js';
 import {
   client,
   createTestEnv,

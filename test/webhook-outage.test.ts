@@ -5,7 +5,7 @@ import { Worker, UnrecoverableError } from 'bullmq';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRow } from '../src/db/types.js';
-import { bullPrefix, createRedis } from '../src/queues.js';
+import { bullPrefix, createRedis } from '../src/queues/index.js';
 import { listDeliveries } from '../src/db/webhooks.js';
 import { enqueueWebhook, messageId, WEBHOOK_QUEUE } from '../src/webhooks/delivery.js';
 import { sweepOnce } from '../src/webhooks/sweep.js';

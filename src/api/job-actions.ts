@@ -2,12 +2,12 @@
 // surfaces change a job the same way. The caller has already checked that the principal may see the job.
 import type { Principal } from '../auth/keys.js';
 import * as ledger from '../db/jobs.js';
-import { crossTenantReport } from '../jobs/report.js';
+import { crossTenantReport } from '../jobs/report/index.js';
 import type { JobSpec } from '../jobs/submit.js';
 import type { JobRow } from '../db/types.js';
 import { publishJobEvent } from '../events.js';
-import { retryOne } from '../queue-controls.js';
-import { keys } from '../queues.js';
+import { retryOne } from '../queues/controls.js';
+import { keys } from '../queues/index.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
 import type { AppDeps } from './deps.js';
 import { problem } from './errors.js';

@@ -3,8 +3,8 @@
 // rather than refusing reads that only need PostgreSQL.
 import type { Context, MiddlewareHandler } from 'hono';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { findFile } from '../files.js';
-import { probe } from '../images/pipeline.js';
+import { findFile } from '../files/index.js';
+import { probe } from '../jobs/image/pipeline.js';
 import type { Principal } from '../auth/keys.js';
 import { jobsInFlight } from '../db/jobs.js';
 import type { AuthEnv } from './auth.js';

@@ -2,7 +2,7 @@
 // drops that key from its lookup cache. A process that misses the message (Redis down) still forgets the key when
 // its cache entry expires (a few seconds), so revocation is prompt, and bounded even without Redis.
 import type { Config } from '../config.js';
-import { createRedis, waitForRedis, type RedisClient } from '../queues.js';
+import { createRedis, waitForRedis, type RedisClient } from '../queues/index.js';
 
 export const revocationChannel = (config: Pick<Config, 'QUEUE_PREFIX'>) => `${config.QUEUE_PREFIX}:key-revoked`;
 

@@ -5,10 +5,10 @@
 import type { z } from 'zod';
 import type { ApiJob } from '../db/jobs.js';
 import type { JobState } from '../db/types.js';
-import type { emailPayload } from '../jobs/email.js';
-import type { imagePayload } from '../jobs/image.js';
-import type { recommendationsPayload } from '../jobs/recommendations.js';
-import type { reportPayload } from '../jobs/report.js';
+import type { emailPayload } from '../jobs/email/index.js';
+import type { imagePayload } from '../jobs/image/index.js';
+import type { recommendationsPayload } from '../jobs/recommendations/index.js';
+import type { reportPayload } from '../jobs/report/index.js';
 import { parseSse } from './sse.js';
 
 export type Job = ApiJob;

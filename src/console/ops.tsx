@@ -1,7 +1,7 @@
 // The console's views across jobs: overview per type, tenants' load, schedules' runs, queues and their controls.
 import type { MinutePoint, ScheduledRun, TenantLoad, TypeStats } from '../db/console.js';
 import type { ScheduleRow } from '../db/types.js';
-import type { QueueInfo } from '../queue-controls.js';
+import type { QueueInfo } from '../queues/controls.js';
 import { PerMinuteChart } from './charts.js';
 import { ActionButton, BASE, canChange, jobHref, Layout, type PageCtx, Seconds, StateBadge, When } from './layout.js';
 

@@ -96,7 +96,7 @@ export interface ScheduledRun {
 
 /**
  * The last runs of a schedule: the jobs its ticks submitted, whose idempotency key is `schedule:repeat:<name>:<ms>`
- * (src/schedules.ts), newest first.
+ * (src/schedules/index.ts), newest first.
  */
 export async function scheduleRuns(db: Q, tenant: string, name: string, limit: number): Promise<ScheduledRun[]> {
   const prefix = `schedule:repeat:${name}:`;

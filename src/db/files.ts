@@ -1,4 +1,4 @@
-// File records (metadata; the bytes are in Storage, see src/files.ts).
+// File records (metadata; the bytes are in Storage, see src/files/index.ts).
 import { sql } from 'kysely';
 import type { Db } from './index.js';
 import type { FileRow, NewFileRow } from './types.js';

@@ -1,4 +1,4 @@
-// Schedule definitions (the rules; BullMQ's job schedulers fire them, see src/schedules.ts).
+// Schedule definitions (the rules; BullMQ's job schedulers fire them, see src/schedules/index.ts).
 import { sql } from 'kysely';
 import type { Db } from './index.js';
 import type { Priority, ScheduleRow } from './types.js';

@@ -1,7 +1,7 @@
 // The second half of the dual write: ledger rows → BullMQ jobs whose id is the ledger id.
 import type { JobsOptions } from 'bullmq';
 import type { JobRow } from '../db/types.js';
-import { PRIORITY, RETENTION, type Queues } from '../queues.js';
+import { PRIORITY, RETENTION, type Queues } from '../queues/index.js';
 import { inTraceOf } from '../tracing/index.js';
 import type { JobRegistry } from './registry.js';
 

@@ -1,10 +1,10 @@
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
-import { email } from './email.js';
-import { image } from './image.js';
-import { recommendations, recommendationsChunk } from './recommendations.js';
+import { email } from './email/index.js';
+import { image } from './image/index.js';
+import { recommendations, recommendationsChunk } from './recommendations/index.js';
 import { JobRegistry } from './registry.js';
-import { report } from './report.js';
+import { report } from './report/index.js';
 import type { JobDefinition } from './types.js';
 
 export { JobRegistry, defineJob } from './registry.js';

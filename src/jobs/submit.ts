@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { isDbUnavailable, type Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow, Priority } from '../db/types.js';
-import type { Queues } from '../queues.js';
+import type { Queues } from '../queues/index.js';
 import { groupCommit } from '../group-commit.js';
 import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
 import { enqueue } from './enqueue.js';

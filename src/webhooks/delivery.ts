@@ -14,7 +14,7 @@ import { insertWebhookTry } from '../db/webhooks.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
 import type { DbGuard } from '../workers/db-guard.js';
-import { bullPrefix, createRedis, type Queues } from '../queues.js';
+import { bullPrefix, createRedis, type Queues } from '../queues/index.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
 import { startSweep } from './sweep.js';

@@ -1,15 +1,15 @@
 // Entry point of the `worker` process: one BullMQ Worker per queue it serves, plus the reconciler.
 import { loadConfigOrExit } from '../config.js';
 import { createDb, ping } from '../db/index.js';
-import { startFileSweeper } from '../files.js';
+import { startFileSweeper } from '../files/index.js';
 import { createRegistry, loadJobModules } from '../jobs/index.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
 import { createLogger } from '../log.js';
 import { registerDependencyProbes, startMetricsServer } from '../metrics.js';
-import { startScheduleWorker } from '../schedules.js';
-import { DirectoryStorage } from '../storage.js';
-import { createRedis, Queues } from '../queues.js';
+import { startScheduleWorker } from '../schedules/index.js';
+import { DirectoryStorage } from '../files/storage.js';
+import { createRedis, Queues } from '../queues/index.js';
 import { checkDependencies, StartupError } from '../startup.js';
 import { startReconciler } from './reconciler.js';
 import { startWorkers } from './runtime.js';

@@ -10,7 +10,7 @@ import { enqueueWebhook } from '../webhooks/delivery.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
-import { bullPrefix, keys } from '../queues.js';
+import { bullPrefix, keys } from '../queues/index.js';
 import { errorOfReason } from './runtime.js';
 import { reconcilerRepairs } from '../metrics.js';
 

@@ -15,7 +15,7 @@ import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
-import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
+import { bullPrefix, createRedis, keys, type RedisClient } from '../queues/index.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 
 /** Thrown into BullMQ when a run ends cancelled: no retry. */

@@ -1,8 +1,15 @@
 // The tenant's catalog and ratings: bulk upserts, all or nothing, each bad item named.
 import { createRoute, z } from '@hono/zod-openapi';
-import { bumpVersion, listMovies, markStale, unknownMovies, upsertMovies, upsertRatings } from '../../reco/data.js';
-import { forgetResults } from '../../reco/cache.js';
-import { userId } from '../../jobs/recommendations.js';
+import {
+  bumpVersion,
+  listMovies,
+  markStale,
+  unknownMovies,
+  upsertMovies,
+  upsertRatings,
+} from '../../jobs/recommendations/data.js';
+import { forgetResults } from '../../jobs/recommendations/cache.js';
+import { userId } from '../../jobs/recommendations/index.js';
 import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';

@@ -4,7 +4,7 @@ import * as ledger from '../../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
-import { tenantFileIds } from '../../files.js';
+import { tenantFileIds } from '../../files/index.js';
 import { checkUrl, RefusedError } from '../../webhooks/guard.js';
 import { tenantScope } from '../auth.js';
 import { assertRedisUp, assertScopeAllowed, cancelJob, retryJob } from '../job-actions.js';

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { recordAudit } from '../../db/audit.js';
-import { queueInfo, queueNames, retryFailed } from '../../queue-controls.js';
+import { queueInfo, queueNames, retryFailed } from '../../queues/controls.js';
 import { requireOperator, requireOperatorRead } from '../auth.js';
 import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';

@@ -1,10 +1,10 @@
 // A user's latest recommendations (Redis, else PostgreSQL), and a shorthand to compute them.
 import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
-import { userId } from '../../jobs/recommendations.js';
+import { userId } from '../../jobs/recommendations/index.js';
 import { checkSpec, submit } from '../../jobs/submit.js';
-import { cacheResults, readCachedResult, type CachedResult } from '../../reco/cache.js';
-import { findResult } from '../../reco/data.js';
+import { cacheResults, readCachedResult, type CachedResult } from '../../jobs/recommendations/cache.js';
+import { findResult } from '../../jobs/recommendations/data.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';

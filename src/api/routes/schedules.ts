@@ -10,7 +10,7 @@ import {
   SCHEDULE_NAME,
   scheduleSpec,
   uninstallScheduler,
-} from '../../schedules.js';
+} from '../../schedules/index.js';
 import { requireOperator, requireOperatorRead } from '../auth.js';
 import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';

@@ -1,8 +1,8 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
-import type { RecommendationItem } from '../db/types.js';
-import { childrenOf, markCancelled, TERMINAL } from '../db/jobs.js';
-import { enqueueOrLeave, submit } from '../jobs/submit.js';
-import type { JobContext, WorkerDeps } from '../jobs/types.js';
+import type { RecommendationItem } from '../../db/types.js';
+import { childrenOf, markCancelled, TERMINAL } from '../../db/jobs.js';
+import { enqueueOrLeave, submit } from '../submit.js';
+import type { JobContext, WorkerDeps } from '../types.js';
 import { cacheResults, modelCache } from './cache.js';
 import { allUsers, storeResults, userRatings, type StoredResult } from './data.js';
 

@@ -8,7 +8,7 @@
  *   Its own queue, so chunks never wait behind the batch parents that wait for them. Result {users, succeeded}.
  */
 import { z } from 'zod';
-import { defineJob } from './registry.js';
+import { defineJob } from '../registry.js';
 
 export const userId = z.string().trim().min(1).max(128);
 
@@ -25,7 +25,7 @@ export const recommendations = defineJob({
   backoffMs: 2_000,
   concurrency: 4,
   async process(ctx) {
-    const { recommendUsers, runBatch } = await import('../reco/service.js');
+    const { recommendUsers, runBatch } = await import('./service.js');
     if ('all_users' in ctx.payload) return runBatch(ctx, ctx.deps.config.RECO_CHUNK_USERS);
     const [result] = await recommendUsers(
       ctx.deps,
@@ -55,7 +55,7 @@ export const recommendationsChunk = defineJob({
   // Scoring is CPU-bound and the model is shared: two chunks keep two cores busy while one waits on PostgreSQL.
   concurrency: 2,
   async process(ctx) {
-    const { recommendUsers } = await import('../reco/service.js');
+    const { recommendUsers } = await import('./service.js');
     await ctx.progress(5);
     const out = await recommendUsers(
       ctx.deps,

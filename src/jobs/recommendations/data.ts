@@ -1,6 +1,6 @@
 // PostgreSQL access for the catalog, ratings and stored recommendations. Functions take db or a transaction first.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database, RecommendationItem, RecommendationRow } from '../db/types.js';
+import type { Database, RecommendationItem, RecommendationRow } from '../../db/types.js';
 import { toMatrix, type CatalogMovie, type RatingMatrix } from './model.js';
 import type { UserRating } from './recommend.js';
 

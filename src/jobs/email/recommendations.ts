@@ -4,7 +4,7 @@
 // being absent (a deployment without the recommender) and of rows whose shape it does not expect.
 import { sql } from 'kysely';
 import { z } from 'zod';
-import type { Db } from '../db/index.js';
+import type { Db } from '../../db/index.js';
 import { recommendationItem, type RecommendationItem } from './render.js';
 
 const MAX_ITEMS = 20;

@@ -2,8 +2,8 @@
 // settled by that run after it.
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
-import type { Db } from '../db/index.js';
-import type { EmailDeliveryState } from '../db/types.js';
+import type { Db } from '../../db/index.js';
+import type { EmailDeliveryState } from '../../db/types.js';
 
 /** Stable per job and recipient: a resend after an ambiguous crash carries the same Message-ID, so it can be deduplicated. */
 export function messageIdFor(jobId: string, recipient: string, domain: string): string {

@@ -1,6 +1,6 @@
 // What each report kind says: its SQL (aggregated in PostgreSQL), its CSV columns, its PDF table and chart.
 import { sql, type CompiledQuery } from 'kysely';
-import type { Db } from '../db/index.js';
+import type { Db } from '../../db/index.js';
 
 export interface ReportScope {
   /** Undefined: every tenant (operators only). */

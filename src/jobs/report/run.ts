@@ -1,11 +1,11 @@
 // A report run: rows from a cursor → CSV or PDF → one stored file → optionally a `report_ready` email job.
 import { pipeline, Readable } from 'node:stream';
 import { stringify } from 'csv-stringify';
-import * as ledger from '../db/jobs.js';
-import type { FileRow } from '../db/types.js';
-import { saveFile } from '../files.js';
-import { requestHash, submit } from '../jobs/submit.js';
-import { PermanentError, type JobContext } from '../jobs/types.js';
+import * as ledger from '../../db/jobs.js';
+import type { FileRow } from '../../db/types.js';
+import { saveFile } from '../../files/index.js';
+import { requestHash, submit } from '../submit.js';
+import { PermanentError, type JobContext } from '../types.js';
 import { cursorRows } from './cursor.js';
 import { createPdf, formatTime, renderPdf, TABLE_ROWS } from './pdf.js';
 import { jobsReport, ratingsReport, type ReportKind, type ReportScope } from './queries.js';
@@ -169,7 +169,7 @@ async function notify(ctx: JobContext<ReportRequest>, to: string[], title: strin
   const email = registry.get('email');
   if (!email) throw new PermanentError('email_unavailable', 'this platform has no email job type to send report_ready');
   const period = `${formatTime(new Date(r.from))} to ${formatTime(new Date(r.to))}`;
-  // `data` keeps to the report_ready template's variables (src/mail/render.ts); the period goes in subject and note.
+  // `data` keeps to the report_ready template's variables (src/jobs/email/render.ts); the period goes in subject and note.
   const payload = email.payload.parse({
     to,
     template: 'report_ready',

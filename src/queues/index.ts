@@ -1,9 +1,9 @@
 // Redis connections by role, and the BullMQ queues (one per job type).
 import { Queue, type JobsOptions } from 'bullmq';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import type { Config } from './config.js';
-import type { Priority } from './db/types.js';
-import { bullTelemetry } from './tracing/index.js';
+import type { Config } from '../config.js';
+import type { Priority } from '../db/types.js';
+import { bullTelemetry } from '../tracing/index.js';
 
 export type RedisClient = Redis | Cluster;
 

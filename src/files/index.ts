@@ -2,9 +2,9 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { deleteExpiredFileRows, extendFileExpiry, fileIdsOf, fileRow, upsertFile } from './db/files.js';
-import type { Db } from './db/index.js';
-import type { FileRow, FileVisibility } from './db/types.js';
+import { deleteExpiredFileRows, extendFileExpiry, fileIdsOf, fileRow, upsertFile } from '../db/files.js';
+import type { Db } from '../db/index.js';
+import type { FileRow, FileVisibility } from '../db/types.js';
 import type { Storage } from './storage.js';
 
 export const FILE_ID = /^file_[A-Za-z0-9_-]{10,64}$/;

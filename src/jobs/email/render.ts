@@ -61,10 +61,12 @@ export const DEFAULT_SUBJECT: Record<TemplateName, string> = {
 };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-// Under tsx the templates sit next to this file; a compiled build (dist/src/mail) reads them from the source tree.
+// Under tsx the templates sit next to this file; a compiled build (dist/src/jobs/email) reads them from the
+// source tree.
 const VIEWS =
-  [path.join(here, 'templates'), path.resolve(here, '../../../src/mail/templates')].find((d) => existsSync(d)) ??
-  path.join(here, 'templates');
+  [path.join(here, 'templates'), path.resolve(here, '../../../../src/jobs/email/templates')].find((d) =>
+    existsSync(d),
+  ) ?? path.join(here, 'templates');
 
 const html = new Eta({ views: VIEWS, autoEscape: true, cache: true });
 const text = new Eta({ views: VIEWS, autoEscape: false, autoTrim: false, cache: true });

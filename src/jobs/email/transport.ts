@@ -6,8 +6,8 @@ import path from 'node:path';
 import nodemailer from 'nodemailer';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { withSpan } from '../tracing/index.js';
+import type { Config } from '../../config.js';
+import { withSpan } from '../../tracing/index.js';
 
 /** What a job's recipients all get alike: one composition serves every recipient of the job. */
 export interface MessageContent {

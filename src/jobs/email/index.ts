@@ -9,9 +9,9 @@
  * Result: {message_id (the first recipient's), accepted, rejected, message_ids? (by recipient, when several)}.
  */
 import { z } from 'zod';
-import { addressProblem, normalizeAddress, senderDomain } from '../mail/address.js';
-import { isDbUnavailable, type Db } from '../db/index.js';
-import { groupCommit } from '../group-commit.js';
+import { addressProblem, normalizeAddress, senderDomain } from './address.js';
+import { isDbUnavailable, type Db } from '../../db/index.js';
+import { groupCommit } from '../../group-commit.js';
 import {
   claimDeliveries,
   messageIdFor,
@@ -22,12 +22,12 @@ import {
   type ClaimRequest,
   type Owner,
   type Settlement,
-} from '../mail/deliveries.js';
-import { latestRecommendations, movieLines } from '../mail/recommendations.js';
-import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from '../mail/render.js';
-import { closeMailer, compose, isPermanentSmtpError, mailerFor, smtpErrorText } from '../mail/transport.js';
-import { defineJob } from './registry.js';
-import { PermanentError, RetryableError, type JobContext } from './types.js';
+} from './deliveries.js';
+import { latestRecommendations, movieLines } from './recommendations.js';
+import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from './render.js';
+import { closeMailer, compose, isPermanentSmtpError, mailerFor, smtpErrorText } from './transport.js';
+import { defineJob } from '../registry.js';
+import { PermanentError, RetryableError, type JobContext } from '../types.js';
 
 export const MAX_RECIPIENTS = 50;
 /** Messages of one job in flight at once; the SMTP pool has 5 connections. */

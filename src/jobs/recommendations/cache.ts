@@ -1,10 +1,10 @@
 // Two caches. Models: per tenant, in the worker process's memory, shared by every job it runs. Results: per user,
 // in Redis under the queue prefix, for the GET route.
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import type { Db } from '../db/index.js';
-import type { RecommendationItem } from '../db/types.js';
-import type { RedisClient } from '../queues.js';
+import type { Config } from '../../config.js';
+import type { Db } from '../../db/index.js';
+import type { RecommendationItem } from '../../db/types.js';
+import type { RedisClient } from '../../queues/index.js';
 import { catalogVersion, loadTrainingData } from './data.js';
 import { train, type Model } from './model.js';
 import { Scorer } from './recommend.js';

@@ -7,9 +7,9 @@
  * Result: {file_id, format, rows, bytes, from, to, scope, notify_job_id?}.
  */
 import { z } from 'zod';
-import { runReport } from '../reports/run.js';
-import { emailAddress } from './email.js';
-import { defineJob } from './registry.js';
+import { runReport } from './run.js';
+import { emailAddress } from '../email/index.js';
+import { defineJob } from '../registry.js';
 
 export const reportPayload = z
   .strictObject({

@@ -6,16 +6,16 @@
 import { Worker, type Job } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
-import type { Db } from './db/index.js';
-import { findByIdempotencyKey } from './db/jobs.js';
-import { findSchedule, listSchedules, saveSchedule } from './db/schedules.js';
-import type { ScheduleRow } from './db/types.js';
-import type { JobRegistry } from './jobs/registry.js';
-import { checkSpec, priority, submit } from './jobs/submit.js';
-import type { WorkerDeps } from './jobs/types.js';
-import type { Config } from './config.js';
-import { recordAudit } from './db/audit.js';
-import { createRedis, Queues, waitForRedis } from './queues.js';
+import type { Db } from '../db/index.js';
+import { findByIdempotencyKey } from '../db/jobs.js';
+import { findSchedule, listSchedules, saveSchedule } from '../db/schedules.js';
+import type { ScheduleRow } from '../db/types.js';
+import type { JobRegistry } from '../jobs/registry.js';
+import { checkSpec, priority, submit } from '../jobs/submit.js';
+import type { WorkerDeps } from '../jobs/types.js';
+import type { Config } from '../config.js';
+import { recordAudit } from '../db/audit.js';
+import { createRedis, Queues, waitForRedis } from '../queues/index.js';
 
 export const SCHEDULES_QUEUE = 'schedules';
 export const SCHEDULE_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;

@@ -7,9 +7,9 @@
  * image_corrupt or file_not_found; the header is checked before any pixel is decoded.
  */
 import { z } from 'zod';
-import { extendExpiry, findFile, retentionEnd, saveFile } from '../files.js';
-import { defineJob } from './registry.js';
-import { PermanentError } from './types.js';
+import { extendExpiry, findFile, retentionEnd, saveFile } from '../../files/index.js';
+import { defineJob } from '../registry.js';
+import { PermanentError } from '../types.js';
 
 export const imageVariant = z.strictObject({
   // 20: the name is part of the output's job-derived file id, which keeps 20 characters of it.
@@ -41,11 +41,11 @@ export const image = defineJob({
   payload: imagePayload,
   attempts: 3,
   backoffMs: 2_000,
-  // Two cores: two images at a time, one libvips thread each (see src/images/pipeline.ts).
+  // Two cores: two images at a time, one libvips thread each (see src/jobs/image/pipeline.ts).
   concurrency: 2,
   async process(ctx): Promise<ImageResult> {
     // Lazy: the API process registers this type too, and must not load libvips for it.
-    const { DEFAULT_VARIANTS, MIME, probe, renderVariant } = await import('../images/pipeline.js');
+    const { DEFAULT_VARIANTS, MIME, probe, renderVariant } = await import('./pipeline.js');
     const { db, storage, config } = ctx.deps;
     const source = await findFile(db, ctx.payload.file_id, ctx.tenant);
     if (!source) throw new PermanentError('file_not_found', `no file ${ctx.payload.file_id} for this tenant`);
