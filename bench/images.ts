@@ -14,7 +14,8 @@ import { createInterface } from 'node:readline';
 import { saveFile } from '../src/files/index.js';
 import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
+import { Queues } from '../src/queues/index.js';
+import { createRedis, waitForRedis } from '../src/queues/redis.js';
 import { DirectoryStorage } from '../src/files/storage.js';
 import { cpuSeconds, createStack, procfile, round, sampleRss, sleep, start } from './lib.js';
 

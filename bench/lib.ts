@@ -11,7 +11,7 @@ import { createKey, createTenant } from '../src/auth/keys.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createDb, type Db } from '../src/db/index.js';
 import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
-import { createRedis } from '../src/queues/index.js';
+import { createRedis } from '../src/queues/redis.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

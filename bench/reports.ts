@@ -18,7 +18,8 @@ import { createDb, type Db } from '../src/db/index.js';
 import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import { createRegistry } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
+import { Queues } from '../src/queues/index.js';
+import { createRedis, waitForRedis } from '../src/queues/redis.js';
 import { cursorRows } from '../src/jobs/report/cursor.js';
 import { DirectoryStorage } from '../src/files/storage.js';
 

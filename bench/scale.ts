@@ -4,7 +4,7 @@
 // Standalone: `node --import tsx bench/scale.ts` (JOBS=… to change the count). Prints a table and a JSON line.
 // Every process shares this machine's cores with PostgreSQL and Redis: the figures are indicative, not capacity.
 import { pathToFileURL } from 'node:url';
-import { bullPrefix } from '../src/queues/index.js';
+import { bullPrefix } from '../src/queues/keys.js';
 import { createTestEnv, startProcess, tenantWithKeys, type Proc, type TestEnv } from '../test/helpers.js';
 import { startRedisCluster } from '../test/support/redis-cluster.js';
 

@@ -11,7 +11,8 @@ import { createApp } from '../src/api/app.js';
 import { EventHub } from '../src/api/event-hub.js';
 import { createKey, createTenant } from '../src/auth/keys.js';
 import { createRegistry, loadJobModules } from '../src/jobs/index.js';
-import { createRedis, Queues, waitForRedis } from '../src/queues/index.js';
+import { Queues } from '../src/queues/index.js';
+import { createRedis, waitForRedis } from '../src/queues/redis.js';
 import { DirectoryStorage } from '../src/files/storage.js';
 import { createStack, round } from './lib.js';
 

@@ -25,7 +25,8 @@ async function serveMode() {
   const { loadConfig } = await import('../src/config.js');
   const { createDb } = await import('../src/db/index.js');
   const { createRegistry } = await import('../src/jobs/index.js');
-  const { createRedis, Queues } = await import('../src/queues/index.js');
+  const { createRedis } = await import('../src/queues/redis.js');
+  const { Queues } = await import('../src/queues/index.js');
   const { DirectoryStorage } = await import('../src/files/storage.js');
   const { createApp } = await import('../src/api/app.js');
   const { EventHub } = await import('../src/api/event-hub.js');

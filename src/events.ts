@@ -6,7 +6,8 @@
 import type { Config } from './config.js';
 import { toApiJob, type ApiJob } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
-import { isCluster, keys, type RedisClient } from './queues/index.js';
+import { keys } from './queues/keys.js';
+import { isCluster, type RedisClient } from './queues/redis.js';
 
 export type JobEventKind = 'state' | 'progress';
 
@@ -21,10 +22,6 @@ export interface JobEvent {
 export const EVENT_TTL_MS = 60 * 60 * 1000;
 /** At most about this many events per job (a job reports at most 101 progress values per run). */
 export const EVENT_MAXLEN = 500;
-
-export function jobEventsKey(config: Pick<Config, 'QUEUE_PREFIX'>, jobId: string): string {
-  return `${config.QUEUE_PREFIX}:job-events:${jobId}`;
-}
 
 // One round trip on the worker's hot path: append, refresh the TTL, publish `{"id":…,` + the event's JSON.
 const PUBLISH = `
@@ -70,7 +67,7 @@ export async function publishJobEvent(
   const message: JobEvent = { event, job: toApiJob(row) };
   await publisher(redis)
     .publishJobEvent(
-      jobEventsKey(config, row.id),
+      keys(config).jobEvents(row.id),
       EVENT_MAXLEN,
       JSON.stringify(message),
       EVENT_TTL_MS,
@@ -97,7 +94,7 @@ export async function publishJobEvents(
   const keyList: string[] = [];
   const messages: string[] = [];
   for (const { kind, row } of events) {
-    keyList.push(jobEventsKey(config, row.id));
+    keyList.push(keys(config).jobEvents(row.id));
     messages.push(JSON.stringify({ event: kind, job: toApiJob(row) } satisfies JobEvent));
   }
   await publisher(redis)
@@ -112,13 +109,13 @@ export async function readJobEvents(
   jobId: string,
   afterId: string,
 ): Promise<JobEvent[]> {
-  const entries = await redis.xrange(jobEventsKey(config, jobId), `(${afterId}`, '+');
+  const entries = await redis.xrange(keys(config).jobEvents(jobId), `(${afterId}`, '+');
   return entries.map(([id, fields]) => ({ ...(JSON.parse(fields[1]) as JobEvent), id }));
 }
 
 /** The id of a job's latest event, or "0-0" when it has none (yet, or any more). */
 export async function lastJobEventId(redis: RedisClient, config: Config, jobId: string): Promise<string> {
-  const [last] = await redis.xrevrange(jobEventsKey(config, jobId), '+', '-', 'COUNT', 1);
+  const [last] = await redis.xrevrange(keys(config).jobEvents(jobId), '+', '-', 'COUNT', 1);
   return last?.[0] ?? '0-0';
 }
 

@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import type { Db } from './db/index.js';
 import { pendingMigrations } from './db/migrate.js';
-import { type RedisClient, waitForRedis } from './queues/index.js';
+import { type RedisClient, waitForRedis } from './queues/redis.js';
 
 export class StartupError extends Error {}
 

@@ -9,7 +9,8 @@ import { createApp } from '../src/api/app.js';
 import { loadConfig } from '../src/config.js';
 import { createDb } from '../src/db/index.js';
 import { createRegistry, defineJob } from '../src/jobs/index.js';
-import { createRedis, Queues } from '../src/queues/index.js';
+import { Queues } from '../src/queues/index.js';
+import { createRedis } from '../src/queues/redis.js';
 import { client, createTestEnv, silentLog, tenantWithKeys, type TestEnv } from './helpers.js';
 
 let env: TestEnv;

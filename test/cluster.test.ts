@@ -5,7 +5,8 @@ import path from 'node:path';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
-import { bullPrefix, createRedis, isCluster } from '../src/queues/index.js';
+import { bullPrefix } from '../src/queues/keys.js';
+import { createRedis, isCluster } from '../src/queues/redis.js';
 import {
   client,
   createTestEnv,

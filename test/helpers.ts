@@ -16,7 +16,8 @@ import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import { createRegistry, loadJobModules, type JobRegistry } from '../src/jobs/index.js';
 import { DirectoryStorage } from '../src/files/storage.js';
 import { startWorkers, type RunningWorkers } from '../src/workers/runtime.js';
-import { createRedis, Queues, waitForRedis, type RedisClient } from '../src/queues/index.js';
+import { Queues } from '../src/queues/index.js';
+import { createRedis, waitForRedis, type RedisClient } from '../src/queues/redis.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const TEST_JOBS = 'test/fixtures/test-jobs.ts';

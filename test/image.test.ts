@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobFileId } from '../src/files/index.js';
 import { enqueue } from '../src/jobs/enqueue.js';
-import { createRedis } from '../src/queues/index.js';
+import { createRedis } from '../src/queues/redis.js';
 import { makeExifRotatedJpeg, makeImage, type InputFormat } from './fixtures/images.js';
 import { createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 

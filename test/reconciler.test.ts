@@ -6,7 +6,8 @@ import * as ledger from '../src/db/jobs.js';
 import type { JobRow } from '../src/db/types.js';
 import { enqueue } from '../src/jobs/enqueue.js';
 import { newId } from '../src/ids.js';
-import { bullPrefix, createRedis, keys } from '../src/queues/index.js';
+import { bullPrefix, keys } from '../src/queues/keys.js';
+import { createRedis } from '../src/queues/redis.js';
 import { reconcileOnce, startReconciler } from '../src/workers/reconciler.js';
 import { createTestEnv, silentLog, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 

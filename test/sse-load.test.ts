@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keys } from '../src/queues/index.js';
+import { keys } from '../src/queues/keys.js';
 import {
   client,
   createTestEnv,

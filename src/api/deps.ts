@@ -3,7 +3,8 @@ import type { Config } from '../config.js';
 import type { EventHub } from './event-hub.js';
 import type { Db } from '../db/index.js';
 import type { JobRegistry } from '../jobs/registry.js';
-import type { Queues, RedisClient } from '../queues/index.js';
+import type { Queues } from '../queues/index.js';
+import type { RedisClient } from '../queues/redis.js';
 import type { Storage } from '../files/storage.js';
 
 /** Everything a route needs, built once per process by server.ts (or by a test). */

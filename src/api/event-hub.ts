@@ -5,7 +5,8 @@ import type { Config } from '../config.js';
 import type { JobEvent } from '../events.js';
 import { Gauge } from 'prom-client';
 import { registry } from '../metrics.js';
-import { createRedis, keys, type RedisClient } from '../queues/index.js';
+import { keys } from '../queues/keys.js';
+import { createRedis, type RedisClient } from '../queues/redis.js';
 
 const hubs = new Set<EventHub>();
 const JOB_ID_MARK = '"job":{"id":"';

@@ -7,7 +7,7 @@ import type { JobSpec } from '../jobs/submit.js';
 import type { JobRow } from '../db/types.js';
 import { publishJobEvent } from '../events.js';
 import { retryOne } from '../queues/controls.js';
-import { keys } from '../queues/index.js';
+import { keys } from '../queues/keys.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
 import type { AppDeps } from './deps.js';
 import { problem } from './errors.js';

@@ -11,6 +11,7 @@ import type { AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { ProblemError } from './errors.js';
 import { WindowCounter } from './window-counter.js';
+import { keys } from '../queues/keys.js';
 
 const WINDOW_S = 60;
 
@@ -37,7 +38,7 @@ function rateHeaders(limit: number, res: RateLimiterRes): Record<string, string>
 function limiter(deps: AppDeps, name: string, points: number) {
   return new RateLimiterRedis({
     storeClient: deps.redis,
-    keyPrefix: `${deps.config.QUEUE_PREFIX}:rl:${name}`,
+    keyPrefix: keys(deps.config).rateLimit(name),
     points,
     duration: WINDOW_S,
     // Redis down: decide in memory at once instead of waiting for a command to time out.
@@ -54,7 +55,7 @@ function limiter(deps: AppDeps, name: string, points: number) {
 export function rateLimitPerKey(deps: AppDeps): MiddlewareHandler<AuthEnv> {
   const limit = deps.config.RATE_LIMIT_PER_MINUTE;
   if (limit === 0) return (_c, next) => next();
-  const counter = new WindowCounter(deps.redis, `${deps.config.QUEUE_PREFIX}:rl:key`, limit, WINDOW_S * 1000);
+  const counter = new WindowCounter(deps.redis, keys(deps.config).rateLimit('key'), limit, WINDOW_S * 1000);
   const policy = `${limit};w=${WINDOW_S}`;
   return async (c, next) => {
     const t = counter.take(c.get('principal').keyId);

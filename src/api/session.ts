@@ -11,6 +11,7 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { findPrincipal, findPrincipalById, type Principal } from '../auth/keys.js';
 import type { AppDeps } from './deps.js';
 import { problem } from './errors.js';
+import { keys } from '../queues/keys.js';
 
 const SESSION_COOKIE = 'mj_session';
 /** Sessions end this long after login (and at logout, or when the key is revoked). */
@@ -25,7 +26,7 @@ export interface Session {
 export type SessionEnv = { Variables: { principal: Principal; session: Session; requestId: string } };
 
 const sessionKey = (deps: AppDeps, id: string) =>
-  `${deps.config.QUEUE_PREFIX}:session:${createHash('sha256').update(id).digest('base64url')}`;
+  keys(deps.config).session(createHash('sha256').update(id).digest('base64url'));
 
 /** Behind a TLS-terminating proxy the request URL is http; the proxy says https in X-Forwarded-Proto. */
 function overTls(c: Context): boolean {

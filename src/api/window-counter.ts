@@ -4,7 +4,7 @@
 // Another process's requests become visible within syncMs plus a round trip, so together the processes can
 // overshoot a limit by what they serve in that time (and by one request per process that meets a key first).
 // While Redis is unreachable each process keeps counting on its own.
-import type { RedisClient } from '../queues/index.js';
+import type { RedisClient } from '../queues/redis.js';
 
 interface Window {
   window: number;

@@ -2,9 +2,10 @@
 // drops that key from its lookup cache. A process that misses the message (Redis down) still forgets the key when
 // its cache entry expires (a few seconds), so revocation is prompt, and bounded even without Redis.
 import type { Config } from '../config.js';
-import { createRedis, waitForRedis, type RedisClient } from '../queues/index.js';
+import { createRedis, waitForRedis, type RedisClient } from '../queues/redis.js';
+import { keys } from '../queues/keys.js';
 
-export const revocationChannel = (config: Pick<Config, 'QUEUE_PREFIX'>) => `${config.QUEUE_PREFIX}:key-revoked`;
+export const revocationChannel = (config: Pick<Config, 'QUEUE_PREFIX'>) => keys(config).keyRevoked;
 
 /** Tells API processes a key is revoked. Best effort: false when Redis did not take the message. */
 export async function announceRevocation(redis: RedisClient, config: Config, keyId: string): Promise<boolean> {

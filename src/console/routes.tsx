@@ -46,6 +46,7 @@ import { traceIdOf } from '../tracing/index.js';
 import { JobPage, PRIORITIES, SearchPage, STATES, type SearchForm } from './jobs.js';
 import { BASE, jobHref, Layout, type PageCtx, seesAll } from './layout.js';
 import { OverviewPage, QueuesPage, SchedulesPage, TenantsPage } from './ops.js';
+import { keys } from '../queues/keys.js';
 
 const wantsHtml = (c: Context) => (c.req.header('accept') ?? '').includes('text/html');
 const asset = (name: string) => readFileSync(new URL(`./assets/${name}`, import.meta.url));
@@ -343,7 +344,7 @@ export function consoleRoutes(deps: AppDeps) {
     // The image quota's own counter (src/api/rate-limit.ts), read without consuming.
     const mp = new RateLimiterRedis({
       storeClient: deps.redis,
-      keyPrefix: `${deps.config.QUEUE_PREFIX}:rl:image-mp`,
+      keyPrefix: keys(deps.config).rateLimit('image-mp'),
       points: Math.max(1, mpLimit),
       duration: 60,
       rejectIfRedisNotReady: true,

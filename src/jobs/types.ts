@@ -4,7 +4,8 @@ import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import type { JobRegistry } from './registry.js';
-import type { Queues, RedisClient } from '../queues/index.js';
+import type { Queues } from '../queues/index.js';
+import type { RedisClient } from '../queues/redis.js';
 import type { Storage } from '../files/storage.js';
 
 /** What a processor gets: the parsed payload, the ledger ids, and the process's shared resources. */

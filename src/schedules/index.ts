@@ -15,7 +15,8 @@ import { checkSpec, priority, submit } from '../jobs/submit.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import type { Config } from '../config.js';
 import { recordAudit } from '../db/audit.js';
-import { createRedis, Queues, waitForRedis } from '../queues/index.js';
+import { Queues } from '../queues/index.js';
+import { createRedis, waitForRedis } from '../queues/redis.js';
 
 export const SCHEDULES_QUEUE = 'schedules';
 export const SCHEDULE_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;

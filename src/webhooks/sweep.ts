@@ -9,6 +9,7 @@ import { messageSettledByTry, unsettledMessages } from '../db/webhooks.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { enqueueWebhook, messageId, WEBHOOK_QUEUE } from './delivery.js';
+import { keys } from '../queues/keys.js';
 
 /** Ended at least this long ago: the normal path has had its chance. */
 export const SWEEP_GRACE_MS = 30_000;
@@ -51,7 +52,7 @@ async function ensureQueued(deps: SweepDeps, row: JobRow): Promise<boolean> {
 /** Every minute, one process at a time (a Redis lock); stopped by the returned function. */
 export function startSweep(deps: WorkerDeps, intervalMs = 60_000): () => void {
   const { redis, config, log } = deps;
-  const lock = `${config.QUEUE_PREFIX}:webhook-sweep-lock`;
+  const lock = keys(config).webhookSweepLock;
   const token = randomUUID();
   const timer = setInterval(async () => {
     try {

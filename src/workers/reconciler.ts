@@ -2,7 +2,6 @@
 // live although BullMQ has finished it (its worker's last ledger write failed, e.g. PostgreSQL was down just then)
 // gets the outcome BullMQ recorded. Both are fenced on the run generation: a job queued again goes out as a new
 // generation, and an outcome BullMQ recorded for an older generation than the ledger's settles nothing.
-import { randomUUID } from 'node:crypto';
 import * as ledger from '../db/jobs.js';
 import { publishJobEvent } from '../events.js';
 import { enqueue, genOf } from '../jobs/enqueue.js';
@@ -10,9 +9,10 @@ import { enqueueWebhook } from '../webhooks/delivery.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
-import { bullPrefix, keys } from '../queues/index.js';
+import { bullPrefix, keys } from '../queues/keys.js';
 import { errorOfReason } from './runtime.js';
 import { reconcilerRepairs } from '../metrics.js';
+import { withLock } from '../queues/redis.js';
 
 const BATCH = 1000;
 /** Overlap between incremental passes, for transactions that committed an older updated_at late. */
@@ -167,39 +167,27 @@ async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promis
 export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop(): Promise<void> } {
   const { config, redis, log } = deps;
   const { reconcilerLock: lockKey, reconcilerHorizon: horizonKey } = keys(config);
-  const token = randomUUID();
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
 
-  const tick = async () => {
-    const got = await redis.set(lockKey, token, 'PX', config.RECONCILE_INTERVAL_MS * 3, 'NX');
-    if (got !== 'OK') return;
-    try {
-      // Incremental passes check only rows that crossed the grace horizon since the last pass, so a large backlog
-      // costs nothing in steady state. The horizon lives in Redis: if Redis was wiped it is gone too, and the next
-      // pass is a full scan — exactly when every live job may be missing. It also expires, forcing a periodic full scan.
-      const stored = await redis.get(horizonKey);
-      const since = stored ? new Date(Number(stored) - SLACK_MS) : undefined;
-      const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS, since);
-      if (since) await redis.set(horizonKey, r.horizon.getTime(), 'KEEPTTL');
-      else await redis.set(horizonKey, r.horizon.getTime(), 'PX', FULL_SCAN_EVERY_MS);
-      if (r.requeued.length) reconcilerRepairs.inc({ action: 'requeued' }, r.requeued.length);
-      if (r.settled.length) reconcilerRepairs.inc({ action: 'settled' }, r.settled.length);
-      if (r.requeued.length)
-        log.warn(
-          { requeued: r.requeued.length, checked: r.checked, full: !since },
-          'reconciler re-enqueued jobs missing from Redis',
-        );
-    } finally {
-      // Release only our own lock.
-      await redis.eval(
-        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-        1,
-        lockKey,
-        token,
+  const pass = async () => {
+    // Incremental passes check only rows that crossed the grace horizon since the last pass, so a large backlog
+    // costs nothing in steady state. The horizon lives in Redis: if Redis was wiped it is gone too, and the next
+    // pass is a full scan — exactly when every live job may be missing. It also expires, forcing a periodic full scan.
+    const stored = await redis.get(horizonKey);
+    const since = stored ? new Date(Number(stored) - SLACK_MS) : undefined;
+    const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS, since);
+    if (since) await redis.set(horizonKey, r.horizon.getTime(), 'KEEPTTL');
+    else await redis.set(horizonKey, r.horizon.getTime(), 'PX', FULL_SCAN_EVERY_MS);
+    if (r.requeued.length) reconcilerRepairs.inc({ action: 'requeued' }, r.requeued.length);
+    if (r.settled.length) reconcilerRepairs.inc({ action: 'settled' }, r.settled.length);
+    if (r.requeued.length)
+      log.warn(
+        { requeued: r.requeued.length, checked: r.checked, full: !since },
+        'reconciler re-enqueued jobs missing from Redis',
       );
-    }
   };
+  const tick = () => withLock(redis, lockKey, config.RECONCILE_INTERVAL_MS * 3, pass);
 
   const timer = setInterval(() => {
     if (stopped) return;

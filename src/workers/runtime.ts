@@ -15,7 +15,8 @@ import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
-import { bullPrefix, createRedis, keys, type RedisClient } from '../queues/index.js';
+import { bullPrefix, keys } from '../queues/keys.js';
+import { createRedis, type RedisClient } from '../queues/redis.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 
 /** Thrown into BullMQ when a run ends cancelled: no retry. */

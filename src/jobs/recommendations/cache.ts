@@ -4,10 +4,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import type { Db } from '../../db/index.js';
 import type { RecommendationItem } from '../../db/types.js';
-import type { RedisClient } from '../../queues/index.js';
+import type { RedisClient } from '../../queues/redis.js';
 import { catalogVersion, loadTrainingData } from './data.js';
 import { train, type Model } from './model.js';
 import { Scorer } from './recommend.js';
+import { keys } from '../../queues/keys.js';
 
 /** Models kept per process; the least recently used goes first. */
 const MAX_MODELS = 8;
@@ -136,11 +137,6 @@ export interface CachedResult {
 /** Results live in Redis for a day; a rating deletes its user's entry, so the TTL only bounds a lost delete. */
 export const RESULT_TTL_S = 24 * 3600;
 
-export function resultKey(config: Config, tenant: string, userId: string): string {
-  // Hash-tagged by tenant, so a pipeline over one tenant's users stays in one Redis Cluster slot.
-  return `${config.QUEUE_PREFIX}:reco:{${tenant}}:${encodeURIComponent(userId)}`;
-}
-
 export async function cacheResults(
   redis: RedisClient,
   config: Config,
@@ -149,7 +145,8 @@ export async function cacheResults(
 ): Promise<void> {
   if (!results.length) return;
   const p = redis.pipeline();
-  for (const r of results) p.set(resultKey(config, tenant, r.user_id), JSON.stringify(r), 'EX', RESULT_TTL_S);
+  for (const r of results)
+    p.set(keys(config).recommendations(tenant, r.user_id), JSON.stringify(r), 'EX', RESULT_TTL_S);
   await p.exec();
 }
 
@@ -159,7 +156,7 @@ export async function readCachedResult(
   tenant: string,
   userId: string,
 ): Promise<CachedResult | undefined> {
-  const v = await redis.get(resultKey(config, tenant, userId));
+  const v = await redis.get(keys(config).recommendations(tenant, userId));
   return v ? (JSON.parse(v) as CachedResult) : undefined;
 }
 
@@ -171,6 +168,6 @@ export async function forgetResults(
 ): Promise<void> {
   const unique = [...new Set(userIds)];
   const p = redis.pipeline();
-  for (const u of unique) p.del(resultKey(config, tenant, u));
+  for (const u of unique) p.del(keys(config).recommendations(tenant, u));
   await p.exec();
 }
