@@ -100,6 +100,8 @@ export function keys(config: Config) {
     reconcilerLock: `${p}:reconciler-lock`,
     /** Where the last reconciler pass stopped; gone (first start, Redis wiped, or expired) means a full scan. */
     reconcilerHorizon: `${p}:reconciler-horizon`,
+    /** Held by the worker whose expiry sweep is running (src/workers/expiry.ts). */
+    expiryLock: `${p}:expiry-lock`,
   };
 }
 
