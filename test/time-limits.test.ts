@@ -107,6 +107,18 @@ describe('submit', () => {
     expect((await api('GET', `/v1/jobs/${asked.body.id}`)).body).toMatchObject({ timeout_ms: 5_000 });
     await env.db.deleteFrom('jobs').execute();
   });
+
+  it('describes both fields in /openapi.json, on the submission and on the job', async () => {
+    type Schema = { properties: Record<string, { description?: string }> };
+    const doc = (await (await env.app.request('/openapi.json')).json()) as {
+      components: { schemas: Record<string, Schema> };
+    };
+    const { JobSubmission, Job } = doc.components.schemas;
+    for (const s of [JobSubmission, Job]) {
+      expect(s.properties.timeout_ms.description).toContain('timeout');
+      expect(s.properties.expires_at.description).toContain('expired');
+    }
+  });
 });
 
 describe('time limits', () => {

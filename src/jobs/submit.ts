@@ -25,10 +25,24 @@ export const jobSpec = z.strictObject({
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .max(2048)
     .optional(),
-  /** A run's time limit, up to the type's maximum (checked at submit); the type's default when absent. */
-  timeout_ms: z.number().int().positive().optional(),
-  /** A job not started by then never starts (it ends cancelled, error.code "expired"). */
-  expires_at: z.iso.datetime({ offset: true }).optional(),
+  timeout_ms: z
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .meta({
+      description:
+        "Each run's time limit in ms, up to the type's maximum (else 422); the type's default when absent. Past it the " +
+        'run is aborted and fails with error.code `timeout`, retried like any failure.',
+    }),
+  expires_at: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .meta({
+      description:
+        'A job not started by then never starts: it ends `cancelled` with error.code `expired`. Must be in the future ' +
+        'and after run_at (else 422).',
+    }),
 });
 export type JobSpec = z.infer<typeof jobSpec>;
 

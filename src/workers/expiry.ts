@@ -3,13 +3,13 @@
 // ledger for admission). Works on the ledger's queued and delayed rows, in Redis or not; their BullMQ jobs are removed
 // afterwards, and one a worker holds already finds its row ended and does not run. A worker that starts an expired job
 // before the sweep reaches it settles it the same way (src/db/jobs.ts startRuns).
-import { randomUUID } from 'node:crypto';
 import * as ledger from '../db/jobs.js';
 import type { JobRow } from '../db/types.js';
 import { publishJobEvents } from '../events.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { keys } from '../queues.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
+import { everyWithLock } from './locked-interval.js';
 
 const BATCH = 500;
 
@@ -45,41 +45,11 @@ export async function expireOnce(deps: WorkerDeps): Promise<JobRow[]> {
   return ended;
 }
 
-/** Runs a pass every EXPIRY_SWEEP_MS; a Redis lock keeps it to one process at a time across the fleet. */
+/** Runs a pass every EXPIRY_SWEEP_MS, one process at a time across the fleet. */
 export function startExpirySweeper(deps: WorkerDeps): { stop(): Promise<void> } {
-  const { config, redis, log } = deps;
-  const lockKey = keys(config).expiryLock;
-  const token = randomUUID();
-  let stopped = false;
-  let running: Promise<void> = Promise.resolve();
-
-  const tick = async () => {
-    const got = await redis.set(lockKey, token, 'PX', config.EXPIRY_SWEEP_MS * 3, 'NX');
-    if (got !== 'OK') return;
-    try {
-      await expireOnce(deps);
-    } finally {
-      // Release only our own lock.
-      await redis.eval(
-        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-        1,
-        lockKey,
-        token,
-      );
-    }
-  };
-
-  const timer = setInterval(() => {
-    if (stopped) return;
-    running = running.then(tick).catch((err) => log.error({ err }, 'expiry sweep failed'));
-  }, config.EXPIRY_SWEEP_MS);
-  timer.unref();
-
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
-    },
-  };
+  return everyWithLock(
+    deps,
+    { lockKey: keys(deps.config).expiryLock, everyMs: deps.config.EXPIRY_SWEEP_MS, what: 'expiry sweep' },
+    () => expireOnce(deps),
+  );
 }
