@@ -8,6 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as ledger from '../src/db/jobs.js';
+import type { NewJobRow } from '../src/db/types.js';
+import { newId } from '../src/ids.js';
 import { startExpirySweeper } from '../src/workers/expiry.js';
 import type { RunningWorkers } from '../src/workers/runtime.js';
 import { client, createTestEnv, jobInState, silentLog, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
@@ -17,6 +20,7 @@ let env: TestEnv;
 let api: ReturnType<typeof client>;
 let rx: Receiver;
 let running: RunningWorkers;
+let tenant: string;
 const markers = mkdtempSync(path.join(os.tmpdir(), 'time-limits-'));
 
 beforeAll(async () => {
@@ -30,7 +34,9 @@ beforeAll(async () => {
       WEBHOOK_BACKOFF_MS: '200',
     },
   });
-  api = client(env.app, (await tenantWithKeys(env)).clientKey);
+  const t = await tenantWithKeys(env);
+  tenant = t.tenant;
+  api = client(env.app, t.clientKey);
   rx = await startReceiver();
   // Only `test` is served: `serial` jobs wait in their queue for ever, as under a stopped worker type.
   running = await env.startWorkers(['test']);
@@ -170,6 +176,53 @@ describe('time limits', () => {
 });
 
 describe('expiry', () => {
+  it('the start write ends an expired row never started, in the same fenced statement as the starts and finishes beside it', async () => {
+    const past = new Date(Date.now() - 60_000);
+    const row = (over: Partial<NewJobRow> = {}): NewJobRow => ({
+      id: newId(),
+      tenant,
+      type: 'serial',
+      state: 'queued',
+      priority: 'normal',
+      payload: '{}',
+      max_attempts: 3,
+      ...over,
+    });
+    const [expired, fresh, wrongGen, retrying, finishing] = await ledger.insertJobs(env.db, [
+      row({ expires_at: past }),
+      row({ expires_at: new Date(Date.now() + 3_600_000) }),
+      row({ expires_at: past }),
+      row({ expires_at: past, state: 'delayed' }),
+      row({ state: 'running' }),
+    ]);
+    // Started once already, waiting for its retry: it has started, so it does not expire.
+    await env.db.updateTable('jobs').set({ started_at: past, attempts: 1 }).where('id', '=', retrying.id).execute();
+    const runs = [expired, fresh, retrying].map((r) => ({ id: r.id, gen: r.generation }));
+    const { running, succeeded } = await ledger.markRunningAndSucceededMany(
+      env.db,
+      [...runs, { id: wrongGen.id, gen: wrongGen.generation + 1 }],
+      [{ id: finishing.id, gen: finishing.generation, result: { ok: true } }],
+    );
+    expect(running.map((r) => r && { state: r.state, attempts: r.attempts, code: r.error?.code ?? null })).toEqual([
+      { state: 'cancelled', attempts: 0, code: 'expired' },
+      { state: 'running', attempts: 1, code: null },
+      { state: 'running', attempts: 2, code: null },
+      undefined,
+    ]);
+    expect(running[0]).toMatchObject({ started_at: null, finished_at: expect.any(Date) });
+    expect(succeeded[0]).toMatchObject({ state: 'succeeded', result: { ok: true } });
+    // Fenced: a run of another generation changes nothing, expired or not.
+    expect((await ledger.findJob(env.db, wrongGen.id))!.state).toBe('queued');
+    await env.db
+      .deleteFrom('jobs')
+      .where(
+        'id',
+        'in',
+        [expired, fresh, wrongGen, retrying, finishing].map((r) => r.id),
+      )
+      .execute();
+  });
+
   it('the sweep ends a job never started by its expires_at: cancelled, error.code expired, gone from BullMQ, webhook says so', async () => {
     const started = path.join(markers, 'swept');
     // No worker serves `serial`: only the sweep can end it.
