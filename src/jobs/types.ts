@@ -118,3 +118,14 @@ export class RetryableError extends Error {
     super(message);
   }
 }
+
+/**
+ * The reason a run's signal is aborted with when it passes its time limit (`ctx.signal.reason`): the attempt fails
+ * with error.code "timeout" and is retried like any failure. A processor may tell it from a cancel by this class.
+ */
+export class RunTimeout extends RetryableError {
+  override name = 'RunTimeout';
+  constructor(readonly limitMs: number) {
+    super('timeout', `the run passed its time limit of ${limitMs} ms`);
+  }
+}

@@ -11,15 +11,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { BullData } from '../jobs/enqueue.js';
-import { RetryableError } from '../jobs/types.js';
-
-/** The reason a run's signal is aborted with when it passes its time limit; retried like any failure. */
-export class RunTimeout extends RetryableError {
-  override name = 'RunTimeout';
-  constructor(readonly limitMs: number) {
-    super('timeout', `the run passed its time limit of ${limitMs} ms`);
-  }
-}
+import { RunTimeout } from '../jobs/types.js';
 
 export interface TimeLimit {
   /**
