@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ledger from '../src/db/jobs.js';
 import type { NewJobRow } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
-import { startExpirySweeper } from '../src/workers/expiry.js';
+import { expireOnce, startExpirySweeper } from '../src/workers/expiry.js';
 import type { RunningWorkers } from '../src/workers/runtime.js';
 import { client, createTestEnv, jobInState, silentLog, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 import { startReceiver, type Receiver } from './support/receiver.js';
@@ -256,6 +256,45 @@ describe('expiry', () => {
       type: 'job.cancelled',
       data: { id: r.body.id, state: 'cancelled', error: { code: 'expired' } },
     });
+  });
+
+  it('two sweeps at once end each overdue job once, and leave jobs that started or have time left', async () => {
+    const past = new Date(Date.now() - 60_000);
+    const row = (over: Partial<NewJobRow> = {}): NewJobRow => ({
+      id: newId(),
+      tenant,
+      type: 'serial',
+      state: 'queued',
+      priority: 'normal',
+      payload: '{}',
+      max_attempts: 1,
+      expires_at: past,
+      ...over,
+    });
+    const overdue = await ledger.insertJobs(
+      env.db,
+      Array.from({ length: 60 }, (_, i) => row({ state: i % 2 ? 'queued' : 'delayed' })),
+    );
+    const [later, started] = await ledger.insertJobs(env.db, [
+      row({ expires_at: new Date(Date.now() + 3_600_000) }),
+      row({ state: 'delayed' }),
+    ]);
+    await env.db.updateTable('jobs').set({ started_at: past }).where('id', '=', started.id).execute();
+    const deps = {
+      config: env.config,
+      db: env.db,
+      redis: env.redis,
+      queues: env.queues,
+      storage: env.storage,
+      registry: env.registry,
+      log: silentLog,
+    };
+    const [a, b] = await Promise.all([expireOnce(deps), expireOnce(deps)]);
+    const ended = [...a, ...b].map((r) => r.id);
+    expect(ended.sort()).toEqual(overdue.map((r) => r.id).sort());
+    expect(new Set(ended).size).toBe(ended.length);
+    expect((await ledger.findJob(env.db, later.id))!.state).toBe('queued');
+    expect((await ledger.findJob(env.db, started.id))!.state).toBe('delayed');
   });
 
   it('a worker that reaches an expired job first does not run it: it ends cancelled with error.code expired', async () => {
