@@ -13,24 +13,6 @@ import * as ledger from '../db/jobs.js';
 import type { BullData } from '../jobs/enqueue.js';
 import { RunTimeout } from '../jobs/types.js';
 
-export interface TimeLimit {
-  /**
-   * Settles as `work` does, unless the run is abandoned: it then rejects with the RunTimeout, once the job is queued
-   * again as a new generation, and what `work` does afterwards is ignored.
-   */
-  race<T>(work: Promise<T>): Promise<T>;
-  /** Whether the run's signal was aborted by its time limit (not by a cancel). */
-  timedOut(): boolean;
-  /** Whether the runtime stopped waiting for the run. */
-  readonly abandoned: boolean;
-  /** The error a timed-out run ends with. */
-  readonly error: RunTimeout;
-  /** The run under which to write this run's end: the new generation once abandoned. */
-  readonly end: ledger.RunRef;
-  /** Stops the timers (the run has ended). */
-  clear(): void;
-}
-
 export interface TimeLimitOptions {
   db: Db;
   job: Job<BullData>;
@@ -44,19 +26,79 @@ export interface TimeLimitOptions {
   log: () => Logger;
 }
 
-export function startTimeLimit(o: TimeLimitOptions): TimeLimit {
-  const error = new RunTimeout(o.ms);
-  let end = o.run;
-  let settled = false;
-  let abandoned = false;
-  let grace: NodeJS.Timeout | undefined;
-  let giveUp: (err: RunTimeout) => void = () => {};
-  const givenUp = new Promise<never>((_, reject) => (giveUp = reject));
-  givenUp.catch(() => undefined);
+// Every run has one, so it is a class whose timers call module functions: a closure per run and per callback would
+// each cost an allocation (and, under tsx, a property definition for its name).
+export class TimeLimit {
+  /** Made when the limit passes, not per run: an Error captures a stack. */
+  private reason: RunTimeout | undefined;
+  private settled = false;
+  private abandoning = false;
+  private giveUp: ((err: RunTimeout) => void) | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private grace: NodeJS.Timeout | undefined;
+  /** The run under which to write this run's end: the new generation once abandoned. */
+  end: ledger.RunRef;
 
-  async function abandon() {
-    if (settled) return;
-    abandoned = true;
+  constructor(readonly o: TimeLimitOptions) {
+    this.end = o.run;
+    this.timer = setTimeout(passLimit, o.ms, this);
+  }
+
+  /**
+   * Settles as `work` does, unless the run is abandoned: it then rejects with the RunTimeout, once the job is queued
+   * again as a new generation, and what `work` does afterwards is ignored.
+   */
+  race<T>(work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.giveUp = reject;
+      work.then(
+        (v) => this.settle() && resolve(v),
+        (err) => this.settle() && reject(err),
+      );
+    });
+  }
+
+  /** Whether the run's signal was aborted by its time limit (not by a cancel). */
+  timedOut(): boolean {
+    return this.reason !== undefined && this.o.controller.signal.reason === this.reason;
+  }
+
+  /** Whether the runtime stopped waiting for the run. */
+  get abandoned(): boolean {
+    return this.abandoning;
+  }
+
+  /** The error a timed-out run ends with (the signal's reason). */
+  get error(): RunTimeout {
+    return this.reason ?? new RunTimeout(this.o.ms);
+  }
+
+  /** Stops the timers (the run has ended). */
+  clear(): void {
+    clearTimeout(this.timer);
+    clearTimeout(this.grace);
+  }
+
+  private settle(): boolean {
+    if (this.abandoning) return false;
+    this.settled = true;
+    return true;
+  }
+
+  /** @internal the limit has passed: abort the run, and give it the grace period to stop. */
+  pass(): void {
+    // A run already stopping (cancelled, superseded) is left to that.
+    if (this.o.controller.signal.aborted) return;
+    this.reason = new RunTimeout(this.o.ms);
+    this.o.controller.abort(this.reason);
+    this.grace = setTimeout(giveUpOn, this.o.graceMs, this);
+  }
+
+  /** @internal the grace period is over and the run goes on: stop waiting for it. */
+  async abandon(): Promise<void> {
+    if (this.settled) return;
+    this.abandoning = true;
+    const { o } = this;
     o.log().warn({ limit_ms: o.ms, grace_ms: o.graceMs }, 'run ignored its time limit; abandoning it');
     try {
       await o.beforeAbandon?.();
@@ -66,50 +108,24 @@ export function startTimeLimit(o: TimeLimitOptions): TimeLimit {
         // BullMQ's next attempt must run as the new generation; if this fails, that attempt is refused as superseded
         // and the reconciler queues the job again (its BullMQ outcome is of an older generation than the ledger's).
         await o.job.updateData({ ...o.job.data, gen: row.generation });
-        end = { id: o.run.id, gen: row.generation };
+        this.end = { id: o.run.id, gen: row.generation };
       }
     } catch (err) {
       o.log().error({ err }, 'abandoning a timed-out run: queueing it as a new generation failed');
     }
-    giveUp(error);
+    this.giveUp?.(this.error);
   }
+}
 
-  const timer = setTimeout(() => {
-    // A run already stopping (cancelled, superseded) is left to that.
-    if (o.controller.signal.aborted) return;
-    o.controller.abort(error);
-    grace = setTimeout(() => void abandon(), o.graceMs);
-  }, o.ms);
+function passLimit(limit: TimeLimit) {
+  limit.pass();
+}
 
-  return {
-    race<T>(work: Promise<T>): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        work.then(
-          (v) => {
-            if (abandoned) return;
-            settled = true;
-            resolve(v);
-          },
-          (err) => {
-            if (abandoned) return;
-            settled = true;
-            reject(err);
-          },
-        );
-        givenUp.catch(reject);
-      });
-    },
-    timedOut: () => o.controller.signal.reason === error,
-    get abandoned() {
-      return abandoned;
-    },
-    error,
-    get end() {
-      return end;
-    },
-    clear() {
-      clearTimeout(timer);
-      clearTimeout(grace);
-    },
-  };
+function giveUpOn(limit: TimeLimit) {
+  void limit.abandon();
+}
+
+/** Starts the run's time limit; call `clear()` once the run has ended. */
+export function startTimeLimit(o: TimeLimitOptions): TimeLimit {
+  return new TimeLimit(o);
 }
