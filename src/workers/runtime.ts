@@ -228,6 +228,7 @@ export async function startWorkers(
       ms: row.timeout_ms ?? timeLimits(def).defaultMs,
       graceMs: config.JOB_TIMEOUT_GRACE_MS,
       controller,
+      lockLost: lockLost.signal,
       beforeAbandon: runLog.flush,
       log: jlog,
     });
@@ -304,7 +305,7 @@ export async function startWorkers(
         jlog().info('job stopped: the ledger no longer holds this run');
         throw new Superseded('superseded');
       }
-      if (lockLost.signal.aborted && !controller.signal.aborted) {
+      if (lockLost.signal.aborted && (!controller.signal.aborted || limit.timedOut())) {
         // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
         // owns the ledger row from then on: this run's failure must not set that row back to delayed or failed.
         jlog().warn({ err: errorOf(err) }, 'job stopped: its lock was lost; BullMQ runs it again');

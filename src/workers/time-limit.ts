@@ -21,6 +21,8 @@ export interface TimeLimitOptions {
   graceMs: number;
   /** The run's controller: its signal is the processor's ctx.signal. */
   controller: AbortController;
+  /** Aborted when the run's BullMQ lock was lost: another run of the same generation owns the job then. */
+  lockLost?: AbortSignal;
   /** Called before the generation is bumped, so what the run has kept so far (its log lines) is still written. */
   beforeAbandon?: () => Promise<void>;
   log: () => Logger;
@@ -102,6 +104,9 @@ export class TimeLimit {
     o.log().warn({ limit_ms: o.ms, grace_ms: o.graceMs }, 'run ignored its time limit; abandoning it');
     try {
       await o.beforeAbandon?.();
+      // A run whose lock was lost no longer owns the job (BullMQ handed it to another run): it only stops being waited
+      // for, and changes nothing.
+      if (o.lockLost?.aborted) throw new Error('lock lost');
       // Queued again as a new generation (fenced on this run's): the abandoned run's later writes no longer match.
       const [row] = await ledger.requeueLost(o.db, [{ id: o.run.id, generation: o.run.gen }]);
       if (row) {
@@ -111,7 +116,8 @@ export class TimeLimit {
         this.end = { id: o.run.id, gen: row.generation };
       }
     } catch (err) {
-      o.log().error({ err }, 'abandoning a timed-out run: queueing it as a new generation failed');
+      if (!o.lockLost?.aborted)
+        o.log().error({ err }, 'abandoning a timed-out run: queueing it as a new generation failed');
     }
     this.giveUp?.(this.error);
   }
