@@ -77,6 +77,10 @@ const schema = z.object({
   /** BullMQ job lock; a job whose worker died is picked up again after about this long. */
   WORKER_LOCK_MS: int(1_000, 600_000).default(30_000),
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  /** How long a run past its time limit (its signal aborted) may take to stop before the runtime abandons it. */
+  JOB_TIMEOUT_GRACE_MS: int(0, 3_600_000).default(10_000),
+  /** How often a worker (one at a time, by a lock) ends jobs whose expires_at passed before they started. */
+  EXPIRY_SWEEP_MS: int(100, 3_600_000).default(5_000),
   WORKER_METRICS_PORT: int(0, 65535).default(9464),
   /** Where a worker's /metrics listens: loopback unless set (it has no authentication; e.g. 0.0.0.0 for a scraper). */
   WORKER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),

@@ -135,6 +135,45 @@ describe('batch recommendations', () => {
     }
   });
 
+  it('a batch past its time limit stops waiting but leaves its chunks to run; a later attempt collects them', async () => {
+    await sql`create or replace function slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.2); return new; end $$`.execute(
+      env.db,
+    );
+    await sql`create trigger slow_insert before insert on recommendations for each row execute function slow_insert()`.execute(
+      env.db,
+    );
+    try {
+      // 2 s per chunk, two at a time: each attempt of the parent times out while chunks are still waiting.
+      const r = await api('POST', '/v1/jobs', {
+        type: 'recommendations',
+        payload: { all_users: true },
+        timeout_ms: 1_500,
+      });
+      expect(r.status).toBe(202);
+      const parent = await waitFor(
+        async () => {
+          const j = (await api('GET', `/v1/jobs/${r.body.id}`)).body;
+          return ['succeeded', 'failed', 'cancelled'].includes(j.state) ? j : undefined;
+        },
+        { timeout: 60_000, what: 'the batch to end' },
+      );
+      const kids = await waitFor(
+        async () => {
+          const k = await children(r.body.id);
+          return k.length && k.every((x) => ['succeeded', 'failed', 'cancelled'].includes(x.state)) ? k : undefined;
+        },
+        { timeout: 60_000, what: 'the chunks to end' },
+      );
+      // No chunk was cancelled by the parent's timeouts: every one ran and succeeded.
+      expect(kids.map((k) => k.state)).toEqual(['succeeded', 'succeeded', 'succeeded', 'succeeded']);
+      expect(parent.attempts).toBeGreaterThanOrEqual(2);
+      if (parent.state === 'succeeded') expect(parent.result).toMatchObject({ users: 40, succeeded: 40, failed: 0 });
+      else expect(parent).toMatchObject({ state: 'failed', error: { code: 'timeout' } });
+    } finally {
+      await sql`drop trigger slow_insert on recommendations`.execute(env.db);
+    }
+  });
+
   it('a batch over a tenant with no ratings succeeds with zero users', async () => {
     const t = await tenantWithKeys(env);
     const empty = client(env.app, t.clientKey);

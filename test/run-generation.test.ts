@@ -131,7 +131,8 @@ describe('run generation: a retry cannot be undone', () => {
     // The worker fetches the job; its start write waits at the database gate.
     pgGate.hold();
     const r = await api('POST', '/v1/jobs', { type: 'serial', payload: { value: 'real result' } });
-    await pgGate.waitForHeld("state = 'running'");
+    // The start write (ledger startRuns) is the one statement that counts an attempt.
+    await pgGate.waitForHeld('attempts + 1');
     const cancel = await api('POST', `/v1/jobs/${r.body.id}/cancel`);
     expect(cancel.body.state).toBe('cancelled');
     // The worker finds the row cancelled and skips it; its report to BullMQ waits at the Redis gate.

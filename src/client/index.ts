@@ -32,6 +32,10 @@ export type Submission<T extends JobType = JobType> = {
     run_at?: string;
     /** POSTed the job's terminal state, signed with the tenant's webhook secret. */
     callback_url?: string;
+    /** A run's time limit in ms, up to the type's maximum; the type's default when absent. */
+    timeout_ms?: number;
+    /** ISO time: a job not started by then never starts (it ends cancelled, error.code "expired"). */
+    expires_at?: string;
   };
 }[T];
 

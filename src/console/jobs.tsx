@@ -195,6 +195,12 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
           <dd>
             <When at={job.run_at} />
           </dd>
+          <dt>Expires</dt>
+          <dd>
+            <When at={job.expires_at} />
+          </dd>
+          <dt>Time limit</dt>
+          <dd>{job.timeout_ms === null ? "type's default" : `${job.timeout_ms} ms per run`}</dd>
           <dt>Started</dt>
           <dd>
             <When at={job.started_at} />

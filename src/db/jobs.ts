@@ -23,6 +23,10 @@ export interface ApiJob {
   started_at: string | null;
   finished_at: string | null;
   run_at: string | null;
+  /** The run time limit; null: the type's default (a job submitted by another job). */
+  timeout_ms: number | null;
+  /** A job not started by then never starts. */
+  expires_at: string | null;
   tenant: string;
   callback_url?: string;
   parent_id?: string;
@@ -47,6 +51,8 @@ export function toApiJob(row: JobRow): ApiJob {
     started_at: iso(row.started_at),
     finished_at: iso(row.finished_at),
     run_at: iso(row.run_at),
+    timeout_ms: row.timeout_ms ?? null,
+    expires_at: iso(row.expires_at ?? null),
     tenant: row.tenant,
   };
   if (row.callback_url) job.callback_url = row.callback_url;
@@ -64,11 +70,11 @@ export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
   if (rows.length === 0) return [];
   const col = <K extends keyof NewJobRow>(k: K) => rows.map((r) => r[k] ?? null);
   const { rows: inserted } = await sql<JobRow>`
-    insert into jobs (id, tenant, type, state, priority, payload, max_attempts, callback_url, idempotency_key, request_hash, parent_id, run_at, trace_context)
+    insert into jobs (id, tenant, type, state, priority, payload, max_attempts, callback_url, idempotency_key, request_hash, parent_id, run_at, trace_context, timeout_ms, expires_at)
     select * from unnest(${col('id')}::uuid[], ${col('tenant')}::text[], ${col('type')}::text[], ${col('state')}::text[],
       ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
       ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[],
-      ${col('trace_context')}::text[])
+      ${col('trace_context')}::text[], ${col('timeout_ms')}::int[], ${col('expires_at')}::timestamptz[])
     returning *`.execute(db);
   return rows.length === 1
     ? inserted
@@ -227,8 +233,21 @@ export interface RunRef {
   gen: number;
 }
 
+/** The error of a job that was not started by its expires_at. */
+export const EXPIRED: JobError = { code: 'expired', message: 'not started by its expires_at; it will not run' };
+
+// A job never started whose expires_at has passed is not started: it ends cancelled with error.code "expired", in the
+// same statement (and under the same fence) as the starts of the others. The runtime sees its state and does not run it.
+// Every SET expression reads the row as it was, so this is the same test in each.
+const expired = sql`(jobs.started_at is null and jobs.expires_at <= now())`;
 const startRuns = (runs: RunRef[]) => sql<JobRow>`
-    update jobs set state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()
+    update jobs set
+      state = case when ${expired} then 'cancelled' else 'running' end,
+      attempts = case when ${expired} then attempts else attempts + 1 end,
+      started_at = case when ${expired} then null else coalesce(started_at, now()) end,
+      error = case when ${expired} then ${JSON.stringify(EXPIRED)}::jsonb else error end,
+      finished_at = case when ${expired} then now() else finished_at end,
+      updated_at = now()
     from unnest(${runs.map((r) => r.id)}::uuid[], ${runs.map((r) => r.gen)}::int[]) as v(id, gen)
     where jobs.id = v.id and jobs.generation = v.gen and jobs.state in ('queued', 'delayed', 'running')
       and jobs.cancel_requested = false
@@ -420,6 +439,7 @@ export async function resetForRetry(
     update jobs set
       state = case when jobs.run_at > now() then 'delayed' else 'queued' end,
       run_at = case when jobs.run_at > now() then jobs.run_at end,
+      expires_at = case when jobs.expires_at > now() then jobs.expires_at end,
       generation = jobs.generation + 1,
       progress = 0, attempts = 0, result = null, error = null, cancel_requested = false,
       started_at = null, finished_at = null, updated_at = now()
@@ -442,6 +462,24 @@ export async function requeueLost(db: Q, rows: readonly { id: string; generation
     where jobs.id = v.id and jobs.generation = v.gen and jobs.state in ('queued', 'delayed', 'running')
     returning jobs.*`.execute(db);
   return bumped;
+}
+
+/**
+ * Up to `limit` jobs never started whose expires_at has passed, ended cancelled with error.code "expired" (the expiry
+ * sweep; a worker that starts one first settles it the same way, see startRuns). Rows another sweep holds are skipped,
+ * and a row a worker started meanwhile is no longer queued or delayed, so each ends once.
+ */
+export async function expireOverdue(db: Q, limit: number): Promise<JobRow[]> {
+  const { rows } = await sql<JobRow>`
+    update jobs set state = 'cancelled', error = ${JSON.stringify(EXPIRED)}::jsonb, finished_at = now(), updated_at = now()
+    where id in (
+      select id from jobs
+      where expires_at <= now() and state in ('queued', 'delayed') and started_at is null
+      order by expires_at limit ${limit}
+      for update skip locked)
+    and state in ('queued', 'delayed') and started_at is null
+    returning *`.execute(db);
+  return rows;
 }
 
 /**

@@ -50,6 +50,10 @@ export interface JobsTable {
   started_at: NullableTimestamp;
   finished_at: NullableTimestamp;
   run_at: NullableTimestamp;
+  /** The run time limit the job was submitted with; null: its type's default (src/jobs/types.ts timeLimits). */
+  timeout_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  /** A job not started by then never starts: it ends cancelled with error.code "expired". */
+  expires_at: NullableTimestamp;
 }
 
 export interface JobError {

@@ -11,6 +11,7 @@ import { groupCommit } from '../group-commit.js';
 import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
 import { enqueue } from './enqueue.js';
 import type { JobRegistry } from './registry.js';
+import { timeLimits } from './types.js';
 import { fieldIssues } from '../validation.js';
 
 export const priority = z.enum(['high', 'normal', 'low']);
@@ -24,6 +25,24 @@ export const jobSpec = z.strictObject({
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .max(2048)
     .optional(),
+  timeout_ms: z
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .meta({
+      description:
+        "Each run's time limit in ms, up to the type's maximum (else 422); the type's default when absent. Past it the " +
+        'run is aborted and fails with error.code `timeout`, retried like any failure.',
+    }),
+  expires_at: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .meta({
+      description:
+        'A job not started by then never starts: it ends `cancelled` with error.code `expired`. Must be in the future ' +
+        'and after run_at (else 422).',
+    }),
 });
 export type JobSpec = z.infer<typeof jobSpec>;
 
@@ -89,8 +108,38 @@ export function checkSpec(
       max_attempts: def.attempts,
       callback_url: spec.callback_url ?? null,
       run_at: runAt,
+      timeout_ms: spec.timeout_ms ?? timeLimits(def).defaultMs,
+      expires_at: spec.expires_at ? new Date(spec.expires_at) : null,
     },
   };
+}
+
+/**
+ * What the type's limits and the clock refuse in a spec that checkSpec accepted: a `timeout_ms` above the type's
+ * maximum, an `expires_at` not in the future or not after `run_at`. Paths are relative to the spec.
+ */
+export function timeIssues(
+  registry: JobRegistry,
+  spec: JobSpec,
+  now = Date.now(),
+): { path: string[]; message: string }[] {
+  const def = registry.get(spec.type);
+  const issues: { path: string[]; message: string }[] = [];
+  if (def && spec.timeout_ms !== undefined) {
+    const { maxMs } = timeLimits(def);
+    if (spec.timeout_ms > maxMs)
+      issues.push({
+        path: ['timeout_ms'],
+        message: `must be at most ${maxMs} (the longest a ${def.type} job may run)`,
+      });
+  }
+  if (spec.expires_at !== undefined) {
+    const expires = new Date(spec.expires_at).getTime();
+    if (expires <= now) issues.push({ path: ['expires_at'], message: 'must be in the future' });
+    else if (spec.run_at !== undefined && expires <= new Date(spec.run_at).getTime())
+      issues.push({ path: ['expires_at'], message: 'must be after run_at (the job could never start)' });
+  }
+  return issues;
 }
 
 /**

@@ -22,7 +22,11 @@ export interface JobContext<P> {
    */
   gen: number;
   maxAttempts: number;
-  /** Aborted when a client cancels the job. */
+  /**
+   * Aborted when a client cancels the job, or when the run passes its time limit (`reason` is then a RunTimeout). A run
+   * that does not stop within the grace period after its time limit is abandoned: the runtime stops waiting for it and
+   * its later ledger writes are refused (src/workers/time-limit.ts).
+   */
   signal: AbortSignal;
   /**
    * Aborted when BullMQ could not renew this run's lock (its `lockRenewalFailed`): another worker may be running the job
@@ -66,6 +70,10 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   backoffMs: number;
   /** Concurrent jobs per worker process. */
   concurrency: number;
+  /** A run's time limit when the job does not ask for one (default DEFAULT_TIMEOUT_MS). */
+  timeoutMs?: number;
+  /** The longest time limit a job of this type may ask for (`timeout_ms` on submit); default: the larger of timeoutMs and DEFAULT_MAX_TIMEOUT_MS. */
+  maxTimeoutMs?: number;
   /** BullMQ rate limiter for the whole queue (across processes); a function when it comes from the config. */
   limiter?: { max: number; duration: number } | ((config: Config) => { max: number; duration: number } | undefined);
   /** Called when a worker for this type starts (open a pool, log what is in use) and after it has closed. */
@@ -75,6 +83,19 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   internal?: boolean;
   /** Absent while the processor is not built: the API refuses the type with 422. */
   process?: (ctx: JobContext<z.infer<S>>) => Promise<R>;
+}
+
+/** Time limits of a type without its own: a quarter of an hour by default, an hour at most. */
+export const DEFAULT_TIMEOUT_MS = 15 * 60_000;
+export const DEFAULT_MAX_TIMEOUT_MS = 60 * 60_000;
+
+/** A type's run time limits: the default a job gets, and the most it may ask for. */
+export function timeLimits(def: Pick<JobDefinition, 'timeoutMs' | 'maxTimeoutMs'>): {
+  defaultMs: number;
+  maxMs: number;
+} {
+  const defaultMs = def.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return { defaultMs, maxMs: def.maxTimeoutMs ?? Math.max(defaultMs, DEFAULT_MAX_TIMEOUT_MS) };
 }
 
 /** A failure that no retry can fix: the job fails at once with this code. */
@@ -96,5 +117,16 @@ export class RetryableError extends Error {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/**
+ * The reason a run's signal is aborted with when it passes its time limit (`ctx.signal.reason`): the attempt fails
+ * with error.code "timeout" and is retried like any failure. A processor may tell it from a cancel by this class.
+ */
+export class RunTimeout extends RetryableError {
+  override name = 'RunTimeout';
+  constructor(readonly limitMs: number) {
+    super('timeout', `the run passed its time limit of ${limitMs} ms`);
   }
 }

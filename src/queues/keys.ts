@@ -37,5 +37,7 @@ export function keys(config: Pick<Config, 'QUEUE_PREFIX'>) {
     /** Where the last reconciler pass stopped; gone (first start, Redis wiped, or expired) means a full scan. */
     reconcilerHorizon: `${p}:reconciler-horizon`,
     webhookSweepLock: `${p}:webhook-sweep-lock`,
+    /** Held by the worker whose expiry sweep is running (src/workers/expiry.ts). */
+    expiryLock: `${p}:expiry-lock`,
   };
 }

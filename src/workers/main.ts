@@ -12,6 +12,7 @@ import { DirectoryStorage } from '../files/storage.js';
 import { Queues } from '../queues/index.js';
 import { createRedis } from '../queues/redis.js';
 import { checkDependencies, StartupError } from '../startup.js';
+import { startExpirySweeper } from './expiry.js';
 import { startReconciler } from './reconciler.js';
 import { startWorkers } from './runtime.js';
 
@@ -63,6 +64,7 @@ const served =
     .map((d) => d.type);
 const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
+const expiry = startExpirySweeper(deps);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
 const schedules = await startScheduleWorker(deps);
 registerDependencyProbes({ postgres: () => ping(db), redis: () => redis.ping() });
@@ -82,6 +84,7 @@ onShutdown(log, async () => {
     process.exit(1);
   }, config.SHUTDOWN_TIMEOUT_MS + SHUTDOWN_SLACK_MS).unref();
   await reconciler.stop();
+  await expiry.stop();
   await schedules.close();
   await metrics?.close();
   await sweeper.stop();

@@ -14,10 +14,11 @@ import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
-import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
+import { PermanentError, RetryableError, timeLimits, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues/keys.js';
 import { createRedis, type RedisClient } from '../queues/redis.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
+import { startTimeLimit } from './time-limit.js';
 
 /** Thrown into BullMQ when a run ends cancelled: no retry. */
 class Cancelled extends UnrecoverableError {}
@@ -199,6 +200,12 @@ export async function startWorkers(
       jlog().info({ state: current?.state ?? 'unknown' }, 'job skipped: not runnable');
       return current?.result ?? null;
     }
+    if (row.state !== 'running') {
+      // Not started by its expires_at: the start write ended it instead (ledger.startRuns), its event went with the batch.
+      if (row.callback_url) await webhook(row);
+      jlog().info('job expired before it started');
+      throw new Cancelled('expired');
+    }
     tagJobSpan({ id, type: def.type, attempt: row.attempts, generation: row.generation });
     // Its 'running' event went out with the batch; a webhook is for ends only.
     const controller = new AbortController();
@@ -215,6 +222,17 @@ export async function startWorkers(
     lockWatch.set(id, watching.add(lockLost));
     const started = Date.now();
     const runLog = runLogFor(id, row.generation);
+    const limit = startTimeLimit({
+      db,
+      job,
+      run,
+      ms: row.timeout_ms ?? timeLimits(def).defaultMs,
+      graceMs: config.JOB_TIMEOUT_GRACE_MS,
+      controller,
+      lockLost: lockLost.signal,
+      beforeAbandon: runLog.flush,
+      log: jlog,
+    });
     let progressDone = async () => {};
     if (log.isLevelEnabled('debug')) jlog().debug({ attempt: row.attempts }, 'job started');
     try {
@@ -236,7 +254,7 @@ export async function startWorkers(
         await emit('progress', now);
       });
       progressDone = progressWrites.settled;
-      const result = await def.process!({
+      const work = def.process!({
         id,
         tenant: row.tenant,
         type: def.type,
@@ -260,10 +278,11 @@ export async function startWorkers(
           await progressWrites.report(p);
         },
       });
+      const result = await limit.race(work);
       // A progress event never follows the run's end, nor does a log line.
       await progressDone();
       await runLog.flush();
-      if (controller.signal.aborted) throw new Cancelled('cancelled');
+      if (controller.signal.aborted) throw limit.timedOut() ? limit.error : new Cancelled('cancelled');
       // The finish reads the cancel flag too: a cancel committed while the run went on ends it cancelled.
       const done = await markSucceeded(run, result);
       if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
@@ -282,25 +301,28 @@ export async function startWorkers(
       if (ended) throw err;
       await progressDone();
       await runLog.flush();
-      if (superseded) {
+      // A run this process abandoned past its time limit bumped the generation itself: its end is written below.
+      if (superseded && !limit.abandoned) {
         jlog().info('job stopped: the ledger no longer holds this run');
         throw new Superseded('superseded');
       }
-      if (lockLost.signal.aborted && !controller.signal.aborted) {
+      if (lockLost.signal.aborted && (!controller.signal.aborted || limit.timedOut())) {
         // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
         // owns the ledger row from then on: this run's failure must not set that row back to delayed or failed.
         jlog().warn({ err: errorOf(err) }, 'job stopped: its lock was lost; BullMQ runs it again');
         throw err;
       }
-      if (controller.signal.aborted) {
+      if (controller.signal.aborted && !limit.timedOut()) {
         await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
         jlog().info('job cancelled');
         throw new Cancelled('cancelled');
       }
-      const error = errorOf(err);
-      const final = isPermanent(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      // Past its time limit a run fails with the timeout, whatever its processor threw on the way out.
+      const failure = limit.timedOut() ? limit.error : err;
+      const error = errorOf(failure);
+      const final = isPermanent(failure) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       // A cancel committed while the run went on wins over its failure (the row ends cancelled, no retry).
-      const failed = await ledger.failRun(db, run, error, final);
+      const failed = await ledger.failRun(db, limit.end, error, final);
       await emit('state', failed);
       if (failed?.state === 'cancelled') {
         jlog().info('job cancelled (cancel committed while it ran)');
@@ -310,10 +332,11 @@ export async function startWorkers(
         { err: error, final, ms: Date.now() - started },
         final ? 'job failed' : 'job attempt failed, will retry',
       );
-      if (isPermanent(err) && !(err instanceof UnrecoverableError))
+      if (isPermanent(failure) && !(failure instanceof UnrecoverableError))
         throw new UnrecoverableError(`${error.code}: ${error.message}`);
-      throw err;
+      throw failure;
     } finally {
+      limit.clear();
       signal?.removeEventListener('abort', abort);
       watching.delete(lockLost);
       if (!watching.size) lockWatch.delete(id);

@@ -3,7 +3,15 @@ import { TENANT_NAME, type Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
-import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
+import {
+  checkSpec,
+  groupSubmitter,
+  jobSpec,
+  requestHash,
+  submit,
+  timeIssues,
+  type JobSpec,
+} from '../../jobs/submit.js';
 import { tenantFileIds } from '../../files/index.js';
 import { checkUrl, RefusedError } from '../../webhooks/guard.js';
 import { tenantScope } from '../auth.js';
@@ -30,6 +38,13 @@ export const JobSchema = z
     started_at: z.string().nullable(),
     finished_at: z.string().nullable(),
     run_at: z.string().nullable(),
+    timeout_ms: z.number().int().nullable().openapi({
+      description:
+        "The run time limit in ms: past it the run is aborted and fails with error.code `timeout`; null: the type's default",
+    }),
+    expires_at: z.string().nullable().openapi({
+      description: 'Not started by then, the job never starts: it ends `cancelled` with error.code `expired`',
+    }),
     tenant: z.string(),
     callback_url: z.string().optional(),
     parent_id: z.string().optional(),
@@ -116,6 +131,11 @@ async function assertSubmittable(deps: AppDeps, tenant: string, specs: JobSpec[]
   const at = (i: number, ...rest: string[]) =>
     [...prefix, ...(specs.length > 1 || prefix.length ? [i] : []), ...rest].join('.');
   const errors: FieldError[] = [];
+  const now = Date.now();
+  specs.forEach((spec, i) => {
+    for (const issue of timeIssues(deps.registry, spec, now))
+      errors.push({ path: at(i, ...issue.path), message: issue.message });
+  });
   specs.forEach((spec, i) => {
     if (!spec.callback_url) return;
     try {

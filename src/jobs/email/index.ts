@@ -365,6 +365,9 @@ export const email = defineJob({
   attempts: 5,
   backoffMs: 5_000,
   concurrency: 20,
+  // Up to 50 sends, each bounded by the SMTP socket timeout: minutes, not hours.
+  timeoutMs: 5 * 60_000,
+  maxTimeoutMs: 30 * 60_000,
   limiter: (config) => ({ max: config.EMAIL_RATE_PER_SECOND, duration: 1000 }),
   process: processEmail,
   start: (deps) => void mailerFor(deps.config, deps.log),

@@ -43,6 +43,8 @@ export const image = defineJob({
   backoffMs: 2_000,
   // Two cores: two images at a time, one libvips thread each (see src/jobs/image/pipeline.ts).
   concurrency: 2,
+  timeoutMs: 5 * 60_000,
+  maxTimeoutMs: 30 * 60_000,
   async process(ctx): Promise<ImageResult> {
     // Lazy: the API process registers this type too, and must not load libvips for it.
     const { DEFAULT_VARIANTS, MIME, probe, renderVariant } = await import('./pipeline.js');

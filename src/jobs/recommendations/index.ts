@@ -24,6 +24,9 @@ export const recommendations = defineJob({
   attempts: 3,
   backoffMs: 2_000,
   concurrency: 4,
+  // A batch over all users waits for its chunks.
+  timeoutMs: 30 * 60_000,
+  maxTimeoutMs: 6 * 3600_000,
   async process(ctx) {
     const { recommendUsers, runBatch } = await import('./service.js');
     if ('all_users' in ctx.payload) return runBatch(ctx, ctx.deps.config.RECO_CHUNK_USERS);
@@ -54,6 +57,8 @@ export const recommendationsChunk = defineJob({
   backoffMs: 2_000,
   // Scoring is CPU-bound and the model is shared: two chunks keep two cores busy while one waits on PostgreSQL.
   concurrency: 2,
+  timeoutMs: 15 * 60_000,
+  maxTimeoutMs: 60 * 60_000,
   async process(ctx) {
     const { recommendUsers } = await import('./service.js');
     await ctx.progress(5);

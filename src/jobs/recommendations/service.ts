@@ -2,7 +2,7 @@
 import type { RecommendationItem } from '../../db/types.js';
 import { childrenOf, markCancelled, TERMINAL } from '../../db/jobs.js';
 import { enqueueOrLeave, submit } from '../submit.js';
-import type { JobContext, WorkerDeps } from '../types.js';
+import { RunTimeout, type JobContext, type WorkerDeps } from '../types.js';
 import { cacheResults, modelCache } from './cache.js';
 import { allUsers, storeResults, userRatings, type StoredResult } from './data.js';
 
@@ -115,6 +115,8 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
       await ctx.progress((done / rows.length) * 100);
     }
     if (done === rows.length) break;
+    // Past its time limit the batch only stops waiting: its chunks go on, and its next attempt waits for them.
+    if (ctx.signal.reason instanceof RunTimeout) ctx.signal.throwIfAborted();
     if (ctx.signal.aborted) {
       // Cancelling the batch cancels the chunks that have not started; running ones finish (they are idempotent).
       for (const r of rows.filter((x) => x.state === 'queued' || x.state === 'delayed')) {

@@ -37,5 +37,7 @@ export const report = defineJob({
   attempts: 3,
   backoffMs: 10_000,
   concurrency: 2,
+  timeoutMs: 15 * 60_000,
+  maxTimeoutMs: 2 * 3600_000,
   process: runReport,
 });
