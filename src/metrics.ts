@@ -7,8 +7,7 @@ import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Priority } from './db/types.js';
-import { PRIORITY } from './queues.js';
+import { BULL_PRIORITY, PRIORITIES, type Priority } from './domain.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -80,7 +79,7 @@ export const reconcilerRepairs = new Counter({
   registers: [registry],
 });
 
-const PRIORITY_NAME = new Map<number, Priority>(Object.entries(PRIORITY).map(([k, v]) => [v, k as Priority]));
+const PRIORITY_NAME = new Map<number, Priority>(PRIORITIES.map((p) => [BULL_PRIORITY[p], p]));
 const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
 
 /** Observes a BullMQ worker's outcomes. A listener only: it never changes what the worker does. */

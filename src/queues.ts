@@ -2,7 +2,6 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
-import type { Priority } from './db/types.js';
 import { bullTelemetry } from './tracing/index.js';
 
 export type RedisClient = Redis | Cluster;
@@ -102,8 +101,6 @@ export function keys(config: Config) {
     reconcilerHorizon: `${p}:reconciler-horizon`,
   };
 }
-
-export const PRIORITY: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
 
 /** Redis keeps only what is in flight; the ledger keeps history. */
 export const RETENTION: Pick<JobsOptions, 'removeOnComplete' | 'removeOnFail'> = {

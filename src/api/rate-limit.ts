@@ -7,7 +7,7 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limite
 import { probe } from '../images/pipeline.js';
 import type { Principal } from '../auth/keys.js';
 import type { Db } from '../db/index.js';
-import { LIVE } from '../db/jobs.js';
+import { LIVE } from '../domain.js';
 import type { AuthEnv } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { ProblemError } from './errors.js';

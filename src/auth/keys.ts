@@ -1,7 +1,7 @@
 // Tenants and API keys. A key is shown once, at creation; only its HMAC is stored.
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Db } from '../db/index.js';
-import type { Role } from '../db/types.js';
+import type { Role } from '../domain.js';
 
 export const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 

@@ -1,8 +1,6 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { JobState, Priority, Role, WebhookOutcome } from '../domain.js';
 
-export type JobState = 'queued' | 'delayed' | 'running' | 'succeeded' | 'failed' | 'cancelled';
-export type Priority = 'high' | 'normal' | 'low';
-export type Role = 'client' | 'operator' | 'viewer';
 export type Json = ColumnType<unknown, string, string>;
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
@@ -202,7 +200,7 @@ export interface WebhookDeliveriesTable {
   event: string;
   url: string;
   attempt: number;
-  outcome: 'delivered' | 'failed' | 'refused';
+  outcome: WebhookOutcome;
   status_code: number | null;
   error: string | null;
   duration_ms: number;

@@ -5,7 +5,8 @@ import { newId } from '../ids.js';
 import { z } from 'zod';
 import { isDbUnavailable, type Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
-import type { JobRow, NewJobRow, Priority } from '../db/types.js';
+import type { JobRow, NewJobRow } from '../db/types.js';
+import { PRIORITIES, type Priority } from '../domain.js';
 import type { Queues } from '../queues.js';
 import { groupCommit } from '../group-commit.js';
 import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
@@ -13,7 +14,7 @@ import { enqueue } from './enqueue.js';
 import type { JobRegistry } from './registry.js';
 import { fieldIssues } from '../validation.js';
 
-export const priority = z.enum(['high', 'normal', 'low']);
+export const priority = z.enum(PRIORITIES);
 
 export const jobSpec = z.strictObject({
   type: z.string().min(1).max(40),

@@ -1,6 +1,7 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
 import type { RecommendationItem } from '../db/types.js';
-import { markCancelled, TERMINAL } from '../db/jobs.js';
+import { markCancelled } from '../db/jobs.js';
+import { TERMINAL } from '../domain.js';
 import { enqueueOrLeave, submit } from '../jobs/submit.js';
 import type { JobContext, WorkerDeps } from '../jobs/types.js';
 import { cacheResults, modelCache } from './cache.js';

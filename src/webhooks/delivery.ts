@@ -11,6 +11,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, WebhookDeliveryRow } from '../db/types.js';
+import type { WebhookOutcome } from '../domain.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
 import type { DbGuard } from '../workers/db-guard.js';
@@ -63,7 +64,7 @@ export function webhookBody(row: JobRow): string {
   });
 }
 
-type Outcome = 'delivered' | 'failed' | 'refused' | 'skipped';
+type Outcome = WebhookOutcome | 'skipped';
 
 /** One try: sign, POST, record. Throws to have BullMQ retry; UnrecoverableError when retrying cannot help. */
 export async function deliverOnce(
@@ -97,11 +98,7 @@ export async function deliverOnce(
     'webhook-signature': signature,
   };
   const started = performance.now();
-  const record = async (
-    outcome: 'delivered' | 'failed' | 'refused',
-    status_code: number | null,
-    error: string | null,
-  ) => {
+  const record = async (outcome: WebhookOutcome, status_code: number | null, error: string | null) => {
     tries.inc({ outcome });
     await db
       .insertInto('webhook_deliveries')

@@ -3,6 +3,8 @@ import { TENANT_NAME, type Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
+import { JOB_STATES, PRIORITIES } from '../../domain.js';
+import { JobSchema } from '../../jobs/api-job.js';
 import { checkSpec, groupSubmitter, jobSpec, requestHash, submit, type JobSpec } from '../../jobs/submit.js';
 import { tenantFileIds } from '../../files.js';
 import { checkUrl, RefusedError } from '../../webhooks/guard.js';
@@ -13,29 +15,6 @@ import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, decodeCursor, encodeCursor, JobIdParam, ListQuery } from '../params.js';
-
-export const JobSchema = z
-  .object({
-    id: z.string(),
-    type: z.string(),
-    state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']),
-    priority: z.enum(['high', 'normal', 'low']),
-    payload: z.unknown(),
-    progress: z.number().int(),
-    attempts: z.number().int(),
-    max_attempts: z.number().int(),
-    result: z.unknown(),
-    error: z.object({ code: z.string(), message: z.string() }).nullable(),
-    created_at: z.string(),
-    started_at: z.string().nullable(),
-    finished_at: z.string().nullable(),
-    run_at: z.string().nullable(),
-    tenant: z.string(),
-    callback_url: z.string().optional(),
-    parent_id: z.string().optional(),
-    cancel_requested: z.boolean().optional(),
-  })
-  .openapi('Job');
 
 // zod 4 attaches `.openapi()` per instance, so a schema built before @hono/zod-openapi loaded lacks it; name it with `.meta`.
 const JobSpecSchema = jobSpec.meta({
@@ -61,8 +40,8 @@ const SearchQuery = ListQuery.extend({
       example: 'jane@example.com',
     }),
   type: z.string().max(40).optional(),
-  state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
-  priority: z.enum(['high', 'normal', 'low']).optional(),
+  state: z.enum(JOB_STATES).optional(),
+  priority: z.enum(PRIORITIES).optional(),
   error_code: z
     .string()
     .regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be an error code such as smtp_rejected')

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { recordAudit } from '../../db/audit.js';
 import type { ScheduleRow } from '../../db/types.js';
+import { PRIORITIES } from '../../domain.js';
 import {
   checkSchedule,
   deleteSchedule,
@@ -25,7 +26,7 @@ const ScheduleSchema = z
     tenant: z.string(),
     type: z.string(),
     payload: z.unknown(),
-    priority: z.enum(['high', 'normal', 'low']),
+    priority: z.enum(PRIORITIES),
     cron: z.string().nullable(),
     every_ms: z.number().int().nullable(),
     tz: z.string().nullable(),

@@ -1,6 +1,7 @@
 // Webhooks as clients see them: each delivery try of a job, and the tenant's signing secret.
 import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
+import { WEBHOOK_OUTCOMES } from '../../domain.js';
 import { listDeliveries } from '../../webhooks/delivery.js';
 import { tenantScope } from '../auth.js';
 import type { AppDeps } from '../deps.js';
@@ -15,7 +16,7 @@ const DeliverySchema = z
     event: z.string().openapi({ example: 'job.succeeded' }),
     url: z.string(),
     attempt: z.number().int(),
-    outcome: z.enum(['delivered', 'failed', 'refused']),
+    outcome: z.enum(WEBHOOK_OUTCOMES),
     status_code: z.number().int().nullable(),
     error: z.string().nullable(),
     duration_ms: z.number().int(),
