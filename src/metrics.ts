@@ -8,6 +8,7 @@ import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BULL_PRIORITY, PRIORITIES, type Priority } from './domain.js';
+import { CANCELLED } from './errors.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -100,7 +101,7 @@ export function instrumentWorker(worker: Worker, type: string): void {
   worker.on('failed', (job, err) => {
     if (!job) return;
     observe(job);
-    if (err?.message === 'cancelled') return jobsCancelled.inc({ type });
+    if (err?.message === CANCELLED) return jobsCancelled.inc({ type });
     const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
     (final ? jobsFailed : jobRetries).inc({ type });
   });

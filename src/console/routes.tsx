@@ -19,7 +19,7 @@ import {
   typeStats,
   webhookTries,
 } from '../db/console.js';
-import { isDbUnavailable } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
 import { jobLogs } from '../db/job-logs.js';
 import { findJob, toApiJob } from '../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../db/search.js';

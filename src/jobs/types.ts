@@ -75,25 +75,3 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   /** Absent while the processor is not built: the API refuses the type with 422. */
   process?: (ctx: JobContext<z.infer<S>>) => Promise<R>;
 }
-
-/** A failure that no retry can fix: the job fails at once with this code. */
-export class PermanentError extends Error {
-  override name = 'PermanentError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** A failure worth retrying, with a code for the ledger. */
-export class RetryableError extends Error {
-  override name = 'RetryableError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}

@@ -4,7 +4,8 @@
 import { Worker } from 'bullmq';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { isDbUnavailable, type Db } from '../db/index.js';
+import type { Db } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
 
 export class DbGuard {
   private readonly workers = new Set<Worker>();

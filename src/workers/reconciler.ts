@@ -11,8 +11,8 @@ import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues.js';
-import { errorOfReason } from './runtime.js';
 import { reconcilerRepairs } from '../metrics.js';
+import { CANCELLED, errorOfReason } from '../errors.js';
 
 const BATCH = 1000;
 /** Overlap between incremental passes, for transactions that committed an older updated_at late. */
@@ -145,7 +145,7 @@ async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promis
       result = outcome.returnvalue;
     }
     [done] = await ledger.markSucceededMany(db, [{ id: row.id, gen, result }]);
-  } else if (outcome.failedReason === 'cancelled') {
+  } else if (outcome.failedReason === CANCELLED) {
     // The runtime ends a cancelled run with this reason, after its own ledger write (which is what was lost).
     done = await ledger.markCancelled(db, row.id, ledger.LIVE, gen);
   } else {

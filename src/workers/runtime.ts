@@ -1,71 +1,31 @@
 // Wraps each job type's processor: ledger state, live events, error codes, cancellation.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { ZodError } from 'zod';
 import * as ledger from '../db/jobs.js';
-import type { JobError, JobRow } from '../db/types.js';
+import type { JobRow } from '../db/types.js';
 import { publishJobEvents, type JobEventKind } from '../events.js';
 import { prettyLogs } from '../log.js';
 import { instrumentWorker } from '../metrics.js';
 import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
-import { isDbUnavailable } from '../db/index.js';
+import {
+  CANCELLED,
+  Cancelled,
+  ERROR_CODE,
+  errorOf,
+  isDbUnavailable,
+  isPermanent,
+  isStallFailure,
+  permanentFailure,
+  Superseded,
+} from '../errors.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
-import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
+import type { JobDefinition, WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
-
-/** Thrown into BullMQ when a run ends cancelled: no retry. */
-class Cancelled extends UnrecoverableError {}
-
-/**
- * Thrown into BullMQ by a run the ledger no longer holds (the job was queued again as a newer generation, or its row
- * was ended meanwhile): it stops, writes nothing, and is not retried.
- */
-class Superseded extends UnrecoverableError {}
-
-/**
- * BullMQ's reason for a job that stalled more than `maxStalledCount` times (its workers died under it). It is set by
- * BullMQ's stall check as a deferred failure, never by a processor.
- */
-export const STALLED_REASON = 'job stalled more than allowable limit';
-
-/**
- * Whether a BullMQ failure is a real stall: BullMQ fails such a job with its deferred failure (`job.deferredFailure`),
- * without running the processor. Words in an error message (an SMTP reply saying "stalled") are not a stall.
- */
-export function isStallFailure(job: Job, err: Error): boolean {
-  return typeof job.deferredFailure === 'string' && job.deferredFailure !== '' && err.message === job.deferredFailure;
-}
-
-export function errorOf(err: unknown): JobError {
-  if (err instanceof ZodError) {
-    const detail = err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    return { code: 'invalid_payload', message: detail.slice(0, 2000) };
-  }
-  if (err instanceof PermanentError || err instanceof RetryableError) return { code: err.code, message: err.message };
-  const e = err as { code?: unknown; message?: unknown; name?: string } | null;
-  const message = String(e?.message ?? err).slice(0, 2000);
-  if (err instanceof UnrecoverableError) return { code: 'unrecoverable', message };
-  return { code: typeof e?.code === 'string' ? e.code : 'processor_error', message };
-}
-
-/**
- * The ledger error for a failure BullMQ recorded as text (its `failedReason`): a job that stalled too often (BullMQ's
- * own reason, word for word), or the runtime's own "<code>: <message>" of a permanent error, or else a processor error.
- */
-export function errorOfReason(reason: string): JobError {
-  if (reason === STALLED_REASON) return { code: 'stalled', message: reason };
-  const m = /^([a-z][a-z0-9_]*): ([\s\S]*)$/.exec(reason);
-  return { code: m?.[1] ?? 'processor_error', message: (m?.[2] ?? reason).slice(0, 2000) };
-}
-
-function isPermanent(err: unknown): boolean {
-  return err instanceof PermanentError || err instanceof ZodError || err instanceof UnrecoverableError;
-}
 
 /**
  * Writes of one changing value (a run's progress), one at a time and in order, so a slower write never lands after a
@@ -206,7 +166,7 @@ export async function startWorkers(
     let superseded = false;
     // Set once the run's end is in the ledger, so the catch below does not write it a second time.
     let ended = false;
-    const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
+    const abort = () => controller.abort(signal?.reason ?? new Error(CANCELLED));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
     const lockLost = new AbortController();
@@ -228,10 +188,10 @@ export async function startWorkers(
         const now = await ledger.setProgress(db, run, p);
         if (!now) {
           superseded = true;
-          controller.abort(new Superseded('superseded'));
+          controller.abort(new Superseded());
           return;
         }
-        if (now.cancel_requested) controller.abort(new Error('cancelled'));
+        if (now.cancel_requested) controller.abort(new Error(CANCELLED));
         await emit('progress', now);
       });
       progressDone = progressWrites.settled;
@@ -262,7 +222,7 @@ export async function startWorkers(
       // A progress event never follows the run's end, nor does a log line.
       await progressDone();
       await runLog.flush();
-      if (controller.signal.aborted) throw new Cancelled('cancelled');
+      if (controller.signal.aborted) throw new Cancelled();
       // The finish reads the cancel flag too: a cancel committed while the run went on ends it cancelled.
       const done = await markSucceeded(run, result);
       if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
@@ -270,7 +230,7 @@ export async function startWorkers(
       if (done?.state === 'cancelled') {
         ended = true;
         jlog().info('job cancelled (cancel committed while it ran)');
-        throw new Cancelled('cancelled');
+        throw new Cancelled();
       }
       if (log.isLevelEnabled(doneLevel)) {
         const ms = Date.now() - started;
@@ -283,7 +243,7 @@ export async function startWorkers(
       await runLog.flush();
       if (superseded) {
         jlog().info('job stopped: the ledger no longer holds this run');
-        throw new Superseded('superseded');
+        throw new Superseded();
       }
       if (lockLost.signal.aborted && !controller.signal.aborted) {
         // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
@@ -294,7 +254,7 @@ export async function startWorkers(
       if (controller.signal.aborted) {
         await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
         jlog().info('job cancelled');
-        throw new Cancelled('cancelled');
+        throw new Cancelled();
       }
       const error = errorOf(err);
       const final = isPermanent(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -303,14 +263,13 @@ export async function startWorkers(
       await emit('state', failed);
       if (failed?.state === 'cancelled') {
         jlog().info('job cancelled (cancel committed while it ran)');
-        throw new Cancelled('cancelled');
+        throw new Cancelled();
       }
       jlog().warn(
         { err: error, final, ms: Date.now() - started },
         final ? 'job failed' : 'job attempt failed, will retry',
       );
-      if (isPermanent(err) && !(err instanceof UnrecoverableError))
-        throw new UnrecoverableError(`${error.code}: ${error.message}`);
+      if (isPermanent(err) && !(err instanceof UnrecoverableError)) throw permanentFailure(error);
       throw err;
     } finally {
       signal?.removeEventListener('abort', abort);
@@ -352,7 +311,7 @@ export async function startWorkers(
     worker.on('failed', (job, err) => {
       if (!job || !isStallFailure(job, err)) return;
       void ledger
-        .markStalled(db, { id: job.id!, gen: genOf(job.data) }, { code: 'stalled', message: err.message })
+        .markStalled(db, { id: job.id!, gen: genOf(job.data) }, { code: ERROR_CODE.stalled, message: err.message })
         .then((row) => emit('state', row))
         .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
     });
