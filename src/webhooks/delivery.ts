@@ -3,7 +3,7 @@
 // Deliveries ride an internal BullMQ queue (`webhooks`) served by every worker process, so they get BullMQ's retries
 // with exponential backoff and survive restarts. Every try is a row in webhook_deliveries. The message id
 // (`webhook-id`) is the same on every try of one message, so receivers can drop repeats.
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError } from 'bullmq';
 import { Counter } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import type { Config } from '../config.js';
@@ -14,12 +14,9 @@ import type { JobRow, WebhookDeliveryRow } from '../db/types.js';
 import type { WebhookOutcome } from '../domain.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
-import type { DbGuard } from '../workers/db-guard.js';
-import { bullPrefix, createRedis, type Queues } from '../queues.js';
+import type { Queues } from '../queues.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
-import { startSweep } from './sweep.js';
-import { bullTelemetry } from '../tracing/index.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
@@ -163,35 +160,6 @@ export async function settleMessage(db: Db, row: JobRow): Promise<void> {
     .where('state', '=', row.state)
     .where(sql<Date>`date_trunc('milliseconds', finished_at)`, '=', row.finished_at)
     .execute();
-}
-
-/**
- * The `webhooks` queue's worker; every worker process runs one. It sits behind the process's DbGuard like the job
- * workers: a PostgreSQL outage pauses it and hands the delivery back without using a try, instead of spending every
- * try on the ledger read and leaving the message failed.
- */
-export function startWebhookWorker(deps: WorkerDeps, dbGuard: DbGuard): Worker<WebhookData> {
-  const { config, log } = deps;
-  const worker = new Worker<WebhookData>(
-    WEBHOOK_QUEUE,
-    (job: Job<WebhookData>) =>
-      dbGuard.around(() =>
-        deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
-      ),
-    {
-      connection: createRedis(config, 'worker'),
-      prefix: bullPrefix(config, WEBHOOK_QUEUE),
-      // Mostly waiting on receivers: many at once is cheap.
-      concurrency: 20,
-      lockDuration: Math.max(config.WORKER_LOCK_MS, config.WEBHOOK_TIMEOUT_MS * 2),
-      telemetry: bullTelemetry(),
-    },
-  );
-  worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));
-  dbGuard.watch(worker);
-  const stopSweep = startSweep(deps);
-  worker.on('closing', stopSweep);
-  return worker;
 }
 
 /** Every try for a job, oldest first. */

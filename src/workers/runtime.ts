@@ -6,7 +6,8 @@ import type { JobRow } from '../db/types.js';
 import { publishJobEvents, type JobEventKind } from '../events.js';
 import { prettyLogs } from '../log.js';
 import { instrumentWorker } from '../metrics.js';
-import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
+import { enqueueWebhook } from '../webhooks/delivery.js';
+import { startWebhookWorker } from '../webhooks/worker.js';
 import {
   CANCELLED,
   Cancelled,
