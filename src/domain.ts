@@ -25,6 +25,14 @@ export const BULL_PRIORITY: Readonly<Record<Priority, number>> = { high: 1, norm
 export const ROLES = ['client', 'operator', 'viewer'] as const;
 export type Role = (typeof ROLES)[number];
 
+/** What an audit entry is about (audit_log.target_kind). */
+export const AUDIT_TARGET_KINDS = ['queue', 'job', 'schedule', 'dashboard'] as const;
+export type AuditTargetKind = (typeof AUDIT_TARGET_KINDS)[number];
+
+/** From where an audited action came (audit_log.surface). */
+export const AUDIT_SURFACES = ['api', 'console', 'dashboard', 'schedule', 'cli'] as const;
+export type AuditSurface = (typeof AUDIT_SURFACES)[number];
+
 /** How one try of a webhook delivery ended (webhook_deliveries.outcome). */
 export const WEBHOOK_OUTCOMES = ['delivered', 'failed', 'refused'] as const;
 export type WebhookOutcome = (typeof WEBHOOK_OUTCOMES)[number];

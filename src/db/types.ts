@@ -1,5 +1,5 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
-import type { JobState, Priority, Role, WebhookOutcome } from '../domain.js';
+import type { AuditSurface, AuditTargetKind, JobState, Priority, Role, WebhookOutcome } from '../domain.js';
 
 export type Json = ColumnType<unknown, string, string>;
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -115,8 +115,6 @@ export interface RecommendationsTable {
   generated_at: Timestamp;
 }
 
-export type AuditTargetKind = 'queue' | 'job' | 'schedule' | 'dashboard';
-
 export interface AuditLogTable {
   id: string;
   at: Timestamp;
@@ -132,8 +130,6 @@ export interface AuditLogTable {
   /** The client's network address, when the action came over HTTP. */
   client_addr: ColumnType<string | null, string | null | undefined, string | null>;
 }
-
-export type AuditSurface = 'api' | 'console' | 'dashboard' | 'schedule' | 'cli';
 
 /** A job's state, attempt or generation change, written by a trigger (migrations/2026-12-01T0400_job_events.ts). */
 export interface JobEventsTable {
