@@ -21,7 +21,7 @@ export const ERROR_CODE = {
 export const CANCELLED = 'cancelled';
 
 /** BullMQ's failedReason of a run the ledger no longer held (see Superseded). */
-export const SUPERSEDED = 'superseded';
+const SUPERSEDED = 'superseded';
 
 /**
  * BullMQ's reason for a job that stalled more than `maxStalledCount` times (its workers died under it). It is set by
