@@ -6,6 +6,7 @@ import { announceRevocationOnce } from './auth/revocation.js';
 import { loadConfigOrExit, type Config } from './config.js';
 import { createDb, type Db } from './db/index.js';
 import { tenantExists } from './db/tenants.js';
+import { ROLES } from './domain.js';
 
 type Command = (ctx: { config: Config; db: Db; args: string[] }) => Promise<unknown>;
 
@@ -26,11 +27,11 @@ const commands: Record<string, Command> = {
   'keys create': async ({ db, config, args }) => {
     const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, role: { type: 'string' } } });
     if (!values.tenant) throw new UsageError('keys create needs --tenant NAME');
-    if (values.role !== 'client' && values.role !== 'operator' && values.role !== 'viewer')
-      throw new UsageError('keys create needs --role client, --role operator or --role viewer');
+    const role = ROLES.find((r) => r === values.role);
+    if (!role) throw new UsageError('keys create needs --role client, --role operator or --role viewer');
     if (!(await tenantExists(db, values.tenant)))
       throw new UsageError(`no tenant named ${values.tenant}; create it with: cli tenants create ${values.tenant}`);
-    return createKey(db, config.API_KEY_SECRET, values.tenant, values.role);
+    return createKey(db, config.API_KEY_SECRET, values.tenant, role);
   },
   'keys revoke': async ({ db, config, args }) => {
     const [id] = args;

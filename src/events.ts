@@ -4,7 +4,8 @@
 // publish, so the two agree on order and on the event id. The stream lets a client that reconnects with
 // Last-Event-ID replay what it missed, and lets an API process catch up after its subscriber reconnects.
 import type { Config } from './config.js';
-import { toApiJob, type ApiJob } from './db/jobs.js';
+import { toApiJob } from './db/jobs.js';
+import type { ApiJob } from './jobs/api-job.js';
 import type { JobRow } from './db/types.js';
 import { keys } from './queues/keys.js';
 import { isCluster, type RedisClient } from './queues/redis.js';

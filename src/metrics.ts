@@ -7,8 +7,8 @@ import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Priority } from './db/types.js';
-import { PRIORITY } from './queues/index.js';
+import { type Priority, BULL_PRIORITY, PRIORITIES } from './domain.js';
+import { CANCELLED } from './errors.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -80,7 +80,7 @@ export const reconcilerRepairs = new Counter({
   registers: [registry],
 });
 
-const PRIORITY_NAME = new Map<number, Priority>(Object.entries(PRIORITY).map(([k, v]) => [v, k as Priority]));
+const PRIORITY_NAME = new Map<number, Priority>(PRIORITIES.map((p) => [BULL_PRIORITY[p], p]));
 const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
 
 /** Observes a BullMQ worker's outcomes. A listener only: it never changes what the worker does. */
@@ -101,7 +101,7 @@ export function instrumentWorker(worker: Worker, type: string): void {
   worker.on('failed', (job, err) => {
     if (!job) return;
     observe(job);
-    if (err?.message === 'cancelled') return jobsCancelled.inc({ type });
+    if (err?.message === CANCELLED) return jobsCancelled.inc({ type });
     const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
     (final ? jobsFailed : jobRetries).inc({ type });
   });

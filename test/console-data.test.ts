@@ -8,6 +8,7 @@ import * as ledger from '../src/db/jobs.js';
 import { idPrefixRange, searchJobs } from '../src/db/search.js';
 import { jobTimeline } from '../src/db/timeline.js';
 import { newId } from '../src/ids.js';
+import type { ApiJob } from '../src/jobs/api-job.js';
 import { createTestEnv, type TestEnv } from './helpers.js';
 
 let env: TestEnv;
@@ -19,7 +20,7 @@ beforeAll(async () => {
 });
 afterAll(async () => env?.close());
 
-async function job(tenant: string, payload: unknown, extra: Partial<ledger.ApiJob> = {}) {
+async function job(tenant: string, payload: unknown, extra: Partial<ApiJob> = {}) {
   const [row] = await ledger.insertJobs(env.db, [
     {
       id: newId(),

@@ -9,7 +9,7 @@ import { sql } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findFile } from '../src/files/index.js';
-import { PermanentError } from '../src/jobs/types.js';
+import { PermanentError } from '../src/errors.js';
 import { cursorRows } from '../src/jobs/report/cursor.js';
 import { client, createTestEnv, tenantWithKeys, waitFor, type TestEnv } from './helpers.js';
 

@@ -8,7 +8,7 @@ import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { ping } from '../db/index.js';
 import { recordAudit } from '../db/audit.js';
-import type { AuditTargetKind } from '../db/types.js';
+import type { AuditTargetKind } from '../domain.js';
 import { metricsText, registerDependencyProbes, registerQueueDepth } from '../metrics.js';
 import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '../queues/controls.js';
 import { SCHEDULES_QUEUE } from '../schedules/index.js';

@@ -4,7 +4,7 @@ import type { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
-import { isDbUnavailable } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
 import { prettyLogs } from '../log.js';
 import { httpMetrics } from '../metrics.js';
 import { operatorTools } from './admin.js';

@@ -7,7 +7,8 @@
 // that time, so its readers do not wait. While the hub is not receiving (its connection dropped) nothing is cached
 // or served from here. Ledger reads are batched: one primary-key lookup per turn of the event loop.
 import type { JobRow } from '../db/types.js';
-import { toApiJob, type ApiJob } from '../db/jobs.js';
+import { toApiJob } from '../db/jobs.js';
+import type { ApiJob } from '../jobs/api-job.js';
 import { groupCommit } from '../group-commit.js';
 import type { EventHub } from './event-hub.js';
 

@@ -2,7 +2,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Db } from '../db/index.js';
 import { activeKeyBy, insertKey, insertTenant } from '../db/tenants.js';
-import type { Role } from '../db/types.js';
+import type { Role } from '../domain.js';
 
 export const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 

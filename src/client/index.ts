@@ -1,10 +1,11 @@
 // A typed client for the movie-jobs API: submit, get, wait (live over SSE, falling back to polling), cancel.
 //
-// Types come from the server's own schemas (type-only imports: nothing of the server is loaded at run time), so a
-// payload that the API would refuse is a compile error here. Runs wherever `fetch` does (Node 18+, browsers, Deno).
+// Types come from the server's own schemas (type-only imports), so a payload that the API would refuse is a compile
+// error here. The one module of the server it loads at run time is src/domain.ts, the domain terms, which imports
+// nothing. Runs wherever `fetch` does (Node 18+, browsers, Deno).
 import type { z } from 'zod';
-import type { ApiJob } from '../db/jobs.js';
-import type { JobState } from '../db/types.js';
+import type { ApiJob } from '../jobs/api-job.js';
+import { type JobState, TERMINAL, type Priority, type WebhookOutcome } from '../domain.js';
 import type { emailPayload } from '../jobs/email/index.js';
 import type { imagePayload } from '../jobs/image/index.js';
 import type { recommendationsPayload } from '../jobs/recommendations/index.js';
@@ -27,7 +28,7 @@ export type Submission<T extends JobType = JobType> = {
   [K in T]: {
     type: K;
     payload: Payloads[K];
-    priority?: 'high' | 'normal' | 'low';
+    priority?: Priority;
     /** ISO time; a future one delays the job. */
     run_at?: string;
     /** POSTed the job's terminal state, signed with the tenant's webhook secret. */
@@ -51,7 +52,7 @@ export interface WebhookDelivery {
   event: string;
   url: string;
   attempt: number;
-  outcome: 'delivered' | 'failed' | 'refused';
+  outcome: WebhookOutcome;
   status_code: number | null;
   error: string | null;
   duration_ms: number;
@@ -93,7 +94,7 @@ export interface WaitOptions {
   maxReconnects?: number;
 }
 
-export const TERMINAL: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
+export { TERMINAL };
 const isTerminal = (job: Job) => TERMINAL.includes(job.state);
 
 export class JobsClient {

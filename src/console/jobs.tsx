@@ -1,9 +1,9 @@
 // The console's job pages: search (one box and filters, newest first, cursor pages) and one job's whole story.
 import type { ApiAudit } from '../db/audit.js';
 import type { ApiJobLogLine } from '../db/job-logs.js';
-import type { ApiJob } from '../db/jobs.js';
+import type { ApiJob } from '../jobs/api-job.js';
 import type { Timeline } from '../db/timeline.js';
-import { TERMINAL } from '../db/jobs.js';
+import { JOB_STATES, PRIORITIES, TERMINAL } from '../domain.js';
 import type { EmailDeliveryRow, JobRow, WebhookDeliveryRow } from '../db/types.js';
 import {
   ActionButton,
@@ -18,9 +18,6 @@ import {
   When,
 } from './layout.js';
 import { LogSection, TimelineSection } from './story.js';
-
-export const STATES = ['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled'] as const;
-export const PRIORITIES = ['high', 'normal', 'low'] as const;
 
 export interface SearchForm {
   q?: string;
@@ -77,7 +74,7 @@ export function SearchPage(props: {
           </label>
           {seesAll(props.ctx.principal) && <Field name="tenant" label="Tenant" value={f.tenant} />}
           <Choice name="type" label="Type" value={f.type} options={props.types} />
-          <Choice name="state" label="State" value={f.state} options={STATES} />
+          <Choice name="state" label="State" value={f.state} options={JOB_STATES} />
           <Choice name="priority" label="Priority" value={f.priority} options={PRIORITIES} />
           <Field name="error_code" label="Error code" value={f.error_code} />
           <Field name="created_after" label="Created after (UTC)" type="datetime-local" value={f.created_after} />

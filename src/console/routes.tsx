@@ -19,7 +19,7 @@ import {
   typeStats,
   webhookTries,
 } from '../db/console.js';
-import { isDbUnavailable } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
 import { jobLogs } from '../db/job-logs.js';
 import { findJob, toApiJob } from '../db/jobs.js';
 import { SEARCH_MIN_CHARS, searchJobs } from '../db/search.js';
@@ -43,7 +43,8 @@ import {
   type SessionEnv,
 } from '../api/session.js';
 import { traceIdOf } from '../tracing/index.js';
-import { JobPage, PRIORITIES, SearchPage, STATES, type SearchForm } from './jobs.js';
+import { JOB_STATES, PRIORITIES } from '../domain.js';
+import { JobPage, SearchPage, type SearchForm } from './jobs.js';
 import { BASE, jobHref, Layout, type PageCtx, seesAll } from './layout.js';
 import { OverviewPage, QueuesPage, SchedulesPage, TenantsPage } from './ops.js';
 import { keys } from '../queues/keys.js';
@@ -79,7 +80,7 @@ const SearchQuery = z.object({
   ),
   tenant: text(63),
   type: text(40),
-  state: z.preprocess(blank, z.enum(STATES).optional()),
+  state: z.preprocess(blank, z.enum(JOB_STATES).optional()),
   priority: z.preprocess(blank, z.enum(PRIORITIES).optional()),
   error_code: text(100),
   created_after: localTime,

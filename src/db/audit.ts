@@ -2,7 +2,8 @@
 import type { Kysely, Transaction } from 'kysely';
 import { newId } from '../ids.js';
 import type { Principal } from '../auth/keys.js';
-import type { AuditRow, AuditSurface, AuditTargetKind, Database } from './types.js';
+import type { AuditSurface, AuditTargetKind } from '../domain.js';
+import type { AuditRow, Database } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 

@@ -1,7 +1,7 @@
 // What the console shows beside single jobs: the overview's figures per type, tenants' load, schedules' last runs,
 // and a job's neighbours (children, webhook tries, email recipients). Read-only; `tenant` narrows to one tenant.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { LIVE } from './jobs.js';
+import { LIVE } from '../domain.js';
 import type { Database, EmailDeliveryRow, JobRow, WebhookDeliveryRow } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;

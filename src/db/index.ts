@@ -33,32 +33,3 @@ export function createDb(connectionString: string, max = 10): Db {
 export async function ping(db: Db): Promise<void> {
   await sql`select 1`.execute(db);
 }
-
-/** True for errors that mean "PostgreSQL is unreachable", as opposed to a bad query. */
-export function isDbUnavailable(err: unknown): boolean {
-  const e = err as { code?: string; message?: string } | null;
-  if (!e) return false;
-  if (
-    e.code &&
-    [
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'ETIMEDOUT',
-      'ENOTFOUND',
-      'EPIPE',
-      '57P01',
-      '57P02',
-      '57P03',
-      '53300',
-      '08006',
-      '08001',
-      '08003',
-      '08004',
-    ].includes(e.code)
-  ) {
-    return true;
-  }
-  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/i.test(
-    e.message ?? '',
-  );
-}

@@ -1,37 +1,13 @@
 // The jobs ledger: every state change of every accepted job goes through these functions.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database, JobError, JobRow, JobState, NewJobRow, Priority } from './types.js';
+import { LIVE, TERMINAL, type JobState } from '../domain.js';
+import type { ApiJob } from '../jobs/api-job.js';
+import type { Database, JobError, JobRow, NewJobRow } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 
-export const TERMINAL: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
-export const LIVE: readonly JobState[] = ['queued', 'delayed', 'running'];
-
-/** The public shape of a job (docs/api.md "Jobs"). */
-export interface ApiJob {
-  id: string;
-  type: string;
-  state: JobState;
-  priority: Priority;
-  payload: unknown;
-  progress: number;
-  attempts: number;
-  max_attempts: number;
-  result: unknown;
-  error: JobError | null;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  run_at: string | null;
-  /** The run time limit; null: the type's default (a job submitted by another job). */
-  timeout_ms: number | null;
-  /** A job not started by then never starts. */
-  expires_at: string | null;
-  tenant: string;
-  callback_url?: string;
-  parent_id?: string;
-  cancel_requested?: boolean;
-}
+// The state sets the functions below take, under the ledger's name too (ledger.LIVE); defined in src/domain.ts.
+export { LIVE, TERMINAL };
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 

@@ -1,7 +1,8 @@
 // Schedule definitions (the rules; BullMQ's job schedulers fire them, see src/schedules/index.ts).
 import { sql } from 'kysely';
 import type { Db } from './index.js';
-import type { Priority, ScheduleRow } from './types.js';
+import type { Priority } from '../domain.js';
+import type { ScheduleRow } from './types.js';
 
 export async function listSchedules(db: Db): Promise<ScheduleRow[]> {
   return db.selectFrom('schedules').selectAll().orderBy('name').execute();

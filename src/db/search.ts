@@ -1,7 +1,8 @@
 // Search over the ledger (GET /v1/jobs, the console): filters, and `q` for an id prefix or text inside payload,
 // result and error. Newest first, keyset-paged on the UUIDv7 id.
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
-import type { Database, JobRow, JobState, Priority } from './types.js';
+import type { JobState, Priority } from '../domain.js';
+import type { Database, JobRow } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 

@@ -1,6 +1,6 @@
 // Tenants and their API keys: rows only. Naming rules, key formats and hashing live in src/auth/keys.ts.
 import type { Db } from './index.js';
-import type { Role } from './types.js';
+import type { Role } from '../domain.js';
 
 export async function insertTenant(db: Db, id: string, webhook_secret: string): Promise<void> {
   await db.insertInto('tenants').values({ id, webhook_secret }).execute();

@@ -1,7 +1,8 @@
 // A job's timeline: every state, attempt and generation change (job_events, written by a trigger on jobs), and the
 // attempts they make up: when each started, on which process, how long it waited and ran, how it ended.
 import type { Kysely, Transaction } from 'kysely';
-import type { Database, JobError, JobEventRow, JobRow, JobState } from './types.js';
+import type { JobState } from '../domain.js';
+import type { Database, JobError, JobEventRow, JobRow } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 

@@ -1,8 +1,6 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { AuditSurface, AuditTargetKind, JobState, Priority, Role, WebhookOutcome } from '../domain.js';
 
-export type JobState = 'queued' | 'delayed' | 'running' | 'succeeded' | 'failed' | 'cancelled';
-export type Priority = 'high' | 'normal' | 'low';
-export type Role = 'client' | 'operator' | 'viewer';
 export type Json = ColumnType<unknown, string, string>;
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
@@ -121,8 +119,6 @@ export interface RecommendationsTable {
   generated_at: Timestamp;
 }
 
-export type AuditTargetKind = 'queue' | 'job' | 'schedule' | 'dashboard';
-
 export interface AuditLogTable {
   id: string;
   at: Timestamp;
@@ -138,8 +134,6 @@ export interface AuditLogTable {
   /** The client's network address, when the action came over HTTP. */
   client_addr: ColumnType<string | null, string | null | undefined, string | null>;
 }
-
-export type AuditSurface = 'api' | 'console' | 'dashboard' | 'schedule' | 'cli';
 
 /** A job's state, attempt or generation change, written by a trigger (migrations/2026-12-01T0400_job_events.ts). */
 export interface JobEventsTable {
@@ -206,7 +200,7 @@ export interface WebhookDeliveriesTable {
   event: string;
   url: string;
   attempt: number;
-  outcome: 'delivered' | 'failed' | 'refused';
+  outcome: WebhookOutcome;
   status_code: number | null;
   error: string | null;
   duration_ms: number;

@@ -1,7 +1,8 @@
 // The second half of the dual write: ledger rows → BullMQ jobs whose id is the ledger id.
 import type { JobsOptions } from 'bullmq';
 import type { JobRow } from '../db/types.js';
-import { PRIORITY, RETENTION, type Queues } from '../queues/index.js';
+import { RETENTION, type Queues } from '../queues/index.js';
+import { BULL_PRIORITY } from '../domain.js';
 import { inTraceOf } from '../tracing/index.js';
 import type { JobRegistry } from './registry.js';
 
@@ -29,7 +30,7 @@ export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
   const delay = row.run_at ? Math.max(0, row.run_at.getTime() - Date.now()) : 0;
   return {
     jobId: row.id,
-    priority: PRIORITY[row.priority],
+    priority: BULL_PRIORITY[row.priority],
     delay: delay || undefined,
     attempts: Math.max(1, row.max_attempts - row.attempts),
     backoff: { type: 'exponential', delay: def?.backoffMs ?? 1_000, jitter: 0.5 },

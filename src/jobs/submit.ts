@@ -3,9 +3,11 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { newId } from '../ids.js';
 import { z } from 'zod';
-import { isDbUnavailable, type Db } from '../db/index.js';
+import type { Db } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
 import * as ledger from '../db/jobs.js';
-import type { JobRow, NewJobRow, Priority } from '../db/types.js';
+import type { JobRow, NewJobRow } from '../db/types.js';
+import { type Priority, PRIORITIES } from '../domain.js';
 import type { Queues } from '../queues/index.js';
 import { groupCommit } from '../group-commit.js';
 import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
@@ -14,7 +16,7 @@ import type { JobRegistry } from './registry.js';
 import { timeLimits } from './types.js';
 import { fieldIssues } from '../validation.js';
 
-export const priority = z.enum(['high', 'normal', 'low']);
+export const priority = z.enum(PRIORITIES);
 
 export const jobSpec = z.strictObject({
   type: z.string().min(1).max(40),

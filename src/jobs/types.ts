@@ -97,36 +97,3 @@ export function timeLimits(def: Pick<JobDefinition, 'timeoutMs' | 'maxTimeoutMs'
   const defaultMs = def.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return { defaultMs, maxMs: def.maxTimeoutMs ?? Math.max(defaultMs, DEFAULT_MAX_TIMEOUT_MS) };
 }
-
-/** A failure that no retry can fix: the job fails at once with this code. */
-export class PermanentError extends Error {
-  override name = 'PermanentError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** A failure worth retrying, with a code for the ledger. */
-export class RetryableError extends Error {
-  override name = 'RetryableError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/**
- * The reason a run's signal is aborted with when it passes its time limit (`ctx.signal.reason`): the attempt fails
- * with error.code "timeout" and is retried like any failure. A processor may tell it from a cancel by this class.
- */
-export class RunTimeout extends RetryableError {
-  override name = 'RunTimeout';
-  constructor(readonly limitMs: number) {
-    super('timeout', `the run passed its time limit of ${limitMs} ms`);
-  }
-}

@@ -4,10 +4,7 @@ import { Queue, type JobsOptions } from 'bullmq';
 import type { Config } from '../config.js';
 import { bullPrefix } from './keys.js';
 import type { RedisClient } from './redis.js';
-import type { Priority } from '../db/types.js';
 import { bullTelemetry } from '../tracing/index.js';
-
-export const PRIORITY: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
 
 /** Redis keeps only what is in flight; the ledger keeps history. */
 export const RETENTION: Pick<JobsOptions, 'removeOnComplete' | 'removeOnFail'> = {

@@ -3,7 +3,7 @@
 // Deliveries ride an internal BullMQ queue (`webhooks`) served by every worker process, so they get BullMQ's retries
 // with exponential backoff and survive restarts. Every try is a row in webhook_deliveries. The message id
 // (`webhook-id`) is the same on every try of one message, so receivers can drop repeats.
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError } from 'bullmq';
 import { Counter } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import type { Config } from '../config.js';
@@ -13,14 +13,10 @@ import type { JobRow } from '../db/types.js';
 import { insertWebhookTry } from '../db/webhooks.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
-import type { DbGuard } from '../workers/db-guard.js';
 import type { Queues } from '../queues/index.js';
-import { bullPrefix } from '../queues/keys.js';
-import { createRedis } from '../queues/redis.js';
+import type { WebhookOutcome } from '../domain.js';
 import { RefusedError } from './guard.js';
 import { postJson } from './http.js';
-import { startSweep } from './sweep.js';
-import { bullTelemetry } from '../tracing/index.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
@@ -65,7 +61,7 @@ export function webhookBody(row: JobRow): string {
   });
 }
 
-type Outcome = 'delivered' | 'failed' | 'refused' | 'skipped';
+type Outcome = WebhookOutcome | 'skipped';
 
 /** One try: sign, POST, record. Throws to have BullMQ retry; UnrecoverableError when retrying cannot help. */
 export async function deliverOnce(
@@ -95,11 +91,7 @@ export async function deliverOnce(
     'webhook-signature': signature,
   };
   const started = performance.now();
-  const record = async (
-    outcome: 'delivered' | 'failed' | 'refused',
-    status_code: number | null,
-    error: string | null,
-  ) => {
+  const record = async (outcome: WebhookOutcome, status_code: number | null, error: string | null) => {
     tries.inc({ outcome });
     await insertWebhookTry(db, {
       job_id: row.id,
@@ -146,33 +138,4 @@ export async function deliverOnce(
   // 410 Gone: the receiver says this endpoint will never take it.
   if (status === 410) throw new UnrecoverableError('receiver answered 410 Gone');
   throw new Error(`receiver answered ${status}`);
-}
-
-/**
- * The `webhooks` queue's worker; every worker process runs one. It sits behind the process's DbGuard like the job
- * workers: a PostgreSQL outage pauses it and hands the delivery back without using a try, instead of spending every
- * try on the ledger read and leaving the message failed.
- */
-export function startWebhookWorker(deps: WorkerDeps, dbGuard: DbGuard): Worker<WebhookData> {
-  const { config, log } = deps;
-  const worker = new Worker<WebhookData>(
-    WEBHOOK_QUEUE,
-    (job: Job<WebhookData>) =>
-      dbGuard.around(() =>
-        deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
-      ),
-    {
-      connection: createRedis(config, 'worker'),
-      prefix: bullPrefix(config, WEBHOOK_QUEUE),
-      // Mostly waiting on receivers: many at once is cheap.
-      concurrency: 20,
-      lockDuration: Math.max(config.WORKER_LOCK_MS, config.WEBHOOK_TIMEOUT_MS * 2),
-      telemetry: bullTelemetry(),
-    },
-  );
-  worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));
-  dbGuard.watch(worker);
-  const stopSweep = startSweep(deps);
-  worker.on('closing', stopSweep);
-  return worker;
 }

@@ -3,7 +3,8 @@
 // few backoffs end failed in BullMQ with the ledger still saying it is live: work lost to an outage.
 import { Worker } from 'bullmq';
 import type { Logger } from 'pino';
-import { isDbUnavailable, ping, type Db } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
+import { ping, type Db } from '../db/index.js';
 
 export class DbGuard {
   private readonly workers = new Set<Worker>();

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/index.js';
 import { appendJobLogs, JOB_LOG_LIMITS, type JobLogLine } from '../db/job-logs.js';
-import { isDbUnavailable } from '../db/index.js';
+import { isDbUnavailable } from '../errors.js';
 import { groupCommit } from '../group-commit.js';
 
 const BATCH_LINES = 50;

@@ -10,7 +10,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues/keys.js';
-import { errorOfReason } from './runtime.js';
+import { errorOfReason, CANCELLED } from '../errors.js';
 import { reconcilerRepairs } from '../metrics.js';
 import { withLock } from '../queues/redis.js';
 
@@ -145,7 +145,7 @@ async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promis
       result = outcome.returnvalue;
     }
     [done] = await ledger.markSucceededMany(db, [{ id: row.id, gen, result }]);
-  } else if (outcome.failedReason === 'cancelled') {
+  } else if (outcome.failedReason === CANCELLED) {
     // The runtime ends a cancelled run with this reason, after its own ledger write (which is what was lost).
     done = await ledger.markCancelled(db, row.id, ledger.LIVE, gen);
   } else {

@@ -1,73 +1,34 @@
 // Wraps each job type's processor: ledger state, live events, error codes, cancellation.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { ZodError } from 'zod';
 import * as ledger from '../db/jobs.js';
-import type { JobError, JobRow } from '../db/types.js';
+import type { JobRow } from '../db/types.js';
 import { publishJobEvents, type JobEventKind } from '../events.js';
 import { prettyLogs } from '../log.js';
 import { instrumentWorker } from '../metrics.js';
-import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
-import { isDbUnavailable } from '../db/index.js';
+import { enqueueWebhook } from '../webhooks/delivery.js';
+import { startWebhookWorker } from '../webhooks/worker.js';
+import {
+  CANCELLED,
+  Cancelled,
+  ERROR_CODE,
+  errorOf,
+  isDbUnavailable,
+  isPermanent,
+  isStallFailure,
+  permanentFailure,
+  Superseded,
+} from '../errors.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
-import { PermanentError, RetryableError, timeLimits, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
+import { timeLimits, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues/keys.js';
 import { createRedis, type RedisClient } from '../queues/redis.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 import { startTimeLimit } from './time-limit.js';
-
-/** Thrown into BullMQ when a run ends cancelled: no retry. */
-class Cancelled extends UnrecoverableError {}
-
-/**
- * Thrown into BullMQ by a run the ledger no longer holds (the job was queued again as a newer generation, or its row
- * was ended meanwhile): it stops, writes nothing, and is not retried.
- */
-class Superseded extends UnrecoverableError {}
-
-/**
- * BullMQ's reason for a job that stalled more than `maxStalledCount` times (its workers died under it). It is set by
- * BullMQ's stall check as a deferred failure, never by a processor.
- */
-export const STALLED_REASON = 'job stalled more than allowable limit';
-
-/**
- * Whether a BullMQ failure is a real stall: BullMQ fails such a job with its deferred failure (`job.deferredFailure`),
- * without running the processor. Words in an error message (an SMTP reply saying "stalled") are not a stall.
- */
-export function isStallFailure(job: Job, err: Error): boolean {
-  return typeof job.deferredFailure === 'string' && job.deferredFailure !== '' && err.message === job.deferredFailure;
-}
-
-export function errorOf(err: unknown): JobError {
-  if (err instanceof ZodError) {
-    const detail = err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    return { code: 'invalid_payload', message: detail.slice(0, 2000) };
-  }
-  if (err instanceof PermanentError || err instanceof RetryableError) return { code: err.code, message: err.message };
-  const e = err as { code?: unknown; message?: unknown; name?: string } | null;
-  const message = String(e?.message ?? err).slice(0, 2000);
-  if (err instanceof UnrecoverableError) return { code: 'unrecoverable', message };
-  return { code: typeof e?.code === 'string' ? e.code : 'processor_error', message };
-}
-
-/**
- * The ledger error for a failure BullMQ recorded as text (its `failedReason`): a job that stalled too often (BullMQ's
- * own reason, word for word), or the runtime's own "<code>: <message>" of a permanent error, or else a processor error.
- */
-export function errorOfReason(reason: string): JobError {
-  if (reason === STALLED_REASON) return { code: 'stalled', message: reason };
-  const m = /^([a-z][a-z0-9_]*): ([\s\S]*)$/.exec(reason);
-  return { code: m?.[1] ?? 'processor_error', message: (m?.[2] ?? reason).slice(0, 2000) };
-}
-
-function isPermanent(err: unknown): boolean {
-  return err instanceof PermanentError || err instanceof ZodError || err instanceof UnrecoverableError;
-}
 
 /**
  * Writes of one changing value (a run's progress), one at a time and in order, so a slower write never lands after a
@@ -204,7 +165,7 @@ export async function startWorkers(
       // Not started by its expires_at: the start write ended it instead (ledger.startRuns), its event went with the batch.
       if (row.callback_url) await webhook(row);
       jlog().info('job expired before it started');
-      throw new Cancelled('expired');
+      throw new Cancelled();
     }
     tagJobSpan({ id, type: def.type, attempt: row.attempts, generation: row.generation });
     // Its 'running' event went out with the batch; a webhook is for ends only.
@@ -214,7 +175,7 @@ export async function startWorkers(
     let superseded = false;
     // Set once the run's end is in the ledger, so the catch below does not write it a second time.
     let ended = false;
-    const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
+    const abort = () => controller.abort(signal?.reason ?? new Error(CANCELLED));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
     const lockLost = new AbortController();
@@ -247,10 +208,10 @@ export async function startWorkers(
         const now = await ledger.setProgress(db, run, p);
         if (!now) {
           superseded = true;
-          controller.abort(new Superseded('superseded'));
+          controller.abort(new Superseded());
           return;
         }
-        if (now.cancel_requested) controller.abort(new Error('cancelled'));
+        if (now.cancel_requested) controller.abort(new Error(CANCELLED));
         await emit('progress', now);
       });
       progressDone = progressWrites.settled;
@@ -282,7 +243,7 @@ export async function startWorkers(
       // A progress event never follows the run's end, nor does a log line.
       await progressDone();
       await runLog.flush();
-      if (controller.signal.aborted) throw limit.timedOut() ? limit.error : new Cancelled('cancelled');
+      if (controller.signal.aborted) throw limit.timedOut() ? limit.error : new Cancelled();
       // The finish reads the cancel flag too: a cancel committed while the run went on ends it cancelled.
       const done = await markSucceeded(run, result);
       if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
@@ -290,7 +251,7 @@ export async function startWorkers(
       if (done?.state === 'cancelled') {
         ended = true;
         jlog().info('job cancelled (cancel committed while it ran)');
-        throw new Cancelled('cancelled');
+        throw new Cancelled();
       }
       if (log.isLevelEnabled(doneLevel)) {
         const ms = Date.now() - started;
@@ -304,7 +265,7 @@ export async function startWorkers(
       // A run this process abandoned past its time limit bumped the generation itself: its end is written below.
       if (superseded && !limit.abandoned) {
         jlog().info('job stopped: the ledger no longer holds this run');
-        throw new Superseded('superseded');
+        throw new Superseded();
       }
       if (lockLost.signal.aborted && (!controller.signal.aborted || limit.timedOut())) {
         // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
@@ -315,7 +276,7 @@ export async function startWorkers(
       if (controller.signal.aborted && !limit.timedOut()) {
         await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
         jlog().info('job cancelled');
-        throw new Cancelled('cancelled');
+        throw new Cancelled();
       }
       // Past its time limit a run fails with the timeout, whatever its processor threw on the way out.
       const failure = limit.timedOut() ? limit.error : err;
@@ -326,14 +287,13 @@ export async function startWorkers(
       await emit('state', failed);
       if (failed?.state === 'cancelled') {
         jlog().info('job cancelled (cancel committed while it ran)');
-        throw new Cancelled('cancelled');
+        throw new Cancelled();
       }
       jlog().warn(
         { err: error, final, ms: Date.now() - started },
         final ? 'job failed' : 'job attempt failed, will retry',
       );
-      if (isPermanent(failure) && !(failure instanceof UnrecoverableError))
-        throw new UnrecoverableError(`${error.code}: ${error.message}`);
+      if (isPermanent(failure) && !(failure instanceof UnrecoverableError)) throw permanentFailure(error);
       throw failure;
     } finally {
       limit.clear();
@@ -376,7 +336,7 @@ export async function startWorkers(
     worker.on('failed', (job, err) => {
       if (!job || !isStallFailure(job, err)) return;
       void ledger
-        .markStalled(db, { id: job.id!, gen: genOf(job.data) }, { code: 'stalled', message: err.message })
+        .markStalled(db, { id: job.id!, gen: genOf(job.data) }, { code: ERROR_CODE.stalled, message: err.message })
         .then((row) => emit('state', row))
         .catch((e) => log.error({ err: e, job_id: job.id }, 'ledger write failed'));
     });

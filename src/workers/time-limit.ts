@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { BullData } from '../jobs/enqueue.js';
-import { RunTimeout } from '../jobs/types.js';
+import { RunTimeout } from '../errors.js';
 
 export interface TimeLimitOptions {
   db: Db;

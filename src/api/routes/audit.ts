@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { listAudit, recordAudit, toApiAudit } from '../../db/audit.js';
 import { findJob } from '../../db/jobs.js';
+import { AUDIT_SURFACES, AUDIT_TARGET_KINDS } from '../../domain.js';
 import { requireOperatorRead, type AuthEnv } from '../auth.js';
 import { clientAddress } from '../client-address.js';
 import type { AppDeps } from '../deps.js';
@@ -14,10 +15,10 @@ const AuditSchema = z
     at: z.string(),
     actor: z.object({ key_id: z.string().nullable(), tenant: z.string().nullable(), role: z.string().nullable() }),
     action: z.string().openapi({ example: 'queue.pause' }),
-    target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard']),
+    target_kind: z.enum(AUDIT_TARGET_KINDS),
     target: z.string(),
     detail: z.unknown(),
-    surface: z.enum(['api', 'console', 'dashboard', 'schedule', 'cli']).nullable().openapi({
+    surface: z.enum(AUDIT_SURFACES).nullable().openapi({
       description: 'From where: the surface that carried the action out (null: recorded before it was kept)',
     }),
     client_addr: z.string().nullable().openapi({ description: "The client's network address, when it came over HTTP" }),
@@ -36,7 +37,7 @@ export function auditRoutes(deps: AppDeps) {
       middleware: requireOperatorRead(),
       request: {
         query: ListQuery.extend({
-          target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard']).optional(),
+          target_kind: z.enum(AUDIT_TARGET_KINDS).optional(),
           target: z.string().max(200).optional(),
           action: z.string().max(100).optional(),
         }),

@@ -2,6 +2,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { jobLogs } from '../../db/job-logs.js';
 import { findJob } from '../../db/jobs.js';
+import { JOB_STATES } from '../../domain.js';
+import { JobErrorSchema } from '../../jobs/api-job.js';
 import { jobTimeline } from '../../db/timeline.js';
 import { tenantScope } from '../auth.js';
 import type { AppDeps } from '../deps.js';
@@ -9,8 +11,7 @@ import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, JobIdParam } from '../params.js';
 
-const STATES = ['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled'] as const;
-const ErrorSchema = z.object({ code: z.string(), message: z.string() }).nullable();
+const ErrorSchema = JobErrorSchema.nullable();
 
 const TimelineSchema = z
   .object({
@@ -24,8 +25,8 @@ const TimelineSchema = z
           .int()
           .openapi({ description: 'The run identity: bumped whenever the job is queued again' }),
         attempt: z.number().int(),
-        from: z.enum(STATES),
-        to: z.enum(STATES),
+        from: z.enum(JOB_STATES),
+        to: z.enum(JOB_STATES),
         process: z.string().nullable().openapi({ description: 'host:pid of the process that made the change' }),
         error: ErrorSchema,
       }),
@@ -40,7 +41,7 @@ const TimelineSchema = z
         wait_ms: z.number().int().openapi({ description: 'From creation, or from being queued again, to this start' }),
         run_ms: z.number().int().nullable(),
         outcome: z
-          .enum(STATES)
+          .enum(JOB_STATES)
           .nullable()
           .openapi({ description: "The state it left the job in; 'delayed': will retry" }),
         error: ErrorSchema,

@@ -13,6 +13,8 @@ import {
   type JobSpec,
 } from '../../jobs/submit.js';
 import { tenantFileIds } from '../../files/index.js';
+import { JOB_STATES, PRIORITIES } from '../../domain.js';
+import { JobSchema } from '../../jobs/api-job.js';
 import { checkUrl, RefusedError } from '../../webhooks/guard.js';
 import { tenantScope } from '../auth.js';
 import { assertRedisUp, assertScopeAllowed, cancelJob, retryJob } from '../job-actions.js';
@@ -21,36 +23,6 @@ import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, decodeCursor, encodeCursor, JobIdParam, ListQuery } from '../params.js';
-
-export const JobSchema = z
-  .object({
-    id: z.string(),
-    type: z.string(),
-    state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']),
-    priority: z.enum(['high', 'normal', 'low']),
-    payload: z.unknown(),
-    progress: z.number().int(),
-    attempts: z.number().int(),
-    max_attempts: z.number().int(),
-    result: z.unknown(),
-    error: z.object({ code: z.string(), message: z.string() }).nullable(),
-    created_at: z.string(),
-    started_at: z.string().nullable(),
-    finished_at: z.string().nullable(),
-    run_at: z.string().nullable(),
-    timeout_ms: z.number().int().nullable().openapi({
-      description:
-        "The run time limit in ms: past it the run is aborted and fails with error.code `timeout`; null: the type's default",
-    }),
-    expires_at: z.string().nullable().openapi({
-      description: 'Not started by then, the job never starts: it ends `cancelled` with error.code `expired`',
-    }),
-    tenant: z.string(),
-    callback_url: z.string().optional(),
-    parent_id: z.string().optional(),
-    cancel_requested: z.boolean().optional(),
-  })
-  .openapi('Job');
 
 // zod 4 attaches `.openapi()` per instance, so a schema built before @hono/zod-openapi loaded lacks it; name it with `.meta`.
 const JobSpecSchema = jobSpec.meta({
@@ -76,8 +48,8 @@ const SearchQuery = ListQuery.extend({
       example: 'jane@example.com',
     }),
   type: z.string().max(40).optional(),
-  state: z.enum(['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
-  priority: z.enum(['high', 'normal', 'low']).optional(),
+  state: z.enum(JOB_STATES).optional(),
+  priority: z.enum(PRIORITIES).optional(),
   error_code: z
     .string()
     .regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be an error code such as smtp_rejected')

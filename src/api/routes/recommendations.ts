@@ -2,13 +2,14 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
 import { userId } from '../../jobs/recommendations/index.js';
+import { PRIORITIES } from '../../domain.js';
+import { JobSchema } from '../../jobs/api-job.js';
 import { checkSpec, submit } from '../../jobs/submit.js';
 import { cacheResults, readCachedResult, type CachedResult } from '../../jobs/recommendations/cache.js';
 import { findResult } from '../../jobs/recommendations/data.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
-import { JobSchema } from './jobs.js';
 
 const UserParam = z.object({ user_id: userId.openapi({ param: { name: 'user_id', in: 'path' }, example: 'u00042' }) });
 
@@ -73,7 +74,7 @@ export function recommendationsRoutes(deps: AppDeps) {
             'application/json': {
               schema: z.strictObject({
                 limit: z.number().int().min(1).max(100).optional(),
-                priority: z.enum(['high', 'normal', 'low']).optional(),
+                priority: z.enum(PRIORITIES).optional(),
               }),
             },
           },

@@ -3,6 +3,7 @@ import { recordAudit } from '../../db/audit.js';
 import { deleteSchedule, findSchedule, listSchedules, saveSchedule } from '../../db/schedules.js';
 import { tenantExists } from '../../db/tenants.js';
 import type { ScheduleRow } from '../../db/types.js';
+import { PRIORITIES } from '../../domain.js';
 import {
   checkSchedule,
   installScheduler,
@@ -23,7 +24,7 @@ const ScheduleSchema = z
     tenant: z.string(),
     type: z.string(),
     payload: z.unknown(),
-    priority: z.enum(['high', 'normal', 'low']),
+    priority: z.enum(PRIORITIES),
     cron: z.string().nullable(),
     every_ms: z.number().int().nullable(),
     tz: z.string().nullable(),

@@ -3,6 +3,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
 import { webhookSecretOf } from '../../db/tenants.js';
 import { listDeliveries } from '../../db/webhooks.js';
+import { WEBHOOK_OUTCOMES } from '../../domain.js';
 import { tenantScope } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
@@ -16,7 +17,7 @@ const DeliverySchema = z
     event: z.string().openapi({ example: 'job.succeeded' }),
     url: z.string(),
     attempt: z.number().int(),
-    outcome: z.enum(['delivered', 'failed', 'refused']),
+    outcome: z.enum(WEBHOOK_OUTCOMES),
     status_code: z.number().int().nullable(),
     error: z.string().nullable(),
     duration_ms: z.number().int(),

@@ -10,7 +10,8 @@
  */
 import { z } from 'zod';
 import { addressProblem, normalizeAddress, senderDomain } from './address.js';
-import { isDbUnavailable, type Db } from '../../db/index.js';
+import { isDbUnavailable, PermanentError, RetryableError } from '../../errors.js';
+import type { Db } from '../../db/index.js';
 import { groupCommit } from '../../group-commit.js';
 import {
   claimDeliveries,
@@ -27,7 +28,7 @@ import { latestRecommendations, movieLines } from './recommendations.js';
 import { DEFAULT_SUBJECT, paragraphs, render, templateData, type Rendered } from './render.js';
 import { closeMailer, compose, isPermanentSmtpError, mailerFor, smtpErrorText } from './transport.js';
 import { defineJob } from '../registry.js';
-import { PermanentError, RetryableError, type JobContext } from '../types.js';
+import type { JobContext } from '../types.js';
 
 export const MAX_RECIPIENTS = 50;
 /** Messages of one job in flight at once; the SMTP pool has 5 connections. */

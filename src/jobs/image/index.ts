@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { extendExpiry, findFile, retentionEnd, saveFile } from '../../files/index.js';
 import { defineJob } from '../registry.js';
-import { PermanentError } from '../types.js';
+import { PermanentError } from '../../errors.js';
 
 export const imageVariant = z.strictObject({
   // 20: the name is part of the output's job-derived file id, which keeps 20 characters of it.

@@ -1,7 +1,7 @@
 // The sharp pipeline for image jobs, and the process-wide libvips settings that make it safe and fast.
 // Loaded only by workers (the image job imports it lazily), so the web process never loads libvips.
 import sharp, { type FitEnum, type Metadata, type ResizeOptions, type Sharp } from 'sharp';
-import { PermanentError, RetryableError } from '../types.js';
+import { PermanentError, RetryableError } from '../../errors.js';
 import { withSpan } from '../../tracing/index.js';
 
 export type OutputFormat = 'jpeg' | 'png' | 'webp' | 'avif';

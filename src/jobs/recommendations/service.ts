@@ -1,8 +1,10 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
 import type { RecommendationItem } from '../../db/types.js';
-import { childrenOf, markCancelled, TERMINAL } from '../../db/jobs.js';
+import { childrenOf, markCancelled } from '../../db/jobs.js';
+import { TERMINAL } from '../../domain.js';
 import { enqueueOrLeave, submit } from '../submit.js';
-import { RunTimeout, type JobContext, type WorkerDeps } from '../types.js';
+import { RunTimeout } from '../../errors.js';
+import type { JobContext, WorkerDeps } from '../types.js';
 import { cacheResults, modelCache } from './cache.js';
 import { allUsers, storeResults, userRatings, type StoredResult } from './data.js';
 

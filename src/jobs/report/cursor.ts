@@ -1,7 +1,7 @@
 // Rows of a report query, fetched in batches from a server-side cursor, so no result is ever whole in memory.
 import { CompiledQuery, sql } from 'kysely';
 import type { Db } from '../../db/index.js';
-import { PermanentError } from '../types.js';
+import { PermanentError } from '../../errors.js';
 
 export interface CursorOptions {
   /** PostgreSQL statement_timeout for each statement of the report (the heavy one is the first FETCH). */

@@ -1,6 +1,7 @@
 // What each report kind says: its SQL (aggregated in PostgreSQL), its CSV columns, its PDF table and chart.
 import { sql, type CompiledQuery } from 'kysely';
 import type { Db } from '../../db/index.js';
+import { JOB_STATES } from '../../domain.js';
 
 export interface ReportScope {
   /** Undefined: every tenant (operators only). */
@@ -120,7 +121,7 @@ export const jobsReport: ReportKind<JobsReportRow> = {
         round(p.wait[1]::numeric) as wait_p50_ms, round(p.wait[2]::numeric) as wait_p95_ms, t.top_error_codes
       from per_state p left join top_codes t on t.type = p.type and t.state = p.state
       window w as (partition by p.type)
-      order by p.type, array_position(array['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled'], p.state)
+      order by p.type, array_position(${[...JOB_STATES]}::text[], p.state)
     `.compile(db);
   },
   pdf: {

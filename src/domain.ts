@@ -1,0 +1,38 @@
+// The platform's domain terms, each spelled out once: the TypeScript types, the zod enums of the API and the console,
+// the client's types and the ledger's state sets are all derived from these arrays. Imports nothing, so the client
+// (src/client/index.ts) may load it at run time without loading any of the server.
+//
+// The SQL keeps its own copies where a literal list is part of a statement's text (the CHECK constraint of
+// migrations/2026-11-22T0100_core.ts, partial indexes and the queries that must match their predicates).
+
+/** A job's states in the ledger (jobs.state), live ones first; reports list states in this order. */
+export const JOB_STATES = ['queued', 'delayed', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/** States a job never leaves (short of an explicit retry). */
+export const TERMINAL: readonly JobState[] = ['succeeded', 'failed', 'cancelled'] satisfies JobState[];
+/** States of a job that will still run or is running: every state that is not terminal. */
+export const LIVE: readonly JobState[] = JOB_STATES.filter((s) => !TERMINAL.includes(s));
+
+/** A job's priority, as the API accepts it; `normal` when not given. */
+export const PRIORITIES = ['high', 'normal', 'low'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+/** BullMQ's priority number for each (lower runs first). */
+export const BULL_PRIORITY: Readonly<Record<Priority, number>> = { high: 1, normal: 5, low: 10 };
+
+/** What an API key may do: `client` its tenant's jobs, `operator` everything, `viewer` read what operators read. */
+export const ROLES = ['client', 'operator', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** What an audit entry is about (audit_log.target_kind). */
+export const AUDIT_TARGET_KINDS = ['queue', 'job', 'schedule', 'dashboard'] as const;
+export type AuditTargetKind = (typeof AUDIT_TARGET_KINDS)[number];
+
+/** From where an audited action came (audit_log.surface). */
+export const AUDIT_SURFACES = ['api', 'console', 'dashboard', 'schedule', 'cli'] as const;
+export type AuditSurface = (typeof AUDIT_SURFACES)[number];
+
+/** How one try of a webhook delivery ended (webhook_deliveries.outcome). */
+export const WEBHOOK_OUTCOMES = ['delivered', 'failed', 'refused'] as const;
+export type WebhookOutcome = (typeof WEBHOOK_OUTCOMES)[number];
