@@ -6,6 +6,7 @@
 // to the ledger but not yet told BullMQ. Resetting then would let BullMQ's late outcome of the old run (and an add that
 // is a no-op while the old id exists) undo the retry, so such a job is not retried (the API answers 409).
 import { sql } from 'kysely';
+import { admissionPolicy, admittedOnRequeue } from './db/admission.js';
 import { resetForRetry, retryCandidates } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
 import { publishJobEvents } from './events.js';
@@ -63,7 +64,7 @@ export async function retryFailed(deps: ControlDeps, type: string, batch = 500):
     if (picked.length === 0) break;
     after = picked[picked.length - 1].id;
     const { free } = await freeBullIds(deps, picked);
-    const rows = await resetForRetry(deps.db, free, ['failed']);
+    const rows = await resetForRetry(deps.db, free, ['failed'], admittedOnRequeue(admissionPolicy(deps.config)));
     await requeue(deps, rows);
     total += rows.length;
     if (picked.length < batch) break;
@@ -82,7 +83,7 @@ export async function retryOne(deps: ControlDeps, id: string): Promise<RetryOutc
   if (!picked) return { ok: false, reason: 'not_retryable' };
   const { free, locked } = await freeBullIds(deps, [picked]);
   if (locked.length) return { ok: false, reason: 'locked' };
-  const [row] = await resetForRetry(deps.db, free);
+  const [row] = await resetForRetry(deps.db, free, undefined, admittedOnRequeue(admissionPolicy(deps.config)));
   if (!row) return { ok: false, reason: 'not_retryable' };
   await requeue(deps, [row]);
   return { ok: true, row };
@@ -105,8 +106,12 @@ async function freeBullIds(deps: ControlDeps, rows: JobRow[]): Promise<{ free: J
   return { free, locked };
 }
 
+/** With admission on, the rows wait for the admitter like new jobs; off, they go to BullMQ now. */
 async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
-  await enqueueOrLeave(deps, rows);
+  await enqueueOrLeave(
+    deps,
+    rows.filter((r) => r.admitted_at),
+  );
   await publishAll(deps, rows);
 }
 

@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { newId } from '../ids.js';
 import { z } from 'zod';
+import type { Config } from '../config.js';
+import { admissionPolicy } from '../db/admission.js';
 import { isDbUnavailable, type Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow, Priority } from '../db/types.js';
@@ -28,6 +30,8 @@ export const jobSpec = z.strictObject({
 export type JobSpec = z.infer<typeof jobSpec>;
 
 export interface SubmitDeps {
+  /** Its admission settings; without it every job is admitted at submit. */
+  config?: Config;
   db: Db;
   queues: Queues;
   registry: JobRegistry;
@@ -121,8 +125,9 @@ export function requestHash(body: unknown): string {
 }
 
 /**
- * Commits the rows, then adds them to BullMQ. An enqueue that fails after the commit is logged and left to
- * the reconciler: the job is accepted either way.
+ * Commits the rows, then adds the admitted ones to BullMQ (the others wait for their tenant's window: the admitter
+ * adds them). An enqueue that fails after the commit is logged and left to the reconciler: the job is accepted
+ * either way.
  */
 export async function submit(
   deps: SubmitDeps,
@@ -133,12 +138,20 @@ export async function submit(
   const inserted = await ledger.insertJobs(
     deps.db,
     rows.map((r) => ({ ...r, ...extra, id: newId(), tenant, trace_context: currentTraceContext() })),
+    policyOf(deps),
   );
-  await enqueueOrLeave(deps, inserted);
+  await enqueueOrLeave(
+    deps,
+    inserted.filter((r) => r.admitted_at),
+  );
   return inserted;
 }
 
+const policyOf = (deps: SubmitDeps) => (deps.config ? admissionPolicy(deps.config) : undefined);
+
+/** Adds the rows to BullMQ; a failure is logged and left to the reconciler. Callers pass admitted rows only. */
 export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<void> {
+  if (rows.length === 0) return;
   try {
     await enqueue(deps.queues, deps.registry, rows);
   } catch (err) {
@@ -157,19 +170,23 @@ export function groupSubmitter(deps: SubmitDeps) {
   // A batch's span (in the trace of the request that opened it) links to the span of each job it carries. Rows of
   // many clients share one statement: one the database refuses (a value validation let through) is written again
   // alone, so it fails only its own request. A lost connection fails the batch at once.
+  const policy = policyOf(deps);
   const insert = groupCommit(
     (rows: NewJobRow[]) =>
       withSpan(
         'jobs insert',
         { 'jobs.count': rows.length },
-        () => ledger.insertJobs(deps.db, rows),
+        () => ledger.insertJobs(deps.db, rows, policy),
         () => linksTo(rows.map((r) => r.trace_context)),
       ),
     { gather: 'turn', isolate: (err) => !isDbUnavailable(err) },
   );
   const add = groupCommit(
     async (rows: JobRow[]) => {
-      await enqueueOrLeave(deps, rows);
+      await enqueueOrLeave(
+        deps,
+        rows.filter((r) => r.admitted_at),
+      );
       return rows;
     },
     { gather: 'turn' },

@@ -86,12 +86,14 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
   let rows = await children();
   if (rows.length > 0) {
     // A rerun (the first run's worker died): it may have died between committing the chunks and enqueueing them.
-    // Adding a BullMQ job whose id exists is a no-op, so re-adding every chunk still waiting is safe.
+    // Adding a BullMQ job whose id exists is a no-op, so re-adding every admitted chunk still waiting is safe (the
+    // others wait for the admitter).
     const waiting = await db
       .selectFrom('jobs')
       .selectAll()
       .where('parent_id', '=', ctx.id)
       .where('state', 'in', ['queued', 'delayed'])
+      .where('admitted_at', 'is not', null)
       .execute();
     await enqueueOrLeave(ctx.deps, waiting);
   } else {

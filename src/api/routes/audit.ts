@@ -13,7 +13,7 @@ const AuditSchema = z
     at: z.string(),
     actor: z.object({ key_id: z.string().nullable(), tenant: z.string().nullable(), role: z.string().nullable() }),
     action: z.string().openapi({ example: 'queue.pause' }),
-    target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard']),
+    target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard', 'tenant']),
     target: z.string(),
     detail: z.unknown(),
     surface: z.enum(['api', 'console', 'dashboard', 'schedule', 'cli']).nullable().openapi({
@@ -35,7 +35,7 @@ export function auditRoutes(deps: AppDeps) {
       middleware: requireOperatorRead(),
       request: {
         query: ListQuery.extend({
-          target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard']).optional(),
+          target_kind: z.enum(['queue', 'job', 'schedule', 'dashboard', 'tenant']).optional(),
           target: z.string().max(200).optional(),
           action: z.string().max(100).optional(),
         }),
