@@ -2,12 +2,20 @@
 // submit's fast path (admits within the window, in the same statement, even under concurrent submits) and the
 // admitter's pass (priority then age within a tenant, never past the window).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { admissionPolicy, candidates, type Candidate, setTenantLimits, windowOf } from '../src/db/admission.js';
+import { createKey } from '../src/auth/keys.js';
+import {
+  admissionPolicy,
+  candidates,
+  type Candidate,
+  getTenantLimits,
+  setTenantLimits,
+  windowOf,
+} from '../src/db/admission.js';
 import * as ledger from '../src/db/jobs.js';
 import type { JobRow, NewJobRow } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
 import { admitOnce, planAdmission } from '../src/workers/admitter.js';
-import { createTestEnv, silentLog, tenantWithKeys, type TestEnv } from './helpers.js';
+import { client, createTestEnv, silentLog, tenantWithKeys, type TestEnv } from './helpers.js';
 
 describe('windowOf', () => {
   it('is min(cap, ⌈window × weight⌉), and a cap of 0 admits nothing', () => {
@@ -200,5 +208,62 @@ describe('the admitter pass', () => {
     await finish(rows.filter((r) => r.admitted_at));
     expect((await admitOnce(deps(), env.registry)).map((r) => r.id)).not.toContain(waiting.id);
     expect(await env.queues.get('test').getJob(waiting.id)).toBeUndefined();
+  });
+});
+
+describe('GET/PUT /v1/tenants/:id/limits', () => {
+  it('operators change a tenant’s weight and caps (audited), viewers read them, clients are refused', async () => {
+    const t = await tenantWithKeys(env);
+    const viewer = await createKey(env.db, env.config.API_KEY_SECRET, t.tenant, 'viewer');
+    const op = client(env.app, t.operatorKey);
+    const put = await op('PUT', `/v1/tenants/${t.tenant}/limits`, { weight: 2, max_running: { test: 5 } });
+    expect(put.status).toBe(200);
+    expect(put.body).toMatchObject({ tenant: t.tenant, weight: 2, max_running: { test: 5 } });
+    expect(put.body.effective).toContainEqual({ type: 'test', max_running: 5, weight: 2, window: 5 });
+    // What the body leaves out is kept; null returns to the default.
+    const again = await op('PUT', `/v1/tenants/${t.tenant}/limits`, { max_running: { test: null } });
+    expect(again.body).toMatchObject({ weight: 2, max_running: {} });
+    expect(again.body.effective).toContainEqual({ type: 'test', max_running: 1000, weight: 2, window: 6 });
+    const read = await client(env.app, viewer.key)('GET', `/v1/tenants/${t.tenant}/limits`);
+    expect(read.status).toBe(200);
+    expect(read.body.weight).toBe(2);
+    expect((await client(env.app, viewer.key)('PUT', `/v1/tenants/${t.tenant}/limits`, { weight: 1 })).status).toBe(
+      403,
+    );
+    const asClient = client(env.app, t.clientKey);
+    expect((await asClient('GET', `/v1/tenants/${t.tenant}/limits`)).status).toBe(403);
+    expect((await asClient('PUT', `/v1/tenants/${t.tenant}/limits`, { weight: 9 })).status).toBe(403);
+    const audit = await env.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('target_kind', '=', 'tenant')
+      .where('target', '=', t.tenant)
+      .execute();
+    expect(audit.map((a) => a.action)).toEqual(['tenant.limits', 'tenant.limits']);
+    expect((await getTenantLimits(env.db, t.tenant))?.weight).toBe(2);
+  });
+
+  it('answers 404 for an unknown tenant and 400 problem+json for bad values, changing nothing', async () => {
+    const t = await tenantWithKeys(env);
+    const op = client(env.app, t.operatorKey);
+    expect((await op('GET', '/v1/tenants/no-such-tenant/limits')).status).toBe(404);
+    expect((await op('PUT', '/v1/tenants/no-such-tenant/limits', { weight: 1 })).status).toBe(404);
+    for (const body of [
+      { weight: 0 },
+      { weight: -1 },
+      { weight: 'heavy' },
+      { weight: 1e9 },
+      { max_running: { test: -1 } },
+      { max_running: { test: 1.5 } },
+      { max_running: { nosuchtype: 3 } },
+      { max_running: 'all' },
+      { extra: true },
+      '{not json',
+    ]) {
+      const r = await op('PUT', `/v1/tenants/${t.tenant}/limits`, body, { 'content-type': 'application/json' });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.headers.get('content-type')).toContain('application/problem+json');
+    }
+    expect(await getTenantLimits(env.db, t.tenant)).toEqual({ weight: null, max_running: {} });
   });
 });
