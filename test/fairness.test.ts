@@ -39,6 +39,15 @@ afterAll(async () => {
   await env?.close();
 });
 
+/** Two worker processes, started by the first test that needs them. */
+async function ensureWorkers() {
+  if (workers.length === 0)
+    workers = await Promise.all([
+      startProcess('worker', env.env, WORKER, START),
+      startProcess('worker', env.env, WORKER, START),
+    ]);
+}
+
 async function tenant() {
   const t = await tenantWithKeys(env);
   return { ...t, api: client(web.url!, t.clientKey) };
@@ -92,10 +101,7 @@ describe('admission across processes', () => {
     expect(await env.queues.get('test').getJobCountByTypes('waiting', 'prioritized')).toBe(4);
     await deleteKeys(env.config);
     expect(await env.queues.get('test').getJobCountByTypes('waiting', 'prioritized')).toBe(0);
-    workers = await Promise.all([
-      startProcess('worker', env.env, WORKER, START),
-      startProcess('worker', env.env, WORKER, START),
-    ]);
+    await ensureWorkers();
     const done = await allSucceeded(ids);
     expect(done.every((r) => r.admitted_at)).toBe(true);
     const runs = readdirSync(dir).map((f) => readFileSync(path.join(dir, f), 'utf8').trim().split('\n').length);
@@ -103,6 +109,7 @@ describe('admission across processes', () => {
   }, 180_000);
 
   it("a flood from one tenant does not delay another's jobs", async () => {
+    await ensureWorkers();
     const a = await tenant();
     const b = await tenant();
     const flood = await submit(a.api, 48, { sleep_ms: 100 });
@@ -118,6 +125,7 @@ describe('admission across processes', () => {
   }, 120_000);
 
   it('never runs more of a tenant’s jobs at once than its cap', async () => {
+    await ensureWorkers();
     const c = await tenant();
     await setTenantLimits(env.db, c.tenant, { max_running: { test: 2 } });
     const ids = await submit(c.api, 16, { sleep_ms: 150 });
@@ -127,6 +135,7 @@ describe('admission across processes', () => {
   }, 120_000);
 
   it('shares the workers between flooding tenants by weight', async () => {
+    await ensureWorkers();
     const d = await tenant();
     const e = await tenant();
     await setTenantLimits(env.db, e.tenant, { weight: 2 });
@@ -139,6 +148,7 @@ describe('admission across processes', () => {
   }, 120_000);
 
   it('SIGKILL of the admitting worker: another takes over and nothing is left waiting', async () => {
+    await ensureWorkers();
     const leaderOf = () => workers.find((w) => w.output().includes('admitter: this process admits jobs'));
     const leader = await waitFor(leaderOf, { what: 'an admitting worker' });
     const other = workers.find((w) => w !== leader)!;
