@@ -7,8 +7,7 @@ import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Priority } from './db/types.js';
-import { PRIORITY } from './queues.js';
+import { priorityOfBull } from './queues.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -80,8 +79,7 @@ export const reconcilerRepairs = new Counter({
   registers: [registry],
 });
 
-const PRIORITY_NAME = new Map<number, Priority>(Object.entries(PRIORITY).map(([k, v]) => [v, k as Priority]));
-const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
+const priorityOf = (job: Job) => priorityOfBull(job.opts.priority);
 
 /** Observes a BullMQ worker's outcomes. A listener only: it never changes what the worker does. */
 export function instrumentWorker(worker: Worker, type: string): void {

@@ -103,7 +103,31 @@ export function keys(config: Config) {
   };
 }
 
+/** BullMQ priorities of jobs enqueued before admission ranks (still read back by metrics). */
 export const PRIORITY: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
+
+const RANKED_BASE = 16;
+const CLASS_INDEX: Record<Priority, number> = { high: 0, normal: 1, low: 2 };
+const CLASSES: Priority[] = ['high', 'normal', 'low'];
+/** BullMQ accepts priorities up to 2^21. */
+const MAX_RANK = 600_000;
+
+/**
+ * A job's BullMQ priority (lower runs first): its priority class first (high, normal, low, as before admission), then
+ * its admission rank: its place in its tenant's window when admitted, divided by the tenant's weight
+ * (src/db/admission.ts). So within a class a quiet tenant's job (rank 1) goes ahead of a flooding tenant's (rank about
+ * its window) already waiting in BullMQ, and two flooding tenants interleave by weight. A row enqueued without a rank
+ * (the reconciler's re-enqueue, admission off) has rank 0: first in its class, as before admission.
+ */
+export function bullPriority(p: Priority, rank = 0): number {
+  return RANKED_BASE + CLASS_INDEX[p] * (MAX_RANK + 1) + Math.min(Math.max(0, Math.floor(rank)), MAX_RANK);
+}
+
+/** The priority class of a BullMQ priority (either encoding). */
+export function priorityOfBull(n: number | undefined): Priority {
+  if (n === undefined || n < RANKED_BASE) return n === 1 ? 'high' : n === 10 ? 'low' : 'normal';
+  return CLASSES[Math.min(2, Math.floor((n - RANKED_BASE) / (MAX_RANK + 1)))];
+}
 
 /** Redis keeps only what is in flight; the ledger keeps history. */
 export const RETENTION: Pick<JobsOptions, 'removeOnComplete' | 'removeOnFail'> = {

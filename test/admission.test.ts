@@ -14,6 +14,7 @@ import {
 import * as ledger from '../src/db/jobs.js';
 import type { JobRow, NewJobRow } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
+import { bullPriority, priorityOfBull } from '../src/queues.js';
 import { admitOnce, planAdmission } from '../src/workers/admitter.js';
 import { client, createTestEnv, silentLog, tenantWithKeys, type TestEnv } from './helpers.js';
 
@@ -35,6 +36,23 @@ const cand = (tenant: string, o: Partial<Candidate> = {}): Candidate => ({
   window: 1000,
   weight: 1,
   ...o,
+});
+
+describe('bullPriority', () => {
+  it('orders by class first, then by admission rank; reads either encoding back as its class', () => {
+    const order = [
+      bullPriority('high', 50),
+      bullPriority('normal', 0),
+      bullPriority('normal', 1),
+      bullPriority('normal', 100),
+      bullPriority('low', 0),
+    ];
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
+    expect(new Set(order).size).toBe(order.length);
+    expect(bullPriority('low', 1e9)).toBeLessThanOrEqual(2 ** 21);
+    expect(order.map(priorityOfBull)).toEqual(['high', 'normal', 'normal', 'normal', 'low']);
+    expect([1, 5, 10].map(priorityOfBull)).toEqual(['high', 'normal', 'low']);
+  });
 });
 
 describe('planAdmission (deficit round-robin)', () => {
@@ -111,6 +129,8 @@ describe('admission at submit', () => {
       policy(),
     );
     expect(rows.map((r) => Boolean(r.admitted_at))).toEqual([false, true, false, true, true]);
+    // Their places in the window (high first), which order them in BullMQ against other tenants' jobs.
+    expect(rows.map((r) => r.admission_rank ?? null)).toEqual([null, 2, null, 1, 3]);
   });
 
   it('admits everything without a policy or with admission off', async () => {
@@ -145,15 +165,14 @@ describe('admission at submit', () => {
   it('follows the tenant limits: its cap and its weight', async () => {
     const { tenant } = await tenantWithKeys(env);
     await setTenantLimits(env.db, tenant, { weight: 2 });
-    expect(
-      admitted(
-        await ledger.insertJobs(
-          env.db,
-          Array.from({ length: 10 }, () => row(tenant)),
-          policy(),
-        ),
-      ),
-    ).toBe(6);
+    const weighted = await ledger.insertJobs(
+      env.db,
+      Array.from({ length: 10 }, () => row(tenant)),
+      policy(),
+    );
+    expect(admitted(weighted)).toBe(6);
+    // Ranks over the weight: twice the jobs at each rank.
+    expect(weighted.slice(0, 6).map((r) => r.admission_rank)).toEqual([0, 1, 1, 2, 2, 3]);
     const { tenant: capped } = await tenantWithKeys(env);
     await setTenantLimits(env.db, capped, { max_running: { test: 1 } });
     expect(admitted(await ledger.insertJobs(env.db, [row(capped), row(capped)], policy()))).toBe(1);
@@ -176,6 +195,9 @@ describe('the admitter pass', () => {
     await finish(rows.slice(0, 2));
     const next = (await admitOnce(deps(), env.registry)).filter((r) => r.tenant === tenant);
     expect(next.map((r) => r.id)).toEqual([high.id, fourth.id]);
+    // One job of the window still live: these two take its places 2 and 3.
+    expect(next.map((r) => r.admission_rank)).toEqual([2, 3]);
+    expect((await env.queues.get('test').getJob(fourth.id))?.opts.priority).toBe(bullPriority('normal', 3));
     expect(await env.queues.get('test').getJob(high.id)).toBeDefined();
     await finish([rows[2], high, fourth]);
     const last = (await admitOnce(deps(), env.registry)).filter((r) => r.tenant === tenant);

@@ -148,6 +148,8 @@ export interface JobStory {
   job: ApiJob;
   /** The trace the job's runs belong to (tracing on): its id, to look it up in the tracing backend. */
   traceId?: string;
+  /** When it was handed to the queue (fairness admission); null: waiting for its tenant's window. */
+  admittedAt?: Date | null;
   parent?: ApiJob;
   children: JobRow[];
   webhooks: WebhookDeliveryRow[];
@@ -194,6 +196,16 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
           <dt>Run at</dt>
           <dd>
             <When at={job.run_at} />
+          </dd>
+          <dt>Admitted</dt>
+          <dd>
+            {props.story.admittedAt ? (
+              <When at={props.story.admittedAt} />
+            ) : ['queued', 'delayed'].includes(job.state) ? (
+              "waiting for its tenant's window"
+            ) : (
+              '—'
+            )}
           </dd>
           <dt>Started</dt>
           <dd>

@@ -15,6 +15,9 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Config } from '../config.js';
 import type { Database, JobRow, NewJobRow } from './types.js';
 
+/** A row as admission returns it: `admission_rank` is its place in its tenant's window over the tenant's weight. */
+export type AdmittedRow = JobRow & { admission_rank?: number | null };
+
 type Q = Kysely<Database> | Transaction<Database>;
 
 /** The admission settings (from config: ADMISSION, ADMISSION_WINDOW, TENANT_MAX_RUNNING, TENANT_WEIGHT). */
@@ -74,13 +77,14 @@ const READY = sql`admitted_at is null and state in ('queued', 'delayed') and (ru
 /**
  * Inserts the rows (they come back in input order) and admits, in the same statement, those its tenant's window has
  * room for. Without a policy, or with admission off, every row is admitted. A row comes back with `admitted_at` set
- * when it must go to BullMQ now; the others wait for the admitter. Fixed statement text over unnest'ed arrays.
+ * when it must go to BullMQ now (with `admission_rank`, its BullMQ order: see bullPriority in src/queues.ts); the
+ * others wait for the admitter. Fixed statement text over unnest'ed arrays.
  *
  * Only `queued` rows are admitted here: a `delayed` one (run_at ahead) would hold a slot of its tenant's window while
  * it waits, so it is admitted when due. A tenant that already has jobs of the type waiting is not admitted here
  * either: its new job would otherwise overtake older or higher-priority ones; the admitter takes them in order.
  */
-export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<JobRow[]> {
+export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<AdmittedRow[]> {
   if (rows.length === 0) return [];
   const col = <K extends keyof NewJobRow>(k: K) => rows.map((r) => r[k] ?? null);
   const values = sql`unnest(${col('id')}::uuid[], ${col('tenant')}::text[], ${col('type')}::text[], ${col('state')}::text[],
@@ -89,21 +93,22 @@ export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: Admissio
       ${col('trace_context')}::text[])`;
   const columns = sql.raw(COLUMNS.join(', '));
   const fromV = sql.raw(COLUMNS.map((c) => `v.${c}`).join(', '));
-  let inserted: JobRow[];
+  let inserted: AdmittedRow[];
   if (!policy?.on) {
     ({ rows: inserted } = await sql<JobRow>`
       insert into jobs (${columns}, admitted_at)
       select *, now() from ${values}
       returning *`.execute(db));
   } else {
-    ({ rows: inserted } = await sql<JobRow>`
+    ({ rows: inserted } = await sql<AdmittedRow>`
       with v as (
         select v.*, row_number() over (partition by v.tenant, v.type, v.state = 'queued'
           order by array_position(array['high', 'normal', 'low'], v.priority), v.ord) as rank
         from ${values} with ordinality as v(${columns}, ord)
       ),
       g as (
-        select v.tenant, v.type, count(*)::int as k, min(${windowSql(policy)}) as win
+        select v.tenant, v.type, count(*)::int as k, min(${windowSql(policy)}) as win,
+          min(coalesce(t.weight, ${policy.weight}::float8)) as wt
         from v left join tenant_limits l on l.tenant = v.tenant and l.type = v.type left join tenants t on t.id = v.tenant
         where v.state = 'queued'
           and not exists (select 1 from jobs j where j.type = v.type and j.tenant = v.tenant
@@ -118,17 +123,24 @@ export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: Admissio
             (select win from g where g.tenant = a.tenant and g.type = a.type) - a.admitted)),
           admitted = a.admitted + greatest(0, least((select k from g where g.tenant = a.tenant and g.type = a.type),
             (select win from g where g.tenant = a.tenant and g.type = a.type) - a.admitted))
-        returning a.tenant, a.type, a.granted
+        returning a.tenant, a.type, a.granted, a.admitted
+      ),
+      ins as (
+        insert into jobs (${columns}, admitted_at)
+        select ${fromV}, case when v.state = 'queued' and v.rank <= coalesce(w.granted, 0) then now() end
+        from v left join w on w.tenant = v.tenant and w.type = v.type
+        order by v.ord
+        returning *
       )
-      insert into jobs (${columns}, admitted_at)
-      select ${fromV}, case when v.state = 'queued' and v.rank <= coalesce(w.granted, 0) then now() end
-      from v left join w on w.tenant = v.tenant and w.type = v.type
-      order by v.ord
-      returning *`.execute(db));
+      select ins.*, case when ins.admitted_at is not null
+          then floor((w.admitted - w.granted + v.rank) / g.wt)::int end as admission_rank
+      from ins join v on v.id = ins.id
+        left join w on w.tenant = ins.tenant and w.type = ins.type
+        left join g on g.tenant = ins.tenant and g.type = ins.type`.execute(db));
   }
   if (rows.length === 1) return inserted;
   const byId = new Map(inserted.map((r) => [r.id, r]));
-  return rows.map((r) => byId.get(r.id as string) as JobRow);
+  return rows.map((r) => byId.get(r.id as string) as AdmittedRow);
 }
 
 /** A (tenant, type) with jobs waiting for admission, and what its window allows. */
@@ -143,16 +155,33 @@ export interface Candidate {
   weight: number;
 }
 
-/** Every (tenant, type) with jobs ready and waiting, with its window's use: the admitter's view, one statement. */
-export async function candidates(db: Q, policy: AdmissionPolicy): Promise<Candidate[]> {
+/**
+ * Every (tenant, type) with jobs ready and waiting, with its window's use: the admitter's view, one statement. The
+ * pairs are found by a skip scan of the waiting-jobs index (one probe per pair, however long a tenant's backlog), and
+ * `waiting` counts at most `cap` of a pair's jobs, so a pass costs the same with 5,000 jobs waiting or 500,000.
+ */
+export async function candidates(db: Q, policy: AdmissionPolicy, cap = 10_000): Promise<Candidate[]> {
   const { rows } = await sql<Candidate>`
+    with recursive pairs as (
+      (select type, tenant from jobs where admitted_at is null and state in ('queued', 'delayed') order by type, tenant limit 1)
+      union all
+      select n.type, n.tenant from pairs p cross join lateral (
+        select type, tenant from jobs where admitted_at is null and state in ('queued', 'delayed')
+          and (type, tenant) > (p.type, p.tenant) order by type, tenant limit 1) n
+    ),
+    g as (
+      select p.tenant, p.type, (select count(*) from (select 1 from jobs where type = p.type and tenant = p.tenant
+        and ${READY} limit ${cap}) w)::int as waiting
+      from pairs p
+    )
     select g.tenant, g.type, g.waiting,
       (select count(*) from jobs j where j.tenant = g.tenant and j.type = g.type and j.admitted_at is not null
         and j.state in ('queued', 'delayed', 'running'))::int as live,
       ${windowSql(policy)} as window, coalesce(t.weight, ${policy.weight}::float8) as weight
-    from (select tenant, type, count(*)::int as waiting from jobs where ${READY} group by tenant, type) g
+    from g
     left join tenant_limits l on l.tenant = g.tenant and l.type = g.type
     left join tenants t on t.id = g.tenant
+    where g.waiting > 0
     order by g.type, g.tenant`.execute(db);
   return rows;
 }
@@ -162,12 +191,16 @@ export async function candidates(db: Q, policy: AdmissionPolicy): Promise<Candid
  * enqueues them after this commits). One transaction holding the (tenant, type) admission_windows row, so a submit
  * cannot admit into the same window meanwhile; SKIP LOCKED leaves rows another transaction is changing (a cancel).
  */
-export async function admit(db: Kysely<Database>, c: Pick<Candidate, 'tenant' | 'type' | 'window'>, n: number) {
+export async function admit(
+  db: Kysely<Database>,
+  c: Pick<Candidate, 'tenant' | 'type' | 'window' | 'weight'>,
+  n: number,
+): Promise<AdmittedRow[]> {
   return db.transaction().execute(async (trx) => {
     await sql`insert into admission_windows as a (tenant, type) values (${c.tenant}, ${c.type})
       on conflict (tenant, type) do update set granted = 0`.execute(trx);
     // A statement of its own: its snapshot is taken after the row lock, so it sees every submit that raised the bound.
-    const { rows } = await sql<JobRow>`
+    const { rows } = await sql<AdmittedRow>`
       with live as (
         select count(*)::int as n from jobs where tenant = ${c.tenant} and type = ${c.type}
           and admitted_at is not null and state in ('queued', 'delayed', 'running')
@@ -185,7 +218,9 @@ export async function admit(db: Kysely<Database>, c: Pick<Candidate, 'tenant' | 
         update admission_windows set admitted = (select n from live) + (select count(*) from admitted)
         where tenant = ${c.tenant} and type = ${c.type}
       )
-      select * from admitted order by ${PRIORITY_RANK}, id`.execute(trx);
+      select *, floor(((select n from live) + row_number() over (order by ${PRIORITY_RANK}, id)) / ${c.weight}::float8)::int
+        as admission_rank
+      from admitted order by ${PRIORITY_RANK}, id`.execute(trx);
     return rows;
   });
 }

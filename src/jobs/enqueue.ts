@@ -1,7 +1,8 @@
 // The second half of the dual write: ledger rows → BullMQ jobs whose id is the ledger id.
 import type { JobsOptions } from 'bullmq';
+import type { AdmittedRow } from '../db/admission.js';
 import type { JobRow } from '../db/types.js';
-import { PRIORITY, RETENTION, type Queues } from '../queues.js';
+import { bullPriority, RETENTION, type Queues } from '../queues.js';
 import { inTraceOf } from '../tracing/index.js';
 import type { JobRegistry } from './registry.js';
 
@@ -24,12 +25,12 @@ export function genOf(data: Partial<BullData> | null | undefined): number {
   return typeof data?.gen === 'number' ? data.gen : 0;
 }
 
-export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
+export function bullOptions(registry: JobRegistry, row: AdmittedRow): JobsOptions {
   const def = registry.get(row.type);
   const delay = row.run_at ? Math.max(0, row.run_at.getTime() - Date.now()) : 0;
   return {
     jobId: row.id,
-    priority: PRIORITY[row.priority],
+    priority: bullPriority(row.priority, row.admission_rank ?? 0),
     delay: delay || undefined,
     attempts: Math.max(1, row.max_attempts - row.attempts),
     backoff: { type: 'exponential', delay: def?.backoffMs ?? 1_000, jitter: 0.5 },

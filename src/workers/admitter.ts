@@ -8,8 +8,7 @@
 // then adds what it admitted to BullMQ. A crash between that commit and the add leaves admitted jobs missing from
 // Redis: the reconciler enqueues them.
 import { sql } from 'kysely';
-import { admissionPolicy, admit, candidates, type Candidate } from '../db/admission.js';
-import type { JobRow } from '../db/types.js';
+import { type AdmittedRow, admissionPolicy, admit, candidates, type Candidate } from '../db/admission.js';
 import { enqueue } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { WorkerDeps } from '../jobs/types.js';
@@ -18,6 +17,8 @@ import type { WorkerDeps } from '../jobs/types.js';
 const LEADER_LOCK = 7_236_837_461_200_001n;
 /** Jobs one pass admits per type at most, so a pass stays short however large the backlog. */
 export const PASS_BUDGET = 1_000;
+/** The pause after a pass that admitted jobs. */
+const BUSY_PAUSE_MS = 5;
 /** How often a process that is not the leader tries to become it. */
 const STANDBY_FACTOR = 10;
 
@@ -26,6 +27,7 @@ export interface Share {
   tenant: string;
   type: string;
   window: number;
+  weight: number;
   n: number;
 }
 
@@ -56,7 +58,7 @@ export function planAdmission(groups: readonly Candidate[], budget: number, defi
           left -= take;
           let s = shares.get(g.tenant);
           if (!s) {
-            s = { tenant: g.tenant, type, window: g.window, n: 0 };
+            s = { tenant: g.tenant, type, window: g.window, weight: g.weight, n: 0 };
             shares.set(g.tenant, s);
             out.push(s);
           }
@@ -78,14 +80,14 @@ export async function admitOnce(
   registry: JobRegistry,
   deficits: Map<string, number> = new Map(),
   reader: Pick<WorkerDeps, 'db'>['db'] = deps.db,
-): Promise<JobRow[]> {
+): Promise<AdmittedRow[]> {
   const policy = admissionPolicy(deps.config);
   // With admission off every job is admitted at submit; what still waits (left from a time it was on) goes now.
   const found = (await candidates(reader, policy))
     .filter((c) => registry.get(c.type))
     .map((c) => (policy.on ? c : { ...c, window: 1_000_000_000 }));
   if (found.length === 0) return [];
-  const admitted: JobRow[] = [];
+  const admitted: AdmittedRow[] = [];
   for (const share of planAdmission(found, PASS_BUDGET, deficits)) {
     admitted.push(...(await admit(deps.db, share, share.n)));
   }
@@ -132,8 +134,10 @@ export function startAdmitter(
         while (!stopped) {
           // The pass reads on the lock's own connection: if it broke, the lock is gone and the pass fails, so this
           // process stops acting as the leader.
-          await admitOnce(deps, registry, deficits, conn);
-          if (!stopped) await pause(interval);
+          const admitted = await admitOnce(deps, registry, deficits, conn);
+          // While jobs flow, passes follow each other closely, so a window that drains faster than the interval (short
+          // jobs) is refilled at once; when a pass finds every window full or nothing waiting, the interval.
+          if (!stopped) await pause(admitted.length ? BUSY_PAUSE_MS : interval);
         }
       } finally {
         leader = false;
