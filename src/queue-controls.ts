@@ -6,7 +6,7 @@
 // to the ledger but not yet told BullMQ. Resetting then would let BullMQ's late outcome of the old run (and an add that
 // is a no-op while the old id exists) undo the retry, so such a job is not retried (the API answers 409).
 import { sql } from 'kysely';
-import { admissionPolicy, admittedOnRequeue } from './db/admission.js';
+import { admissionPolicy, admitNow, admittedOnRequeue } from './db/admission.js';
 import { resetForRetry, retryCandidates } from './db/jobs.js';
 import type { JobRow } from './db/types.js';
 import { publishJobEvents } from './events.js';
@@ -106,12 +106,15 @@ async function freeBullIds(deps: ControlDeps, rows: JobRow[]): Promise<{ free: J
   return { free, locked };
 }
 
-/** With admission on, the rows wait for the admitter like new jobs; off, they go to BullMQ now. */
+/**
+ * With admission off the rows go to BullMQ now; on, they are admitted now as far as their windows have room, and the
+ * rest wait for the admitter like new jobs.
+ */
 async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
-  await enqueueOrLeave(
-    deps,
-    rows.filter((r) => r.admitted_at),
-  );
+  const policy = admissionPolicy(deps.config);
+  const waiting = rows.filter((r) => !r.admitted_at);
+  const admitted = policy.on && waiting.length ? await admitNow(deps.db, policy, waiting) : [];
+  await enqueueOrLeave(deps, [...rows.filter((r) => r.admitted_at), ...admitted]);
   await publishAll(deps, rows);
 }
 

@@ -15,7 +15,6 @@ import { createDb, type Db } from '../src/db/index.js';
 import { ensureDatabase, migrateToLatest } from '../src/db/migrate.js';
 import { createRegistry, loadJobModules, type JobRegistry } from '../src/jobs/index.js';
 import { DirectoryStorage } from '../src/storage.js';
-import { startAdmitter } from '../src/workers/admitter.js';
 import { startWorkers, type RunningWorkers } from '../src/workers/runtime.js';
 import { createRedis, Queues, waitForRedis, type RedisClient } from '../src/queues.js';
 
@@ -108,17 +107,8 @@ export async function createTestEnv(
         .map((d) => d.type),
     ) {
       const w = await startWorkers({ config, db, redis, queues, storage, registry, log: silentLog }, registry, names);
-      // As in a worker process: the admitter hands jobs waiting for their tenant's window to BullMQ.
-      const admitter = startAdmitter({ config, db, queues, log: silentLog }, registry);
-      const both: RunningWorkers = {
-        ...w,
-        async close(ms) {
-          await admitter.stop();
-          await w.close(ms);
-        },
-      };
-      running.push(both);
-      return both;
+      running.push(w);
+      return w;
     },
     async close() {
       await Promise.all(running.map((w) => w.close(1_000)));

@@ -15,8 +15,18 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Config } from '../config.js';
 import type { Database, JobRow, NewJobRow } from './types.js';
 
-/** A row as admission returns it: `admission_rank` is its place in its tenant's window over the tenant's weight. */
-export type AdmittedRow = JobRow & { admission_rank?: number | null };
+/**
+ * A row as admission returns it: `admission_rank` is its place in its tenant's window over the tenant's weight.
+ * `admission_recheck`: not admitted at submit although its tenant had no jobs of the type waiting, because the
+ * window's bound said full; the bound may be stale (jobs ended since), so the submitter calls `admit` for it at once
+ * (with `admission_window` and `admission_weight`) rather than leave a quiet tenant's job to the admitter's next pass.
+ */
+export type AdmittedRow = JobRow & {
+  admission_rank?: number | null;
+  admission_recheck?: boolean | null;
+  admission_window?: number | null;
+  admission_weight?: number | null;
+};
 
 type Q = Kysely<Database> | Transaction<Database>;
 
@@ -133,7 +143,9 @@ export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: Admissio
         returning *
       )
       select ins.*, case when ins.admitted_at is not null
-          then floor((w.admitted - w.granted + v.rank) / g.wt)::int end as admission_rank
+          then floor((w.admitted - w.granted + v.rank) / g.wt)::int end as admission_rank,
+        (ins.admitted_at is null and g.tenant is not null) as admission_recheck,
+        g.win as admission_window, g.wt as admission_weight
       from ins join v on v.id = ins.id
         left join w on w.tenant = ins.tenant and w.type = ins.type
         left join g on g.tenant = ins.tenant and g.type = ins.type`.execute(db));
@@ -223,6 +235,58 @@ export async function admit(
       from admitted order by ${PRIORITY_RANK}, id`.execute(trx);
     return rows;
   });
+}
+
+/**
+ * Sets every window's bound back to its true count of admitted live jobs (finished jobs do not lower a bound, so a
+ * quiet tenant's bound creeps up to its window). All bounds above zero are locked first, then counted in a statement
+ * of its own, whose snapshot sees every admission that raised them. Returns how many bounds it lowered.
+ */
+export async function refreshBounds(db: Kysely<Database>): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const { rows: locked } = await sql<{ tenant: string; type: string }>`
+      select tenant, type from admission_windows where admitted > 0 order by tenant, type for update`.execute(trx);
+    if (locked.length === 0) return 0;
+    // Only the rows locked above: one raised from 0 since then is not ours to set.
+    const { rows } = await sql<{ tenant: string }>`
+      update admission_windows a set admitted = c.n
+      from unnest(${locked.map((l) => l.tenant)}::text[], ${locked.map((l) => l.type)}::text[]) as w(tenant, type)
+      cross join lateral (
+        select count(*)::int as n from jobs j where j.tenant = w.tenant and j.type = w.type
+          and j.admitted_at is not null and j.state in ('queued', 'delayed', 'running')
+      ) c
+      where a.tenant = w.tenant and a.type = w.type and a.admitted > c.n
+      returning a.tenant`.execute(trx);
+    return rows.length;
+  });
+}
+
+/**
+ * Admits, now and within their windows, the ready jobs of the (tenant, type) pairs of `rows` (jobs just queued again
+ * by a retry): a quiet tenant's retry goes to BullMQ at once, a mass retry waits for windows like new jobs.
+ */
+export async function admitNow(
+  db: Kysely<Database>,
+  policy: AdmissionPolicy,
+  rows: readonly { tenant: string; type: string }[],
+): Promise<AdmittedRow[]> {
+  const pairs = new Map<string, { tenant: string; type: string; n: number }>();
+  for (const r of rows) {
+    const key = `${r.tenant}/${r.type}`;
+    const p = pairs.get(key) ?? { tenant: r.tenant, type: r.type, n: 0 };
+    p.n++;
+    pairs.set(key, p);
+  }
+  const admitted: AdmittedRow[] = [];
+  for (const p of pairs.values()) {
+    const { rows: found } = await sql<{ window: number; weight: number }>`
+      select ${windowSql(policy)} as window, coalesce(t.weight, ${policy.weight}::float8) as weight
+      from (select ${p.tenant}::text as tenant, ${p.type}::text as type) g
+      left join tenant_limits l on l.tenant = g.tenant and l.type = g.type
+      left join tenants t on t.id = g.tenant`.execute(db);
+    admitted.push(...(await admit(db, { ...p, ...found[0] }, p.n)));
+  }
+  return admitted;
 }
 
 /** A job queued again (retry): it goes through admission like a new one, unless admission is off. */

@@ -1,6 +1,6 @@
 // The jobs ledger: every state change of every accepted job goes through these functions.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { type AdmissionPolicy, insertAndAdmit } from './admission.js';
+import { type AdmissionPolicy, type AdmittedRow, insertAndAdmit } from './admission.js';
 import type { Database, JobError, JobRow, JobState, NewJobRow, Priority } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
@@ -60,7 +60,7 @@ export function toApiJob(row: JobRow): ApiJob {
  * Inserts the rows; they come back in input order. With an admission policy that is on, only the rows their tenants'
  * windows have room for come back admitted (`admitted_at` set); see src/db/admission.ts, which holds the statement.
  */
-export async function insertJobs(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<JobRow[]> {
+export async function insertJobs(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<AdmittedRow[]> {
   return insertAndAdmit(db, rows, policy);
 }
 

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { newId } from '../ids.js';
 import { z } from 'zod';
 import type { Config } from '../config.js';
-import { admissionPolicy } from '../db/admission.js';
+import { type AdmittedRow, admissionPolicy, admit } from '../db/admission.js';
 import { isDbUnavailable, type Db } from '../db/index.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow, Priority } from '../db/types.js';
@@ -140,11 +140,40 @@ export async function submit(
     rows.map((r) => ({ ...r, ...extra, id: newId(), tenant, trace_context: currentTraceContext() })),
     policyOf(deps),
   );
-  await enqueueOrLeave(
-    deps,
-    inserted.filter((r) => r.admitted_at),
-  );
+  await enqueueOrLeave(deps, [...inserted.filter((r) => r.admitted_at), ...(await admitRechecks(deps, inserted))]);
   return inserted;
+}
+
+/**
+ * Rows the submit statement could not admit only because their window's bound was stale (see AdmittedRow): one
+ * admission per (tenant, type) now, with a fresh count. Rare (a bound is refreshed whenever a tenant's jobs wait), so
+ * the common submit stays one statement. Returns what it admitted, for BullMQ.
+ */
+async function admitRechecks(deps: SubmitDeps, rows: AdmittedRow[]): Promise<AdmittedRow[]> {
+  const groups = new Map<string, { tenant: string; type: string; window: number; weight: number; n: number }>();
+  for (const r of rows) {
+    if (!r.admission_recheck) continue;
+    const key = `${r.tenant}/${r.type}`;
+    const g = groups.get(key) ?? {
+      tenant: r.tenant,
+      type: r.type,
+      window: r.admission_window ?? 0,
+      weight: r.admission_weight ?? 1,
+      n: 0,
+    };
+    g.n++;
+    groups.set(key, g);
+  }
+  const admitted: AdmittedRow[] = [];
+  for (const g of groups.values()) {
+    try {
+      admitted.push(...(await admit(deps.db, g, g.n)));
+    } catch (err) {
+      // The jobs are committed; the admitter admits them at its next pass.
+      deps.log.error({ err, tenant: g.tenant, type: g.type }, 'admission after submit failed; the admitter will admit');
+    }
+  }
+  return admitted;
 }
 
 const policyOf = (deps: SubmitDeps) => (deps.config ? admissionPolicy(deps.config) : undefined);
@@ -182,11 +211,8 @@ export function groupSubmitter(deps: SubmitDeps) {
     { gather: 'turn', isolate: (err) => !isDbUnavailable(err) },
   );
   const add = groupCommit(
-    async (rows: JobRow[]) => {
-      await enqueueOrLeave(
-        deps,
-        rows.filter((r) => r.admitted_at),
-      );
+    async (rows: AdmittedRow[]) => {
+      await enqueueOrLeave(deps, [...rows.filter((r) => r.admitted_at), ...(await admitRechecks(deps, rows))]);
       return rows;
     },
     { gather: 'turn' },

@@ -8,7 +8,14 @@
 // then adds what it admitted to BullMQ. A crash between that commit and the add leaves admitted jobs missing from
 // Redis: the reconciler enqueues them.
 import { sql } from 'kysely';
-import { type AdmittedRow, admissionPolicy, admit, candidates, type Candidate } from '../db/admission.js';
+import {
+  type AdmittedRow,
+  admissionPolicy,
+  admit,
+  candidates,
+  type Candidate,
+  refreshBounds,
+} from '../db/admission.js';
 import { enqueue } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { WorkerDeps } from '../jobs/types.js';
@@ -17,6 +24,11 @@ import type { WorkerDeps } from '../jobs/types.js';
 const LEADER_LOCK = 7_236_837_461_200_001n;
 /** Jobs one pass admits per type at most, so a pass stays short however large the backlog. */
 export const PASS_BUDGET = 1_000;
+/**
+ * How often the leader sets the windows' bounds back to their true counts, so a quiet tenant's submits keep finding
+ * room in the statement itself (a bound is otherwise refreshed only when its tenant has jobs waiting).
+ */
+const REFRESH_MS = 1_000;
 /** The pause after a pass that admitted jobs. */
 const BUSY_PAUSE_MS = 5;
 /** How often a process that is not the leader tries to become it. */
@@ -129,12 +141,17 @@ export function startAdmitter(
       const { rows } = await sql<{ got: boolean }>`select pg_try_advisory_lock(${LEADER_LOCK}) as got`.execute(conn);
       if (!rows[0]?.got) return;
       leader = true;
+      let refreshed = 0;
       log.info('admitter: this process admits jobs');
       try {
         while (!stopped) {
           // The pass reads on the lock's own connection: if it broke, the lock is gone and the pass fails, so this
           // process stops acting as the leader.
           const admitted = await admitOnce(deps, registry, deficits, conn);
+          if (Date.now() - refreshed >= REFRESH_MS) {
+            await refreshBounds(db);
+            refreshed = Date.now();
+          }
           // While jobs flow, passes follow each other closely, so a window that drains faster than the interval (short
           // jobs) is refilled at once; when a pass finds every window full or nothing waiting, the interval.
           if (!stopped) await pause(admitted.length ? BUSY_PAUSE_MS : interval);

@@ -12,7 +12,6 @@ import { startScheduleWorker } from '../schedules.js';
 import { DirectoryStorage } from '../storage.js';
 import { createRedis, Queues } from '../queues.js';
 import { checkDependencies, StartupError } from '../startup.js';
-import { startAdmitter } from './admitter.js';
 import { startReconciler } from './reconciler.js';
 import { startWorkers } from './runtime.js';
 
@@ -64,8 +63,6 @@ const served =
     .map((d) => d.type);
 const running = await startWorkers(deps, registry, served);
 const reconciler = startReconciler(deps, registry);
-// Hands jobs waiting for their tenant's window to BullMQ (one process at a time, by a PostgreSQL advisory lock).
-const admitter = startAdmitter(deps, registry);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
 const schedules = await startScheduleWorker(deps);
 registerDependencyProbes({ postgres: () => sql`select 1`.execute(db), redis: () => redis.ping() });
@@ -85,7 +82,6 @@ onShutdown(log, async () => {
     process.exit(1);
   }, config.SHUTDOWN_TIMEOUT_MS + SHUTDOWN_SLACK_MS).unref();
   await reconciler.stop();
-  await admitter.stop();
   await schedules.close();
   await metrics?.close();
   await sweeper.stop();

@@ -9,6 +9,7 @@ import { prettyLogs } from '../log.js';
 import { instrumentWorker } from '../metrics.js';
 import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
 import { isDbUnavailable } from '../db/index.js';
+import { startAdmitter } from './admitter.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
@@ -373,10 +374,13 @@ export async function startWorkers(
   await subscriber.subscribe(cancelChannel);
 
   await Promise.all(workers.map((w) => w.waitUntilReady()));
+  // Hands jobs waiting for their tenant's window to BullMQ (one process at a time, by a PostgreSQL advisory lock).
+  const admitter = startAdmitter(deps, registry);
 
   return {
     workers,
     async close(timeoutMs: number) {
+      await admitter.stop();
       const graceful = Promise.all(workers.map((w) => w.close()));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
