@@ -11,7 +11,7 @@ import * as ledger from '../src/db/jobs.js';
 import { createRegistry, loadJobModules } from '../src/jobs/index.js';
 import { submit } from '../src/jobs/submit.js';
 import { createRedis, Queues } from '../src/queues.js';
-import { silentLog } from '../test/helpers.js';
+import { pino } from 'pino';
 import { createStack, ROOT, round } from './lib.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 6);
@@ -29,7 +29,7 @@ export async function run(): Promise<Record<string, number>> {
       db: stack.db,
       queues: new Queues(stack.config, redis),
       registry,
-      log: silentLog,
+      log: pino({ level: 'silent' }),
     });
     const modes = { on: deps('on'), off: deps('off') };
     const times = { on: [] as number[], off: [] as number[] };

@@ -1,13 +1,13 @@
 // The admitter: hands ledger jobs waiting for their tenant's window to BullMQ as windows free (src/db/admission.ts).
 // One process at a time does it, the holder of a session-level PostgreSQL advisory lock on a connection of its own: a
 // process that dies (even by SIGKILL) loses the lock with its connection, and another worker process takes over at its
-// next try. Two admitters at once would still be safe (the window rows serialise admission); the lock only saves work.
+// next try (every ten intervals). Two admitters at once would still be safe (the window rows serialise admission); the lock only saves work.
 //
 // Each pass reads every (tenant, type) with jobs ready and waiting, shares the pass's budget among the tenants of a
 // type by deficit round-robin on their weights (`planAdmission`), admits each share in its own short transaction,
 // then adds what it admitted to BullMQ. A crash between that commit and the add leaves admitted jobs missing from
 // Redis: the reconciler enqueues them.
-import { sql } from 'kysely';
+import pg from 'pg';
 import {
   type AdmittedRow,
   admissionPolicy,
@@ -91,11 +91,10 @@ export async function admitOnce(
   deps: Pick<WorkerDeps, 'config' | 'db' | 'queues' | 'log'>,
   registry: JobRegistry,
   deficits: Map<string, number> = new Map(),
-  reader: Pick<WorkerDeps, 'db'>['db'] = deps.db,
 ): Promise<AdmittedRow[]> {
   const policy = admissionPolicy(deps.config);
   // With admission off every job is admitted at submit; what still waits (left from a time it was on) goes now.
-  const found = (await candidates(reader, policy))
+  const found = (await candidates(deps.db, policy))
     .filter((c) => registry.get(c.type))
     .map((c) => (policy.on ? c : { ...c, window: 1_000_000_000 }));
   if (found.length === 0) return [];
@@ -136,31 +135,39 @@ export function startAdmitter(
     });
   const deficits = new Map<string, number>();
 
-  const lead = () =>
-    db.connection().execute(async (conn) => {
-      const { rows } = await sql<{ got: boolean }>`select pg_try_advisory_lock(${LEADER_LOCK}) as got`.execute(conn);
+  // The lock lives on a connection of its own, outside the pool: holding it must not take a connection from the
+  // process's work, and when that connection breaks (or the process dies) the lock goes with it.
+  const lead = async () => {
+    const client = new pg.Client({ connectionString: config.DATABASE_URL, connectionTimeoutMillis: 5_000 });
+    let alive = true;
+    client.on('error', () => (alive = false));
+    client.on('end', () => (alive = false));
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ got: boolean }>('select pg_try_advisory_lock($1) as got', [
+        String(LEADER_LOCK),
+      ]);
       if (!rows[0]?.got) return;
       leader = true;
       let refreshed = 0;
       log.info('admitter: this process admits jobs');
-      try {
-        while (!stopped) {
-          // The pass reads on the lock's own connection: if it broke, the lock is gone and the pass fails, so this
-          // process stops acting as the leader.
-          const admitted = await admitOnce(deps, registry, deficits, conn);
-          if (Date.now() - refreshed >= REFRESH_MS) {
-            await refreshBounds(db);
-            refreshed = Date.now();
-          }
-          // While jobs flow, passes follow each other closely, so a window that drains faster than the interval (short
-          // jobs) is refilled at once; when a pass finds every window full or nothing waiting, the interval.
-          if (!stopped) await pause(admitted.length ? BUSY_PAUSE_MS : interval);
+      while (!stopped && alive) {
+        const admitted = await admitOnce(deps, registry, deficits);
+        if (Date.now() - refreshed >= REFRESH_MS) {
+          await refreshBounds(db);
+          refreshed = Date.now();
         }
-      } finally {
-        leader = false;
-        await sql`select pg_advisory_unlock(${LEADER_LOCK})`.execute(conn).catch(() => {});
+        // While jobs flow, passes follow each other closely, so a window that drains faster than the interval (short
+        // jobs) is refilled at once; when a pass finds every window full or nothing waiting, the interval.
+        if (!stopped) await pause(admitted.length ? BUSY_PAUSE_MS : interval);
       }
-    });
+      if (!alive) log.warn('admitter: lost its lock connection; another process may take over');
+    } finally {
+      leader = false;
+      // Ending the session releases the lock.
+      await client.end().catch(() => {});
+    }
+  };
 
   const running = (async () => {
     while (!stopped) {
