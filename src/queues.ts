@@ -104,7 +104,7 @@ export function keys(config: Config) {
 }
 
 /** BullMQ priorities of jobs enqueued before admission ranks (still read back by metrics). */
-export const PRIORITY: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
+const PRIORITY: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
 
 const RANKED_BASE = 16;
 const CLASS_INDEX: Record<Priority, number> = { high: 0, normal: 1, low: 2 };
@@ -125,7 +125,7 @@ export function bullPriority(p: Priority, rank = 0): number {
 
 /** The priority class of a BullMQ priority (either encoding). */
 export function priorityOfBull(n: number | undefined): Priority {
-  if (n === undefined || n < RANKED_BASE) return n === 1 ? 'high' : n === 10 ? 'low' : 'normal';
+  if (n === undefined || n < RANKED_BASE) return CLASSES.find((c) => PRIORITY[c] === n) ?? 'normal';
   return CLASSES[Math.min(2, Math.floor((n - RANKED_BASE) / (MAX_RANK + 1)))];
 }
 

@@ -23,7 +23,7 @@ import type { WorkerDeps } from '../jobs/types.js';
 /** The advisory lock key of the admitter's leadership (per database). */
 const LEADER_LOCK = 7_236_837_461_200_001n;
 /** Jobs one pass admits per type at most, so a pass stays short however large the backlog. */
-export const PASS_BUDGET = 1_000;
+const PASS_BUDGET = 1_000;
 /**
  * How often the leader sets the windows' bounds back to their true counts, so a quiet tenant's submits keep finding
  * room in the statement itself (a bound is otherwise refreshed only when its tenant has jobs waiting).
