@@ -2,7 +2,8 @@
 // then tenant B submits 20. Reported: B's queue wait (started − created, from the ledger) p95, and the total
 // throughput (all jobs, first created to last finished), with admission on and, as the anchor, off (every job enters
 // BullMQ at submit, as before fairness). Targets: B's p95 under 2 s with fairness on; throughput within 10% of off.
-// Standalone: `node --import tsx bench/fairness.ts` (FAIRNESS_JOBS=… to change A's count).
+// Standalone: `node --import tsx bench/fairness.ts` (FAIRNESS_JOBS=… to change A's count, FAIRNESS_ORDER=on,off to
+// run fairness on first).
 import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { createKey, createTenant } from '../src/auth/keys.js';
@@ -86,8 +87,11 @@ export async function run(): Promise<Record<string, number | string | boolean>> 
   smtp.keep = false;
   smtp.gate = () => sleep(SMTP_DELAY_MS).then(() => true);
   try {
-    const off = await once('off', smtp.url);
-    const on = await once('on', smtp.url);
+    // Off first by default; FAIRNESS_ORDER=on,off runs the other way round, to see the machine's drift.
+    const order = (process.env.FAIRNESS_ORDER ?? 'off,on').split(',') as ('on' | 'off')[];
+    const runs: Partial<Record<'on' | 'off', Awaited<ReturnType<typeof once>>>> = {};
+    for (const mode of order) runs[mode] = await once(mode, smtp.url);
+    const { on, off } = runs as Record<'on' | 'off', Awaited<ReturnType<typeof once>>>;
     return {
       a_jobs: N,
       b_wait_p95: round(on.bP95 / 1000, 2),
