@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { createKey, createTenant, revokeKey } from './auth/keys.js';
 import { announceRevocationOnce } from './auth/revocation.js';
 import { loadConfigOrExit, type Config } from './config.js';
+import { getTenantLimits, setTenantLimits } from './db/admission.js';
+import { recordAudit } from './db/audit.js';
 import { createDb, type Db } from './db/index.js';
 import { tenantExists } from './db/tenants.js';
 import { ROLES } from './domain.js';
@@ -14,6 +16,8 @@ const USAGE = `usage:
   cli tenants create NAME
   cli keys create --tenant NAME --role client|operator|viewer
   cli keys revoke KEY_ID
+  cli limits show TENANT
+  cli limits set TENANT [--type TYPE --max-running N|default] [--weight W|default]
   cli seed --demo [--json]`;
 
 class UsageError extends Error {}
@@ -44,6 +48,58 @@ const commands: Record<string, Command> = {
       revoked: true,
       ...(announced ? {} : { note: 'Redis unreachable: API processes stop accepting the key within 5 s' }),
     };
+  },
+  'limits show': async ({ db, args }) => {
+    const [tenant] = args;
+    if (!tenant) throw new UsageError('limits show needs a TENANT');
+    const limits = await getTenantLimits(db, tenant);
+    if (!limits) throw new UsageError(`no tenant named ${tenant}`);
+    return { tenant, ...limits };
+  },
+  'limits set': async ({ db, config, args }) => {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { type: { type: 'string' }, 'max-running': { type: 'string' }, weight: { type: 'string' } },
+    });
+    const [tenant] = positionals;
+    if (!tenant) throw new UsageError('limits set needs a TENANT');
+    const change: { weight?: number | null; max_running?: Record<string, number | null> } = {};
+    if (values.weight !== undefined) {
+      const w = Number(values.weight);
+      if (values.weight !== 'default' && !(w > 0 && w <= 1000))
+        throw new UsageError('--weight must be a number > 0 and ≤ 1000, or default');
+      change.weight = values.weight === 'default' ? null : w;
+    }
+    if (values['max-running'] !== undefined || values.type !== undefined) {
+      const raw = values['max-running'];
+      if (!values.type || raw === undefined) throw new UsageError('--type and --max-running go together');
+      const { createRegistry, loadJobModules } = await import('./jobs/index.js');
+      const registry = await loadJobModules(createRegistry(), config.jobModules);
+      if (!registry.get(values.type))
+        throw new UsageError(`unknown job type ${values.type}; one of: ${registry.types().join(', ')}`);
+      const n = Number(raw);
+      if (raw !== 'default' && !(Number.isInteger(n) && n >= 0 && n <= 1_000_000))
+        throw new UsageError('--max-running must be an integer from 0 to 1000000, or default');
+      change.max_running = { [values.type]: raw === 'default' ? null : n };
+    }
+    if (change.weight === undefined && !change.max_running)
+      throw new UsageError('limits set needs --weight or --type with --max-running');
+    const limits = await db.transaction().execute(async (trx) => {
+      const after = await setTenantLimits(trx, tenant, change);
+      if (after)
+        await recordAudit(trx, {
+          actor: undefined,
+          surface: 'cli',
+          action: 'tenant.limits',
+          target_kind: 'tenant',
+          target: tenant,
+          detail: change,
+        });
+      return after;
+    });
+    if (!limits) throw new UsageError(`no tenant named ${tenant}`);
+    return { tenant, ...limits };
   },
   seed: async (ctx) => {
     const { seed, seedReport } = await import('./seed.js');

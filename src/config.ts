@@ -89,6 +89,19 @@ const schema = z.object({
   STATUS_CACHE_MS: int(0, 60_000).default(1000),
   /** Per tenant: jobs queued, delayed or running at once (0: no cap). Operators are exempt. */
   TENANT_MAX_IN_FLIGHT: int(0, 100_000_000).default(10_000),
+  /**
+   * Fairness (src/db/admission.ts): `on`, jobs enter BullMQ only while their tenant's window for the type has room;
+   * `off`, every job enters at submit (no fairness; the benchmark's baseline).
+   */
+  ADMISSION: z.enum(['on', 'off']).default('on'),
+  /** A tenant's window (its admitted, unfinished jobs of one type) per unit of weight. */
+  ADMISSION_WINDOW: int(1, 1_000_000).default(100),
+  /** How often the admitter looks for freed windows. */
+  ADMISSION_INTERVAL_MS: int(10, 60_000).default(100),
+  /** Per tenant and job type: jobs running at once, unless the tenant's own limit says otherwise (0: none run). */
+  TENANT_MAX_RUNNING: int(0, 1_000_000).default(1_000),
+  /** A tenant's weight (its share of workers against other flooding tenants) unless it has its own. */
+  TENANT_WEIGHT: z.coerce.number().positive().max(1_000).default(1),
   /** Per tenant: source megapixels × variants submitted as image jobs per minute (0: no cap). Operators are exempt. */
   TENANT_IMAGE_MEGAPIXELS_PER_MINUTE: int(0, 10_000_000).default(2_000),
   EMAIL_RATE_PER_SECOND: int(1, 100_000).default(50),

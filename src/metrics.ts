@@ -7,7 +7,7 @@ import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { type Priority, BULL_PRIORITY, PRIORITIES } from './domain.js';
+import { priorityOfBull } from './domain.js';
 import { CANCELLED } from './errors.js';
 
 export const registry = new Registry();
@@ -80,8 +80,7 @@ export const reconcilerRepairs = new Counter({
   registers: [registry],
 });
 
-const PRIORITY_NAME = new Map<number, Priority>(PRIORITIES.map((p) => [BULL_PRIORITY[p], p]));
-const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
+const priorityOf = (job: Job) => priorityOfBull(job.opts.priority);
 
 /** Observes a BullMQ worker's outcomes. A listener only: it never changes what the worker does. */
 export function instrumentWorker(worker: Worker, type: string): void {

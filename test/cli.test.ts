@@ -58,6 +58,37 @@ describe('admin CLI', () => {
     expect((await viewer('POST', '/v1/jobs', { type: 'test', payload: {} })).status).toBe(403);
   });
 
+  it("sets and shows a tenant's fairness limits, audited; refuses bad values", async () => {
+    await cli(['tenants', 'create', 'cli-limits']);
+    const set = await cli(['limits', 'set', 'cli-limits', '--type', 'test', '--max-running', '5', '--weight', '2']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toEqual({ tenant: 'cli-limits', weight: 2, max_running: { test: 5 } });
+    const back = await cli(['limits', 'set', 'cli-limits', '--type', 'test', '--max-running', 'default']);
+    expect(JSON.parse(back.stdout)).toEqual({ tenant: 'cli-limits', weight: 2, max_running: {} });
+    expect(JSON.parse((await cli(['limits', 'show', 'cli-limits'])).stdout)).toMatchObject({ weight: 2 });
+    const audit = await env.db.selectFrom('audit_log').selectAll().where('target', '=', 'cli-limits').execute();
+    expect(audit.map((a) => [a.action, a.surface])).toEqual([
+      ['tenant.limits', 'cli'],
+      ['tenant.limits', 'cli'],
+    ]);
+    for (const args of [
+      ['limits', 'set', 'cli-limits', '--weight', '0'],
+      ['limits', 'set', 'cli-limits', '--type', 'test', '--max-running', '-1'],
+      ['limits', 'set', 'cli-limits', '--type', 'nosuchtype', '--max-running', '1'],
+      ['limits', 'set', 'cli-limits', '--max-running', '1'],
+      ['limits', 'set', 'nobody', '--weight', '1'],
+      ['limits', 'show', 'nobody'],
+    ]) {
+      const r = await cli(args);
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr.length).toBeGreaterThan(0);
+    }
+    expect(JSON.parse((await cli(['limits', 'show', 'cli-limits'])).stdout)).toMatchObject({
+      weight: 2,
+      max_running: {},
+    });
+  }, 120_000);
+
   it('explains bad usage with a non-zero exit', async () => {
     for (const args of [
       [],
@@ -85,6 +116,7 @@ describe('configuration', () => {
     ['LOG_LEVEL', 'loud'],
     ['QUEUES', 'email,nope'],
     ['WEBHOOK_ALLOW_PRIVATE', 'maybe'],
+    ['TENANT_WEIGHT', '0'],
   ])(
     'stops at start with a message naming %s',
     async (name, value) => {

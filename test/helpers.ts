@@ -123,7 +123,8 @@ export async function createTestEnv(
   };
 }
 
-async function deleteKeys(config: Config) {
+/** Removes every Redis key of this config's queue prefix: what a wiped Redis leaves of this test's queues. */
+export async function deleteKeys(config: Config) {
   const prefix = config.QUEUE_PREFIX;
   const r = createRedis(
     loadConfig({ REDIS_URL: config.REDIS_URL, REDIS_CLUSTER: String(config.REDIS_CLUSTER) }),

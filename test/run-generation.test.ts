@@ -279,6 +279,8 @@ describe('run generation: failures and cancels', () => {
     const retry = await api('POST', `/v1/jobs/${r.body.id}/retry`);
     expect(retry.status).toBe(202);
     expect(retry.body).toMatchObject({ state: 'delayed', run_at: new Date(runAt).toISOString() });
-    expect(await bullState('serial', r.body.id)).toBe('delayed');
+    // A job due later waits in the ledger, not in BullMQ, until its run_at: admission hands it over then.
+    expect(await ledger.findJob(env.db, r.body.id)).toMatchObject({ state: 'delayed', admitted_at: null });
+    expect(await bullState('serial', r.body.id)).toBe('unknown');
   });
 });

@@ -26,6 +26,7 @@ import { recommendationsRoutes } from './routes/recommendations.js';
 import { auditJobActions, auditRoutes } from './routes/audit.js';
 import { queuesRoutes } from './routes/queues.js';
 import { schedulesRoutes } from './routes/schedules.js';
+import { tenantsRoutes } from './routes/tenants.js';
 import { consoleRoutes } from '../console/routes.js';
 
 export const JSON_LIMIT = 1024 * 1024;
@@ -110,6 +111,7 @@ export function createApp(deps: AppDeps) {
   app.route('/v1', recommendationsRoutes(deps));
   app.route('/v1', queuesRoutes(deps));
   app.route('/v1', schedulesRoutes(deps));
+  app.route('/v1', tenantsRoutes(deps));
   app.route('/v1', auditRoutes(deps));
   app.route('/v1', eventsRoutes(deps));
   app.route('/v1', webhooksRoutes(deps));

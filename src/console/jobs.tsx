@@ -145,6 +145,8 @@ export interface JobStory {
   job: ApiJob;
   /** The trace the job's runs belong to (tracing on): its id, to look it up in the tracing backend. */
   traceId?: string;
+  /** When it was handed to the queue (fairness admission); null: waiting for its tenant's window. */
+  admittedAt?: Date | null;
   parent?: ApiJob;
   children: JobRow[];
   webhooks: WebhookDeliveryRow[];
@@ -198,6 +200,16 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
           </dd>
           <dt>Time limit</dt>
           <dd>{job.timeout_ms === null ? "type's default" : `${job.timeout_ms} ms per run`}</dd>
+          <dt>Admitted</dt>
+          <dd>
+            {props.story.admittedAt ? (
+              <When at={props.story.admittedAt} />
+            ) : ['queued', 'delayed'].includes(job.state) ? (
+              "waiting for its tenant's window"
+            ) : (
+              '—'
+            )}
+          </dd>
           <dt>Started</dt>
           <dd>
             <When at={job.started_at} />

@@ -315,6 +315,7 @@ export function consoleRoutes(deps: AppDeps) {
         story={{
           job: toApiJob(row),
           traceId: traceIdOf(row.trace_context),
+          admittedAt: row.admitted_at,
           parent: parent && toApiJob(parent),
           children,
           webhooks,

@@ -1,8 +1,9 @@
 // The jobs ledger: every state change of every accepted job goes through these functions.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { LIVE, TERMINAL, type JobState } from '../domain.js';
-import type { ApiJob } from '../jobs/api-job.js';
+import { type JobState, LIVE, TERMINAL } from '../domain.js';
 import type { Database, JobError, JobRow, NewJobRow } from './types.js';
+import type { ApiJob } from '../jobs/api-job.js';
+import { type AdmissionPolicy, type AdmittedRow, insertAndAdmit } from './admission.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 
@@ -38,26 +39,11 @@ export function toApiJob(row: JobRow): ApiJob {
 }
 
 /**
- * Inserts the rows; they come back in input order. One fixed statement over unnest'ed column arrays whatever the
- * row count: a multi-row VALUES list made kysely compile, and PostgreSQL parse and plan, a new statement of up to
- * 12 parameters per row for every batch.
+ * Inserts the rows; they come back in input order. With an admission policy that is on, only the rows their tenants'
+ * windows have room for come back admitted (`admitted_at` set); see src/db/admission.ts, which holds the statement.
  */
-export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
-  if (rows.length === 0) return [];
-  const col = <K extends keyof NewJobRow>(k: K) => rows.map((r) => r[k] ?? null);
-  const { rows: inserted } = await sql<JobRow>`
-    insert into jobs (id, tenant, type, state, priority, payload, max_attempts, callback_url, idempotency_key, request_hash, parent_id, run_at, trace_context, timeout_ms, expires_at)
-    select * from unnest(${col('id')}::uuid[], ${col('tenant')}::text[], ${col('type')}::text[], ${col('state')}::text[],
-      ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
-      ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[],
-      ${col('trace_context')}::text[], ${col('timeout_ms')}::int[], ${col('expires_at')}::timestamptz[])
-    returning *`.execute(db);
-  return rows.length === 1
-    ? inserted
-    : (inOrder(
-        rows.map((r) => r.id),
-        inserted,
-      ) as JobRow[]);
+export async function insertJobs(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<AdmittedRow[]> {
+  return insertAndAdmit(db, rows, policy);
 }
 
 /** A job by id; with `tenant`, only that tenant's (another tenant's job is "not found"). */
@@ -403,12 +389,13 @@ export async function retryCandidates(
  * failed (or cancelled) → queued again as a new generation, with a fresh set of attempts, for the rows still in
  * `states` and still of the generation the caller saw (a concurrent retry wins once). A `run_at` still in the future
  * is kept (the job is `delayed` until then, as when it was submitted); a past one is cleared. Returns the rows it
- * reset; the caller re-enqueues them.
+ * reset; the caller re-enqueues those `admitted` (false: they wait for admission, as a new job would).
  */
 export async function resetForRetry(
   db: Q,
   rows: readonly { id: string; generation: number }[],
   states: readonly JobState[] = ['failed', 'cancelled'],
+  admitted = true,
 ): Promise<JobRow[]> {
   if (rows.length === 0) return [];
   const { rows: reset } = await sql<JobRow>`
@@ -418,7 +405,7 @@ export async function resetForRetry(
       expires_at = case when jobs.expires_at > now() then jobs.expires_at end,
       generation = jobs.generation + 1,
       progress = 0, attempts = 0, result = null, error = null, cancel_requested = false,
-      started_at = null, finished_at = null, updated_at = now()
+      started_at = null, finished_at = null, updated_at = now(), admitted_at = case when ${admitted} then now() end
     from unnest(${rows.map((r) => r.id)}::uuid[], ${rows.map((r) => r.generation)}::int[]) as v(id, gen)
     where jobs.id = v.id and jobs.generation = v.gen and jobs.state = any(${[...states]}::text[])
     returning jobs.*`.execute(db);
@@ -459,7 +446,7 @@ export async function expireOverdue(db: Q, limit: number): Promise<JobRow[]> {
 }
 
 /**
- * Jobs that should be in Redis, last changed in [since, until), in id order after `after`. `since` absent: all of
+ * Jobs that should be in Redis (live and admitted: the rest wait for the admitter), last changed in [since, until), in id order after `after`. `since` absent: all of
  * them (a full scan).
  */
 export async function liveJobsChangedBetween(
@@ -469,7 +456,12 @@ export async function liveJobsChangedBetween(
   after: string | undefined,
   limit: number,
 ): Promise<JobRow[]> {
-  let q = db.selectFrom('jobs').selectAll().where('state', 'in', LIVE).where('updated_at', '<', until);
+  let q = db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('state', 'in', LIVE)
+    .where('admitted_at', 'is not', null)
+    .where('updated_at', '<', until);
   if (since) q = q.where('updated_at', '>=', since);
   if (after) q = q.where('id', '>', after);
   return q.orderBy('id').limit(limit).execute();

@@ -8,7 +8,24 @@ type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefine
 export interface TenantsTable {
   id: string;
   webhook_secret: string;
+  /** Its share of admission against other tenants; null: the configured default (TENANT_WEIGHT). */
+  weight: ColumnType<number | null, number | null | undefined, number | null>;
   created_at: Timestamp;
+}
+
+/** A tenant's cap on running jobs of one type; a type without a row has the configured default. */
+export interface TenantLimitsTable {
+  tenant: string;
+  type: string;
+  max_running: number;
+}
+
+/** Per (tenant, type): an upper bound of its admitted live jobs; see src/db/admission.ts. */
+export interface AdmissionWindowsTable {
+  tenant: string;
+  type: string;
+  admitted: Generated<number>;
+  granted: Generated<number>;
 }
 
 export interface ApiKeysTable {
@@ -52,6 +69,8 @@ export interface JobsTable {
   timeout_ms: ColumnType<number | null, number | null | undefined, number | null>;
   /** A job not started by then never starts: it ends cancelled with error.code "expired". */
   expires_at: NullableTimestamp;
+  /** When the job was handed to BullMQ (admission, src/db/admission.ts); null: waiting for its tenant's window. */
+  admitted_at: NullableTimestamp;
 }
 
 export interface JobError {
@@ -223,6 +242,8 @@ export interface Database {
   webhook_deliveries: WebhookDeliveriesTable;
   job_events: JobEventsTable;
   job_logs: JobLogsTable;
+  tenant_limits: TenantLimitsTable;
+  admission_windows: AdmissionWindowsTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;

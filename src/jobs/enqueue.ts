@@ -1,8 +1,9 @@
 // The second half of the dual write: ledger rows → BullMQ jobs whose id is the ledger id.
 import type { JobsOptions } from 'bullmq';
+import type { AdmittedRow } from '../db/admission.js';
 import type { JobRow } from '../db/types.js';
+import { bullPriority } from '../domain.js';
 import { RETENTION, type Queues } from '../queues/index.js';
-import { BULL_PRIORITY } from '../domain.js';
 import { inTraceOf } from '../tracing/index.js';
 import type { JobRegistry } from './registry.js';
 
@@ -25,12 +26,12 @@ export function genOf(data: Partial<BullData> | null | undefined): number {
   return typeof data?.gen === 'number' ? data.gen : 0;
 }
 
-export function bullOptions(registry: JobRegistry, row: JobRow): JobsOptions {
+export function bullOptions(registry: JobRegistry, row: AdmittedRow): JobsOptions {
   const def = registry.get(row.type);
   const delay = row.run_at ? Math.max(0, row.run_at.getTime() - Date.now()) : 0;
   return {
     jobId: row.id,
-    priority: BULL_PRIORITY[row.priority],
+    priority: bullPriority(row.priority, row.admission_rank ?? 0),
     delay: delay || undefined,
     attempts: Math.max(1, row.max_attempts - row.attempts),
     backoff: { type: 'exponential', delay: def?.backoffMs ?? 1_000, jitter: 0.5 },

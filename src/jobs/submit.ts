@@ -5,6 +5,8 @@ import { newId } from '../ids.js';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import { isDbUnavailable } from '../errors.js';
+import type { Config } from '../config.js';
+import { type AdmittedRow, admissionPolicy, admit } from '../db/admission.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow } from '../db/types.js';
 import { type Priority, PRIORITIES } from '../domain.js';
@@ -49,6 +51,8 @@ export const jobSpec = z.strictObject({
 export type JobSpec = z.infer<typeof jobSpec>;
 
 export interface SubmitDeps {
+  /** Its admission settings; without it every job is admitted at submit. */
+  config?: Config;
   db: Db;
   queues: Queues;
   registry: JobRegistry;
@@ -172,8 +176,9 @@ export function requestHash(body: unknown): string {
 }
 
 /**
- * Commits the rows, then adds them to BullMQ. An enqueue that fails after the commit is logged and left to
- * the reconciler: the job is accepted either way.
+ * Commits the rows, then adds the admitted ones to BullMQ (the others wait for their tenant's window: the admitter
+ * adds them). An enqueue that fails after the commit is logged and left to the reconciler: the job is accepted
+ * either way.
  */
 export async function submit(
   deps: SubmitDeps,
@@ -184,12 +189,49 @@ export async function submit(
   const inserted = await ledger.insertJobs(
     deps.db,
     rows.map((r) => ({ ...r, ...extra, id: newId(), tenant, trace_context: currentTraceContext() })),
+    policyOf(deps),
   );
-  await enqueueOrLeave(deps, inserted);
+  await enqueueOrLeave(deps, [...inserted.filter((r) => r.admitted_at), ...(await admitRechecks(deps, inserted))]);
   return inserted;
 }
 
+/**
+ * Rows the submit statement could not admit only because their window's bound was stale (see AdmittedRow): one
+ * admission per (tenant, type) now, with a fresh count. Rare (a bound is refreshed whenever a tenant's jobs wait), so
+ * the common submit stays one statement. Returns what it admitted, for BullMQ.
+ */
+async function admitRechecks(deps: SubmitDeps, rows: AdmittedRow[]): Promise<AdmittedRow[]> {
+  const groups = new Map<string, { tenant: string; type: string; window: number; weight: number; n: number }>();
+  for (const r of rows) {
+    if (!r.admission_recheck) continue;
+    const key = `${r.tenant}/${r.type}`;
+    const g = groups.get(key) ?? {
+      tenant: r.tenant,
+      type: r.type,
+      window: r.admission_window ?? 0,
+      weight: r.admission_weight ?? 1,
+      n: 0,
+    };
+    g.n++;
+    groups.set(key, g);
+  }
+  const admitted: AdmittedRow[] = [];
+  for (const g of groups.values()) {
+    try {
+      admitted.push(...(await admit(deps.db, g, g.n)));
+    } catch (err) {
+      // The jobs are committed; the admitter admits them at its next pass.
+      deps.log.error({ err, tenant: g.tenant, type: g.type }, 'admission after submit failed; the admitter will admit');
+    }
+  }
+  return admitted;
+}
+
+const policyOf = (deps: SubmitDeps) => (deps.config ? admissionPolicy(deps.config) : undefined);
+
+/** Adds the rows to BullMQ; a failure is logged and left to the reconciler. Callers pass admitted rows only. */
 export async function enqueueOrLeave(deps: SubmitDeps, rows: JobRow[]): Promise<void> {
+  if (rows.length === 0) return;
   try {
     await enqueue(deps.queues, deps.registry, rows);
   } catch (err) {
@@ -208,19 +250,20 @@ export function groupSubmitter(deps: SubmitDeps) {
   // A batch's span (in the trace of the request that opened it) links to the span of each job it carries. Rows of
   // many clients share one statement: one the database refuses (a value validation let through) is written again
   // alone, so it fails only its own request. A lost connection fails the batch at once.
+  const policy = policyOf(deps);
   const insert = groupCommit(
     (rows: NewJobRow[]) =>
       withSpan(
         'jobs insert',
         { 'jobs.count': rows.length },
-        () => ledger.insertJobs(deps.db, rows),
+        () => ledger.insertJobs(deps.db, rows, policy),
         () => linksTo(rows.map((r) => r.trace_context)),
       ),
     { gather: 'turn', isolate: (err) => !isDbUnavailable(err) },
   );
   const add = groupCommit(
-    async (rows: JobRow[]) => {
-      await enqueueOrLeave(deps, rows);
+    async (rows: AdmittedRow[]) => {
+      await enqueueOrLeave(deps, [...rows.filter((r) => r.admitted_at), ...(await admitRechecks(deps, rows))]);
       return rows;
     },
     { gather: 'turn' },

@@ -12,6 +12,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import { enqueueOrLeave } from '../jobs/submit.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import type { Queues } from './index.js';
+import { admissionPolicy, admitNow, admittedOnRequeue } from '../db/admission.js';
 
 export type ControlDeps = Pick<WorkerDeps, 'config' | 'db' | 'redis' | 'queues' | 'registry' | 'log'>;
 
@@ -62,7 +63,7 @@ export async function retryFailed(deps: ControlDeps, type: string, batch = 500):
     if (picked.length === 0) break;
     after = picked[picked.length - 1].id;
     const { free } = await freeBullIds(deps, picked);
-    const rows = await resetForRetry(deps.db, free, ['failed']);
+    const rows = await resetForRetry(deps.db, free, ['failed'], admittedOnRequeue(admissionPolicy(deps.config)));
     await requeue(deps, rows);
     total += rows.length;
     if (picked.length < batch) break;
@@ -81,7 +82,7 @@ export async function retryOne(deps: ControlDeps, id: string): Promise<RetryOutc
   if (!picked) return { ok: false, reason: 'not_retryable' };
   const { free, locked } = await freeBullIds(deps, [picked]);
   if (locked.length) return { ok: false, reason: 'locked' };
-  const [row] = await resetForRetry(deps.db, free);
+  const [row] = await resetForRetry(deps.db, free, undefined, admittedOnRequeue(admissionPolicy(deps.config)));
   if (!row) return { ok: false, reason: 'not_retryable' };
   await requeue(deps, [row]);
   return { ok: true, row };
@@ -104,8 +105,15 @@ async function freeBullIds(deps: ControlDeps, rows: JobRow[]): Promise<{ free: J
   return { free, locked };
 }
 
+/**
+ * With admission off the rows go to BullMQ now; on, they are admitted now as far as their windows have room, and the
+ * rest wait for the admitter like new jobs.
+ */
 async function requeue(deps: ControlDeps, rows: JobRow[]): Promise<void> {
-  await enqueueOrLeave(deps, rows);
+  const policy = admissionPolicy(deps.config);
+  const waiting = rows.filter((r) => !r.admitted_at);
+  const admitted = policy.on && waiting.length ? await admitNow(deps.db, policy, waiting) : [];
+  await enqueueOrLeave(deps, [...rows.filter((r) => r.admitted_at), ...admitted]);
   await publishAll(deps, rows);
 }
 

@@ -19,6 +19,7 @@ import {
   permanentFailure,
   Superseded,
 } from '../errors.js';
+import { startAdmitter } from './admitter.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
 import { groupCommit } from '../group-commit.js';
@@ -357,10 +358,13 @@ export async function startWorkers(
   await subscriber.subscribe(cancelChannel);
 
   await Promise.all(workers.map((w) => w.waitUntilReady()));
+  // Hands jobs waiting for their tenant's window to BullMQ (one process at a time, by a PostgreSQL advisory lock).
+  const admitter = startAdmitter(deps, registry);
 
   return {
     workers,
     async close(timeoutMs: number) {
+      await admitter.stop();
       const graceful = Promise.all(workers.map((w) => w.close()));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));

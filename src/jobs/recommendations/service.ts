@@ -82,8 +82,9 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
   let rows = await children();
   if (rows.length > 0) {
     // A rerun (the first run's worker died): it may have died between committing the chunks and enqueueing them.
-    // Adding a BullMQ job whose id exists is a no-op, so re-adding every chunk still waiting is safe.
-    const waiting = await childrenOf(db, ctx.id, ctx.tenant, ['queued', 'delayed']);
+    // Adding a BullMQ job whose id exists is a no-op, so re-adding every admitted chunk still waiting is safe (the
+    // others wait for the admitter).
+    const waiting = (await childrenOf(db, ctx.id, ctx.tenant, ['queued', 'delayed'])).filter((c) => c.admitted_at);
     await enqueueOrLeave(ctx.deps, waiting);
   } else {
     const users = await allUsers(db, ctx.tenant);
