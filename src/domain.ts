@@ -13,6 +13,8 @@ export type JobState = (typeof JOB_STATES)[number];
 export const TERMINAL: readonly JobState[] = ['succeeded', 'failed', 'cancelled'] satisfies JobState[];
 /** States of a job that will still run or is running: every state that is not terminal. */
 export const LIVE: readonly JobState[] = JOB_STATES.filter((s) => !TERMINAL.includes(s));
+/** Live and not started: what a cancel ends at once, and what expiry and admission look at. */
+export const WAITING: readonly JobState[] = ['queued', 'delayed'];
 
 /** A job's priority, as the API accepts it; `normal` when not given. */
 export const PRIORITIES = ['high', 'normal', 'low'] as const;

@@ -8,7 +8,7 @@ import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { ping } from '../db/index.js';
 import { recordAudit } from '../db/audit.js';
-import type { AuditTargetKind } from '../domain.js';
+import { type AuditTargetKind, WAITING } from '../domain.js';
 import { metricsText, registerDependencyProbes, registerQueueDepth } from '../metrics.js';
 import { cancelWaiting, queueCounts, queueNames, retryFailed, retryOne } from '../queues/controls.js';
 import { SCHEDULES_QUEUE } from '../schedules/index.js';
@@ -144,7 +144,7 @@ export function operatorTools(deps: AppDeps) {
       const queue = c.req.param('queue');
       // BullMQ's drain (empty) leaves delayed jobs; obliterate takes everything.
       if (jobQueues.includes(queue))
-        await cancelWaiting(deps, queue, undefined, wipe === 'empty' ? ['queued'] : ['queued', 'delayed']);
+        await cancelWaiting(deps, queue, undefined, wipe === 'empty' ? ['queued'] : WAITING);
       return next();
     });
   }

@@ -5,6 +5,7 @@ import * as ledger from '../db/jobs.js';
 import { crossTenantReport } from '../jobs/report/index.js';
 import type { JobSpec } from '../jobs/submit.js';
 import type { JobRow } from '../db/types.js';
+import { WAITING } from '../domain.js';
 import { publishJobEvent } from '../events.js';
 import { retryOne } from '../queues/controls.js';
 import { keys } from '../queues/keys.js';
@@ -26,7 +27,7 @@ export async function cancelJob(deps: AppDeps, job: JobRow): Promise<{ row: JobR
     throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
   assertRedisUp(deps);
   // Ledger first: a worker that picks the job up after this sees it cancelled and skips it.
-  const cancelled = await ledger.markCancelled(deps.db, job.id, ['queued', 'delayed']);
+  const cancelled = await ledger.markCancelled(deps.db, job.id, WAITING);
   if (cancelled) {
     await deps.queues
       .get(job.type)

@@ -3,7 +3,7 @@ import type { ApiAudit } from '../db/audit.js';
 import type { ApiJobLogLine } from '../db/job-logs.js';
 import type { ApiJob } from '../jobs/api-job.js';
 import type { Timeline } from '../db/timeline.js';
-import { JOB_STATES, PRIORITIES, TERMINAL } from '../domain.js';
+import { JOB_STATES, PRIORITIES, TERMINAL, WAITING } from '../domain.js';
 import type { EmailDeliveryRow, JobRow, WebhookDeliveryRow } from '../db/types.js';
 import {
   ActionButton,
@@ -204,7 +204,7 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
           <dd>
             {props.story.admittedAt ? (
               <When at={props.story.admittedAt} />
-            ) : ['queued', 'delayed'].includes(job.state) ? (
+            ) : WAITING.includes(job.state) ? (
               "waiting for its tenant's window"
             ) : (
               '—'

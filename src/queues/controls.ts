@@ -7,6 +7,7 @@
 // is a no-op while the old id exists) undo the retry, so such a job is not retried (the API answers 409).
 import { cancelWaitingJobs, resetForRetry, retryCandidates } from '../db/jobs.js';
 import type { JobRow } from '../db/types.js';
+import { WAITING } from '../domain.js';
 import { publishJobEvents } from '../events.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { enqueueOrLeave } from '../jobs/submit.js';
@@ -122,7 +123,7 @@ export async function cancelWaiting(
   deps: ControlDeps,
   type: string,
   id?: string,
-  states: JobRow['state'][] = ['queued', 'delayed'],
+  states: readonly JobRow['state'][] = WAITING,
 ): Promise<number> {
   const rows = await cancelWaitingJobs(deps.db, type, states, id);
   await publishAll(deps, rows);

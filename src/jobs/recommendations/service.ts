@@ -1,7 +1,7 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
 import type { RecommendationItem } from '../../db/types.js';
 import { childrenOf, markCancelled } from '../../db/jobs.js';
-import { TERMINAL } from '../../domain.js';
+import { TERMINAL, WAITING } from '../../domain.js';
 import { enqueueOrLeave, submit } from '../submit.js';
 import { RunTimeout } from '../../errors.js';
 import type { JobContext, WorkerDeps } from '../types.js';
@@ -84,7 +84,7 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
     // A rerun (the first run's worker died): it may have died between committing the chunks and enqueueing them.
     // Adding a BullMQ job whose id exists is a no-op, so re-adding every admitted chunk still waiting is safe (the
     // others wait for the admitter).
-    const waiting = (await childrenOf(db, ctx.id, ctx.tenant, ['queued', 'delayed'])).filter((c) => c.admitted_at);
+    const waiting = (await childrenOf(db, ctx.id, ctx.tenant, WAITING)).filter((c) => c.admitted_at);
     await enqueueOrLeave(ctx.deps, waiting);
   } else {
     const users = await allUsers(db, ctx.tenant);
@@ -123,7 +123,7 @@ export async function runBatch(ctx: JobContext<unknown>, chunkSize: number, poll
     if (ctx.signal.aborted) {
       // Cancelling the batch cancels the chunks that have not started; running ones finish (they are idempotent).
       for (const r of rows.filter((x) => x.state === 'queued' || x.state === 'delayed')) {
-        if (await markCancelled(db, r.id, ['queued', 'delayed']))
+        if (await markCancelled(db, r.id, WAITING))
           await ctx.deps.queues
             .get(CHUNK_TYPE)
             .remove(r.id)
