@@ -12,7 +12,8 @@ const USAGE = `usage:
   cli tenants create NAME
   cli keys create --tenant NAME --role client|operator|viewer
   cli keys revoke KEY_ID
-  cli seed --demo [--json]`;
+  cli seed --demo [--json]
+  cli prune`;
 
 class UsageError extends Error {}
 
@@ -43,6 +44,12 @@ const commands: Record<string, Command> = {
       revoked: true,
       ...(announced ? {} : { note: 'Redis unreachable: API processes stop accepting the key within 5 s' }),
     };
+  },
+  // One retention pass now (JOB_RETENTION_DAYS, AUDIT_RETENTION_DAYS, RETENTION_BATCH), as workers run every interval.
+  prune: async ({ db, config }) => {
+    const { pruneOnce, retentionOptions } = await import('./workers/retention.js');
+    const result = await pruneOnce(db, retentionOptions(config));
+    return result ? { ran: true, ...result } : { ran: false, reason: 'another retention pass holds the lock' };
   },
   seed: async (ctx) => {
     const { seed, seedReport } = await import('./seed.js');

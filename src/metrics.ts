@@ -80,6 +80,13 @@ export const reconcilerRepairs = new Counter({
   registers: [registry],
 });
 
+export const retentionPruned = new Counter({
+  name: 'retention_pruned_rows_total',
+  help: 'Rows retention deleted, per table (jobs, job_events, job_logs, email_deliveries, webhook_deliveries, audit_log)',
+  labelNames: ['table'] as const,
+  registers: [registry],
+});
+
 const PRIORITY_NAME = new Map<number, Priority>(Object.entries(PRIORITY).map(([k, v]) => [v, k as Priority]));
 const priorityOf = (job: Job) => PRIORITY_NAME.get(job.opts.priority ?? 0) ?? 'normal';
 
