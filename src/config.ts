@@ -66,7 +66,10 @@ const schema = z.object({
   AUDIT_RETENTION_DAYS: int(0, 36_500).default(365),
   /** How often a worker runs a retention pass (one worker at a time, by a PostgreSQL advisory lock). */
   RETENTION_INTERVAL_MS: int(1_000, 86_400_000).default(3_600_000),
-  /** Jobs (or audit entries) deleted per statement, and the pause between statements, so no lock is held long. */
+  /**
+   * Jobs (or audit entries) deleted per statement, and the least pause between statements (a pause is also at least as
+   * long as the statement before it took), so no lock is held long and a pass takes at most about half the database.
+   */
   RETENTION_BATCH: int(1, 50_000).default(1_000),
   RETENTION_PAUSE_MS: int(0, 60_000).default(50),
   /** Image jobs refuse inputs with more pixels than this, before decoding (decompression bombs). */

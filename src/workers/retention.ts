@@ -37,6 +37,14 @@ export function retentionOptions(config: Config): RetentionOptions {
   };
 }
 
+/**
+ * Between statements: at least `pauseMs`, and at least as long as the statement took, so a pass keeps the database
+ * busy at most about half the time, and backs off by itself when the database is loaded (its statements slow down).
+ */
+function pause(opts: RetentionOptions, since: number): Promise<void> {
+  return sleep(Math.max(opts.pauseMs, performance.now() - since));
+}
+
 /** One pass now; undefined when another process's pass holds the lock. */
 export async function pruneOnce(db: Db, opts: RetentionOptions): Promise<PruneResult | undefined> {
   return withRetentionLock(db, async (conn) => {
@@ -47,6 +55,7 @@ export async function pruneOnce(db: Db, opts: RetentionOptions): Promise<PruneRe
     const stop = () => opts.stopped?.() ?? false;
     // Until a batch finds nothing: a parent whose children went in one batch is taken by the next.
     while (opts.jobDays > 0 && !stop()) {
+      const t0 = performance.now();
       const n = await pruneJobsBatch(conn, opts.jobDays, opts.batch);
       if (n.jobs === 0) break;
       result.batches.jobs++;
@@ -55,16 +64,17 @@ export async function pruneOnce(db: Db, opts: RetentionOptions): Promise<PruneRe
         if (count) retentionPruned.inc({ table }, count);
       }
       await opts.onBatch?.('jobs', n.jobs);
-      await sleep(opts.pauseMs);
+      await pause(opts, t0);
     }
     while (opts.auditDays > 0 && !stop()) {
+      const t0 = performance.now();
       const n = await pruneAuditBatch(conn, opts.auditDays, opts.batch);
       if (n === 0) break;
       result.batches.audit_log++;
       result.deleted.audit_log += n;
       retentionPruned.inc({ table: 'audit_log' }, n);
       await opts.onBatch?.('audit_log', n);
-      await sleep(opts.pauseMs);
+      await pause(opts, t0);
     }
     return result;
   });
