@@ -11,6 +11,7 @@ import { createDb, type Db } from '../src/db/index.js';
 import { insertJobs, resetForRetry } from '../src/db/jobs.js';
 import type { JobState } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
+import { retentionPruned } from '../src/metrics.js';
 import { pruneOnce, type RetentionOptions } from '../src/workers/retention.js';
 import { client, createTestEnv, ROOT, tenantWithKeys, type TestEnv } from './helpers.js';
 
@@ -141,8 +142,13 @@ describe('retention', () => {
     expect(before).toEqual({ jobs: 3, job_events: 6, job_logs: 6, email_deliveries: 3, webhook_deliveries: 3 });
     const keptBefore = await counts(kept);
 
+    const pruned = async (table: string) =>
+      (await retentionPruned.get()).values.find((v) => v.labels.table === table)?.value ?? 0;
+    const metricBefore = { jobs: await pruned('jobs'), logs: await pruned('job_logs') };
     const r = await pruneOnce(env.db, opts());
     expect(r?.deleted).toEqual({ ...before, audit_log: 0 });
+    expect(await pruned('jobs')).toBe(metricBefore.jobs + 3);
+    expect(await pruned('job_logs')).toBe(metricBefore.logs + 6);
     expect(await counts(old)).toEqual({
       jobs: 0,
       job_events: 0,
