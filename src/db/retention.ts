@@ -3,8 +3,8 @@
 // that set finished_at and at.
 //
 // What belongs to a job and goes with it: its timeline (job_events) and log lines (job_logs), which have no foreign
-// key, and its email and webhook deliveries (cascading foreign keys, deleted here in the same statement so a batch
-// is one set-based delete per table rather than a trigger per row). Its search-index entries are index entries of
+// key, and its email and webhook deliveries (cascading foreign keys, deleted here first so a batch is one set-based
+// delete per table rather than a trigger's statement per row). Its search-index entries are index entries of
 // the jobs row itself (jobs_search_trgm), so they go with the row. What outlives it: files a job wrote or read keep
 // their own expiry (FILE_RETENTION_DAYS, extended by use; src/files.ts sweeps them), their job_id is set null by the
 // foreign key; a user's latest recommendations stay (job_id set null), as does the audit entry of an action on the
@@ -26,42 +26,51 @@ export interface PrunedJobs {
 
 /**
  * Deletes up to `limit` jobs that ended (succeeded, failed or cancelled) more than `days` days ago and have no child
- * job left, oldest first, with their timelines, logs and deliveries, in one statement. Rows another transaction has
- * locked (a retry resetting the job this very moment) are skipped, and FOR UPDATE re-reads each candidate's state,
- * so a job queued again meanwhile is not taken.
+ * job left, oldest first, with their timelines, logs and deliveries, in one short transaction. Rows another
+ * transaction has locked (a retry resetting the job this very moment) are skipped, and FOR UPDATE re-reads each
+ * candidate's state, so a job queued again meanwhile is not taken.
+ *
+ * The ids travel as one array parameter, so PostgreSQL plans each delete knowing how many there are (an index scan),
+ * and even a sequential scan would test them by hash. Inside one statement (`= any(array(select … from victims))`) the
+ * planner could not know, and with statistics a bulk load had made stale it chose a sequential scan of job_events
+ * testing each row against the whole array: 27 s for one batch of 5,000 at 400,000 events (bench/retention.ts).
  */
 export async function pruneJobsBatch(db: Q, days: number, limit: number): Promise<PrunedJobs> {
-  // `= any(array(…))`: an index scan per table whatever the planner guesses of the batch's size (with `in (select …)`
-  // it guessed 200 rows and chose to hash-join a sequential scan of the whole of job_events and job_logs).
-  const { rows } = await sql<PrunedJobs>`
-    with victims as materialized (
+  return db.transaction().execute(async (tx) => {
+    const { rows } = await sql<{ id: string }>`
       select id from jobs j
       where finished_at < now() - make_interval(days => ${days}) and state in ('succeeded', 'failed', 'cancelled')
         and not exists (select 1 from jobs c where c.parent_id = j.id)
       order by finished_at
       limit ${limit}
-      for update skip locked
-    ),
-    ev as (delete from job_events where job_id = any(array(select id from victims)) returning 1),
-    lg as (delete from job_logs where job_id = any(array(select id from victims)) returning 1),
-    em as (delete from email_deliveries where job_id = any(array(select id from victims)) returning 1),
-    wh as (delete from webhook_deliveries where job_id = any(array(select id from victims)) returning 1),
-    jb as (delete from jobs where id = any(array(select id from victims)) returning 1)
-    select (select count(*) from jb)::int as jobs, (select count(*) from ev)::int as job_events,
-      (select count(*) from lg)::int as job_logs, (select count(*) from em)::int as email_deliveries,
-      (select count(*) from wh)::int as webhook_deliveries`.execute(db);
-  return rows[0];
+      for update skip locked`.execute(tx);
+    const ids = rows.map((r) => r.id);
+    const gone = async (table: keyof PrunedJobs) => {
+      if (!ids.length) return 0;
+      const col = table === 'jobs' ? 'id' : 'job_id';
+      const r = await sql`delete from ${sql.table(table)} where ${sql.ref(col)} = any(${ids}::uuid[])`.execute(tx);
+      return Number(r.numAffectedRows ?? 0);
+    };
+    // Dependents first; the cascading foreign keys then find nothing left to delete.
+    const job_events = await gone('job_events');
+    const job_logs = await gone('job_logs');
+    const email_deliveries = await gone('email_deliveries');
+    const webhook_deliveries = await gone('webhook_deliveries');
+    const jobs = await gone('jobs');
+    return { jobs, job_events, job_logs, email_deliveries, webhook_deliveries };
+  });
 }
 
-/** Deletes up to `limit` audit entries written more than `days` days ago, oldest first. */
+/** Deletes up to `limit` audit entries written more than `days` days ago, oldest first (ids as one array, as above). */
 export async function pruneAuditBatch(db: Q, days: number, limit: number): Promise<number> {
-  const { rows } = await sql<{ n: number }>`
-    with old as (
+  return db.transaction().execute(async (tx) => {
+    const { rows } = await sql<{ id: string }>`
       select id from audit_log where at < now() - make_interval(days => ${days}) order by at limit ${limit}
-      for update skip locked
-    ), gone as (delete from audit_log where id in (select id from old) returning 1)
-    select count(*)::int as n from gone`.execute(db);
-  return rows[0].n;
+      for update skip locked`.execute(tx);
+    if (!rows.length) return 0;
+    const r = await sql`delete from audit_log where id = any(${rows.map((e) => e.id)}::uuid[])`.execute(tx);
+    return Number(r.numAffectedRows ?? 0);
+  });
 }
 
 /** The advisory lock key of retention passes: one pass at a time per database, across every worker process. */
