@@ -76,7 +76,7 @@ export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
       ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
       ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[],
       ${col('trace_context')}::text[], ${col('dedupe_key')}::text[])
-    on conflict (tenant, dedupe_key) where state in ('queued', 'delayed', 'running') and dedupe_key is not null do nothing
+    ${rows.some((r) => r.dedupe_key) ? DEDUPE_CONFLICT : sql``}
     returning *`.execute(db);
   if (inserted.length === rows.length && rows.length === 1) return inserted;
   const byId = new Map(inserted.map((r) => [r.id, r]));
@@ -90,6 +90,9 @@ export async function insertJobs(db: Q, rows: NewJobRow[]): Promise<JobRow[]> {
   }
   return rows.map((r) => byId.get(r.id) ?? (holders.get(dedupeSlot(r)) as JobRow));
 }
+
+// Only batches that carry a dedupe_key pay for speculative insertion; without one, no row can meet the arbiter index.
+const DEDUPE_CONFLICT = sql`on conflict (tenant, dedupe_key) where state in ('queued', 'delayed', 'running') and dedupe_key is not null do nothing`;
 
 const dedupeSlot = (r: { tenant: string; dedupe_key?: string | null }) => `${r.tenant}\0${r.dedupe_key}`;
 
