@@ -21,7 +21,7 @@ const scenarios: Record<string, () => Promise<Row[]>> = {
   e2e: () => core.endToEnd(),
 };
 // Each job type's own benchmark, where its module exists: bench/<area>.ts exporting run().
-for (const area of ['email', 'images', 'reports', 'recommendations', 'search', 'fairness']) {
+for (const area of ['email', 'images', 'reports', 'recommendations', 'search', 'fairness', 'retention']) {
   const file = path.join(ROOT, 'bench', `${area}.ts`);
   if (!existsSync(file)) continue;
   scenarios[area] = async () => {

@@ -18,7 +18,8 @@ const USAGE = `usage:
   cli keys revoke KEY_ID
   cli limits show TENANT
   cli limits set TENANT [--type TYPE --max-running N|default] [--weight W|default]
-  cli seed --demo [--json]`;
+  cli seed --demo [--json]
+  cli prune`;
 
 class UsageError extends Error {}
 
@@ -100,6 +101,12 @@ const commands: Record<string, Command> = {
     });
     if (!limits) throw new UsageError(`no tenant named ${tenant}`);
     return { tenant, ...limits };
+  },
+  // One retention pass now (JOB_RETENTION_DAYS, AUDIT_RETENTION_DAYS, RETENTION_BATCH), as workers run every interval.
+  prune: async ({ db, config }) => {
+    const { pruneOnce, retentionOptions } = await import('./workers/retention.js');
+    const result = await pruneOnce(db, retentionOptions(config));
+    return result ? { ran: true, ...result } : { ran: false, reason: 'another retention pass holds the lock' };
   },
   seed: async (ctx) => {
     const { seed, seedReport } = await import('./seed.js');

@@ -60,6 +60,18 @@ const schema = z.object({
   MAX_UPLOAD_BYTES: int(1, 10 * 1024 ** 3).default(25 * 1024 * 1024),
   /** Uploads and job output files are deleted this long after they are written (a job's use of a file extends it). */
   FILE_RETENTION_DAYS: int(1, 36_500).default(30),
+  /** Finished jobs (and their timeline, logs, email and webhook deliveries) are deleted this long after they ended (0: kept). */
+  JOB_RETENTION_DAYS: int(0, 36_500).default(30),
+  /** Audit entries are deleted this long after they were written (0: kept). */
+  AUDIT_RETENTION_DAYS: int(0, 36_500).default(365),
+  /** How often a worker runs a retention pass (one worker at a time, by a PostgreSQL advisory lock). */
+  RETENTION_INTERVAL_MS: int(1_000, 86_400_000).default(3_600_000),
+  /**
+   * Jobs (or audit entries) deleted per statement, and the least pause between statements (a pause is also at least as
+   * long as the statement before it took), so no lock is held long and a pass takes at most about half the database.
+   */
+  RETENTION_BATCH: int(1, 50_000).default(1_000),
+  RETENTION_PAUSE_MS: int(0, 60_000).default(50),
   /** Image jobs refuse inputs with more pixels than this, before decoding (decompression bombs). */
   IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),

@@ -80,6 +80,13 @@ export const reconcilerRepairs = new Counter({
   registers: [registry],
 });
 
+export const retentionPruned = new Counter({
+  name: 'retention_pruned_rows_total',
+  help: 'Rows retention deleted, per table (jobs, job_events, job_logs, email_deliveries, webhook_deliveries, audit_log)',
+  labelNames: ['table'] as const,
+  registers: [registry],
+});
+
 const priorityOf = (job: Job) => priorityOfBull(job.opts.priority);
 
 /** Observes a BullMQ worker's outcomes. A listener only: it never changes what the worker does. */

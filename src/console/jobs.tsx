@@ -29,6 +29,7 @@ export interface SearchForm {
   created_after?: string;
   created_before?: string;
   parent_id?: string;
+  dedupe_key?: string;
 }
 
 function Field(props: { name: keyof SearchForm; label: string; value?: string; type?: string }) {
@@ -80,6 +81,7 @@ export function SearchPage(props: {
           <Field name="created_after" label="Created after (UTC)" type="datetime-local" value={f.created_after} />
           <Field name="created_before" label="Created before (UTC)" type="datetime-local" value={f.created_before} />
           <Field name="parent_id" label="Parent job id" value={f.parent_id} />
+          <Field name="dedupe_key" label="Dedupe key" value={f.dedupe_key} />
           <div>
             <button type="submit">Search</button>
           </div>
@@ -220,6 +222,16 @@ export function JobPage(props: { ctx: PageCtx; story: JobStory; mayAct: boolean 
           </dd>
           <dt>Trace</dt>
           <dd>{props.story.traceId ? <code>{props.story.traceId}</code> : '—'}</dd>
+          <dt>Dedupe key</dt>
+          <dd>
+            {job.dedupe_key ? (
+              <a href={`${BASE}/jobs?${new URLSearchParams({ dedupe_key: job.dedupe_key })}`}>
+                <code>{job.dedupe_key}</code>
+              </a>
+            ) : (
+              '—'
+            )}
+          </dd>
           <dt>Parent</dt>
           <dd>
             {props.story.parent ? (

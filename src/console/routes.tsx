@@ -86,6 +86,7 @@ const SearchQuery = z.object({
   created_after: localTime,
   created_before: localTime,
   parent_id: z.preprocess(blank, z.string().regex(UUID, 'not a job id').optional()),
+  dedupe_key: text(200),
   cursor: text(200),
 });
 
@@ -265,6 +266,7 @@ export function consoleRoutes(deps: AppDeps) {
       created_after: q.created_after,
       created_before: q.created_before,
       parent_id: q.parent_id?.toLowerCase(),
+      dedupe_key: q.dedupe_key,
       before: q.cursor ? decodeCursor(q.cursor) : undefined,
       limit: PAGE + 1,
     });

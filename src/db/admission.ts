@@ -81,7 +81,11 @@ const COLUMNS = [
   'trace_context',
   'timeout_ms',
   'expires_at',
+  'dedupe_key',
 ] as const;
+
+/** Dedup while live: the partial unique index jobs_dedupe_live_idx is the arbiter. */
+const DEDUPE_CONFLICT = sql`on conflict (tenant, dedupe_key) where state in ('queued', 'delayed', 'running') and dedupe_key is not null do nothing`;
 
 /** Waiting for admission and ready to run: not admitted, live and not yet started, its run_at (if any) reached. */
 const READY = sql`admitted_at is null and state in ('queued', 'delayed') and (run_at is null or run_at <= now())`;
@@ -96,13 +100,22 @@ const READY = sql`admitted_at is null and state in ('queued', 'delayed') and (ru
  * it waits, so it is admitted when due. A tenant that already has jobs of the type waiting is not admitted here
  * either: its new job would otherwise overtake older or higher-priority ones; the admitter takes them in order.
  */
-export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<AdmittedRow[]> {
+export async function insertAndAdmit(
+  db: Q,
+  rows: NewJobRow[],
+  policy?: AdmissionPolicy,
+): Promise<(AdmittedRow | undefined)[]> {
   if (rows.length === 0) return [];
   const col = <K extends keyof NewJobRow>(k: K) => rows.map((r) => r[k] ?? null);
   const values = sql`unnest(${col('id')}::uuid[], ${col('tenant')}::text[], ${col('type')}::text[], ${col('state')}::text[],
       ${col('priority')}::text[], ${col('payload')}::jsonb[], ${col('max_attempts')}::int[], ${col('callback_url')}::text[],
       ${col('idempotency_key')}::text[], ${col('request_hash')}::text[], ${col('parent_id')}::uuid[], ${col('run_at')}::timestamptz[],
-      ${col('trace_context')}::text[], ${col('timeout_ms')}::int[], ${col('expires_at')}::timestamptz[])`;
+      ${col('trace_context')}::text[], ${col('timeout_ms')}::int[], ${col('expires_at')}::timestamptz[], ${col('dedupe_key')}::text[])`;
+  // Only batches that carry a dedupe_key pay for speculative insertion; without one, no row can meet the arbiter index.
+  // A row skipped by it comes back undefined (src/db/jobs.ts insertJobs answers it with the live job). In the admitting
+  // statement a skipped row still raised its tenant's window bound: a bound may only be high, and refreshBounds
+  // lowers it.
+  const onConflict = rows.some((r) => r.dedupe_key) ? DEDUPE_CONFLICT : sql``;
   const columns = sql.raw(COLUMNS.join(', '));
   const fromV = sql.raw(COLUMNS.map((c) => `v.${c}`).join(', '));
   let inserted: AdmittedRow[];
@@ -110,6 +123,7 @@ export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: Admissio
     ({ rows: inserted } = await sql<JobRow>`
       insert into jobs (${columns}, admitted_at)
       select *, now() from ${values}
+      ${onConflict}
       returning *`.execute(db));
   } else {
     ({ rows: inserted } = await sql<AdmittedRow>`
@@ -142,6 +156,7 @@ export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: Admissio
         select ${fromV}, case when v.state = 'queued' and v.rank <= coalesce(w.granted, 0) then now() end
         from v left join w on w.tenant = v.tenant and w.type = v.type
         order by v.ord
+        ${onConflict}
         returning *
       )
       select ins.*, case when ins.admitted_at is not null
@@ -152,9 +167,9 @@ export async function insertAndAdmit(db: Q, rows: NewJobRow[], policy?: Admissio
         left join w on w.tenant = ins.tenant and w.type = ins.type
         left join g on g.tenant = ins.tenant and g.type = ins.type`.execute(db));
   }
-  if (rows.length === 1) return inserted;
+  if (rows.length === 1) return [inserted[0]];
   const byId = new Map(inserted.map((r) => [r.id, r]));
-  return rows.map((r) => byId.get(r.id as string) as AdmittedRow);
+  return rows.map((r) => byId.get(r.id as string));
 }
 
 /** A (tenant, type) with jobs waiting for admission, and what its window allows. */

@@ -34,6 +34,7 @@ export function toApiJob(row: JobRow): ApiJob {
   };
   if (row.callback_url) job.callback_url = row.callback_url;
   if (row.parent_id) job.parent_id = row.parent_id;
+  if (row.dedupe_key) job.dedupe_key = row.dedupe_key;
   if (row.cancel_requested && !TERMINAL.includes(row.state)) job.cancel_requested = true;
   return job;
 }
@@ -41,9 +42,49 @@ export function toApiJob(row: JobRow): ApiJob {
 /**
  * Inserts the rows; they come back in input order. With an admission policy that is on, only the rows their tenants'
  * windows have room for come back admitted (`admitted_at` set); see src/db/admission.ts, which holds the statement.
+ *
+ * Dedup while live: a row whose `dedupe_key` names a live (queued, delayed or running) job of its tenant is not
+ * inserted, and that job comes back in its place, so its id differs from the row's (see `dedupeHits`). The partial
+ * unique index jobs_dedupe_live_idx is the arbiter: a concurrent insert of the same key, from this batch or another
+ * process, waits for the other to commit and then skips, so exactly one job is created.
  */
 export async function insertJobs(db: Q, rows: NewJobRow[], policy?: AdmissionPolicy): Promise<AdmittedRow[]> {
-  return insertAndAdmit(db, rows, policy);
+  const inserted = await insertAndAdmit(db, rows, policy);
+  if (inserted.every((r) => r !== undefined)) return inserted as AdmittedRow[];
+  const skipped = rows.filter((_, i) => !inserted[i]);
+  const holders = await dedupeHolders(db, skipped);
+  const orphans = skipped.filter((r) => !holders.has(dedupeSlot(r)));
+  if (orphans.length) {
+    // The job that held the key is gone (only a deleted tenant's can be): try those rows again.
+    const again = await insertJobs(db, orphans, policy);
+    orphans.forEach((r, i) => holders.set(dedupeSlot(r), again[i]));
+  }
+  return rows.map((r, i) => inserted[i] ?? (holders.get(dedupeSlot(r)) as AdmittedRow));
+}
+
+const dedupeSlot = (r: { tenant: string; dedupe_key?: string | null }) => `${r.tenant}\0${r.dedupe_key}`;
+
+/**
+ * For rows the insert skipped, the job holding each (tenant, dedupe_key): the live one, or, if it ended between the
+ * insert's conflict and this read, the newest with that key (it was live when this submit met it, so answering it is
+ * what the submit would have answered a moment earlier). A separate statement: the insert's snapshot could not see a
+ * holder committed by another process while the insert waited for it.
+ */
+async function dedupeHolders(db: Q, rows: NewJobRow[]): Promise<Map<string, JobRow>> {
+  const { rows: found } = await sql<JobRow>`
+    select j.* from unnest(${rows.map((r) => r.tenant)}::text[], ${rows.map((r) => r.dedupe_key ?? null)}::text[]) as v(tenant, key)
+    cross join lateral (
+      (select * from jobs where tenant = v.tenant and dedupe_key = v.key and state in ('queued', 'delayed', 'running'))
+      union all
+      (select * from jobs where tenant = v.tenant and dedupe_key = v.key order by id desc limit 1)
+      limit 1
+    ) j`.execute(db);
+  return new Map(found.map((r) => [dedupeSlot(r), r]));
+}
+
+/** Which of `rows` (the input of insertJobs) were answered by an existing live job instead of being inserted. */
+export function dedupeHits(rows: readonly { id: string }[], answered: readonly JobRow[]): boolean[] {
+  return rows.map((r, i) => answered[i].id !== r.id);
 }
 
 /** A job by id; with `tenant`, only that tenant's (another tenant's job is "not found"). */

@@ -27,6 +27,8 @@ export interface SearchFilter {
   created_after?: Date;
   created_before?: Date;
   parent_id?: string;
+  /** Jobs submitted with this dedupe_key (jobs_dedupe_key_idx). */
+  dedupe_key?: string;
   /** Keyset cursor: only jobs with an id below this one. */
   before?: string;
   limit: number;
@@ -77,6 +79,7 @@ export async function searchJobs(db: Q, f: SearchFilter): Promise<JobRow[]> {
   if (f.created_after) filters.push(sql`created_at >= ${f.created_after}`);
   if (f.created_before) filters.push(sql`created_at < ${f.created_before}`);
   if (f.parent_id) filters.push(sql`parent_id = ${f.parent_id}::uuid`);
+  if (f.dedupe_key) filters.push(sql`dedupe_key = ${f.dedupe_key}`);
   const q = f.q?.trim();
   if (!q) {
     const { rows } = await sql<JobRow>`select * from jobs ${where([...scope, ...filters])}

@@ -52,6 +52,8 @@ export interface JobsTable {
   callback_url: string | null;
   idempotency_key: string | null;
   request_hash: string | null;
+  /** While this job is live, a submit of its tenant with the same key answers it instead of creating a job. */
+  dedupe_key: string | null;
   parent_id: string | null;
   cancel_requested: Generated<boolean>;
   /** The run identity: bumped whenever the job is queued again; every run-scoped write is fenced on it. */

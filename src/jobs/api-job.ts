@@ -32,6 +32,7 @@ export const JobSchema = z
     tenant: z.string(),
     callback_url: z.string().optional(),
     parent_id: z.string().optional(),
+    dedupe_key: z.string().optional(),
     cancel_requested: z.boolean().optional(),
   })
   .openapi('Job');

@@ -18,6 +18,9 @@ import type { JobRegistry } from './registry.js';
 import { timeLimits } from './types.js';
 import { fieldIssues } from '../validation.js';
 
+/** The longest `dedupe_key` accepted, in characters. */
+export const DEDUPE_KEY_MAX = 200;
+
 export const priority = z.enum(PRIORITIES);
 
 export const jobSpec = z.strictObject({
@@ -46,6 +49,17 @@ export const jobSpec = z.strictObject({
       description:
         'A job not started by then never starts: it ends `cancelled` with error.code `expired`. Must be in the future ' +
         'and after run_at (else 422).',
+    }),
+  dedupe_key: z
+    .string()
+    .min(1)
+    .max(DEDUPE_KEY_MAX)
+    .refine((k) => !k.includes('\0'), 'must not contain the NUL character (\\u0000)')
+    .optional()
+    .meta({
+      description:
+        'While a job of this tenant with this key is queued, delayed or running, a submit answers that job (200, ' +
+        '`Dedupe-Hit: true`) instead of creating one; once it ends, the key is free.',
     }),
 });
 export type JobSpec = z.infer<typeof jobSpec>;
@@ -116,6 +130,7 @@ export function checkSpec(
       run_at: runAt,
       timeout_ms: spec.timeout_ms ?? timeLimits(def).defaultMs,
       expires_at: spec.expires_at ? new Date(spec.expires_at) : null,
+      dedupe_key: spec.dedupe_key ?? null,
     },
   };
 }
@@ -186,13 +201,25 @@ export async function submit(
   rows: Omit<NewJobRow, 'id' | 'tenant'>[],
   extra: Partial<NewJobRow> = {},
 ): Promise<JobRow[]> {
-  const inserted = await ledger.insertJobs(
-    deps.db,
-    rows.map((r) => ({ ...r, ...extra, id: newId(), tenant, trace_context: currentTraceContext() })),
-    policyOf(deps),
-  );
-  await enqueueOrLeave(deps, [...inserted.filter((r) => r.admitted_at), ...(await admitRechecks(deps, inserted))]);
-  return inserted;
+  return (await submitDeduped(deps, tenant, rows, extra)).jobs;
+}
+
+/**
+ * submit, saying which rows a live job with the same dedupe_key answered (`deduplicated[i]`): those were not created,
+ * and are not enqueued again (their job is already where it should be).
+ */
+export async function submitDeduped(
+  deps: SubmitDeps,
+  tenant: string,
+  rows: Omit<NewJobRow, 'id' | 'tenant'>[],
+  extra: Partial<NewJobRow> = {},
+): Promise<{ jobs: JobRow[]; deduplicated: boolean[] }> {
+  const input = rows.map((r) => ({ ...r, ...extra, id: newId(), tenant, trace_context: currentTraceContext() }));
+  const jobs = await ledger.insertJobs(deps.db, input, policyOf(deps));
+  const deduplicated = ledger.dedupeHits(input, jobs);
+  const created = jobs.filter((_, i) => !deduplicated[i]);
+  await enqueueOrLeave(deps, [...created.filter((r) => r.admitted_at), ...(await admitRechecks(deps, created))]);
+  return { jobs, deduplicated };
 }
 
 /**
@@ -268,10 +295,13 @@ export function groupSubmitter(deps: SubmitDeps) {
     },
     { gather: 'turn' },
   );
-  return (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<JobRow> => {
+  return (tenant: string, row: Omit<NewJobRow, 'id' | 'tenant'>): Promise<{ job: JobRow; deduplicated: boolean }> => {
     const id = newId();
-    return withSpan('job submit', { 'job.id': id, 'job.type': row.type }, async () =>
-      add(await insert({ ...row, id, tenant, trace_context: currentTraceContext() })),
-    );
+    return withSpan('job submit', { 'job.id': id, 'job.type': row.type }, async () => {
+      const job = await insert({ ...row, id, tenant, trace_context: currentTraceContext() });
+      // A live job with the same dedupe_key answered: it was enqueued when it was created.
+      if (job.id !== id) return { job, deduplicated: true };
+      return { job: await add(job), deduplicated: false };
+    });
   };
 }

@@ -14,6 +14,7 @@ import { createRedis } from '../queues/redis.js';
 import { checkDependencies, StartupError } from '../startup.js';
 import { startExpirySweeper } from './expiry.js';
 import { startReconciler } from './reconciler.js';
+import { startRetention } from './retention.js';
 import { startWorkers } from './runtime.js';
 
 const config = loadConfigOrExit();
@@ -71,6 +72,8 @@ registerDependencyProbes({ postgres: () => ping(db), redis: () => redis.ping() }
 const metrics = await startMetricsServer(config.WORKER_METRICS_PORT, config.WORKER_METRICS_HOST, log);
 // Every worker sweeps expired files; SKIP LOCKED keeps them from doing the same rows.
 const sweeper = startFileSweeper({ db, storage: deps.storage, log, retentionDays: config.FILE_RETENTION_DAYS });
+// Old finished jobs and audit entries leave the ledger; one worker at a time (an advisory lock).
+const retention = startRetention({ db, log, config });
 log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');
 
 /** After the grace period, what is still closing (a hung job's pool client, a stuck hook) gets this long. */
@@ -88,6 +91,7 @@ onShutdown(log, async () => {
   await schedules.close();
   await metrics?.close();
   await sweeper.stop();
+  await retention.stop();
   await running.close(config.SHUTDOWN_TIMEOUT_MS);
   await deps.queues.close();
   redis.disconnect();

@@ -5,10 +5,11 @@ import { SEARCH_MIN_CHARS, searchJobs } from '../../db/search.js';
 import type { JobRow } from '../../db/types.js';
 import {
   checkSpec,
+  DEDUPE_KEY_MAX,
   groupSubmitter,
   jobSpec,
   requestHash,
-  submit,
+  submitDeduped,
   timeIssues,
   type JobSpec,
 } from '../../jobs/submit.js';
@@ -60,6 +61,12 @@ const SearchQuery = ListQuery.extend({
     .string()
     .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a job id')
     .optional(),
+  dedupe_key: z
+    .string()
+    .min(1)
+    .max(DEDUPE_KEY_MAX)
+    .optional()
+    .openapi({ description: 'Jobs submitted with this `dedupe_key`, live or ended' }),
   tenant: z
     .string()
     .regex(TENANT_NAME, 'must be a tenant name')
@@ -174,7 +181,18 @@ export function jobsRoutes(deps: AppDeps) {
         },
       ],
       responses: {
-        200: { description: 'The job first submitted with this Idempotency-Key', content: jobContent },
+        200: {
+          description:
+            'The job first submitted with this Idempotency-Key, or (with the header `Dedupe-Hit: true`) the live job ' +
+            'of this tenant with the same `dedupe_key`',
+          headers: {
+            'Dedupe-Hit': {
+              description: '`true` when a live job with the same `dedupe_key` answered instead of a new one',
+              schema: { type: 'string', enum: ['true'] },
+            },
+          },
+          content: jobContent,
+        },
         202: { description: 'Accepted: the job is in the ledger', content: jobContent },
         ...problems(400, 401, 403, 409, 413, 422, 503),
       },
@@ -190,8 +208,10 @@ export function jobsRoutes(deps: AppDeps) {
       assertScopeAllowed([spec], principal);
       await assertSubmittable(deps, principal.tenant, [spec], []);
       assertRedisUp(deps);
-      let job: JobRow | undefined;
+      let submitted: { job: JobRow; deduplicated: boolean };
       if (key) {
+        // The Idempotency-Key is looked at first: a replay answers the job its first request created. A first request
+        // answered by a live job's dedupe_key creates nothing, so its Idempotency-Key names no job and is not kept.
         const hash = requestHash(spec);
         const stored = ledger.clientIdempotencyKey(key);
         const replay = async () => {
@@ -209,7 +229,11 @@ export function jobsRoutes(deps: AppDeps) {
         const earlier = await replay();
         if (earlier) return earlier;
         try {
-          [job] = await submit(deps, principal.tenant, [row], { idempotency_key: stored, request_hash: hash });
+          const { jobs, deduplicated } = await submitDeduped(deps, principal.tenant, [row], {
+            idempotency_key: stored,
+            request_hash: hash,
+          });
+          submitted = { job: jobs[0], deduplicated: deduplicated[0] };
         } catch (err) {
           // A concurrent request with the same key won the insert.
           if ((err as { code?: string }).code === '23505') {
@@ -219,9 +243,12 @@ export function jobsRoutes(deps: AppDeps) {
           throw err;
         }
       } else {
-        job = await submitOne(principal.tenant, row);
+        submitted = await submitOne(principal.tenant, row);
       }
-      return c.json(ledger.toApiJob(job), 202, { Location: `/v1/jobs/${job.id}` });
+      const { job, deduplicated } = submitted;
+      const location = `/v1/jobs/${job.id}`;
+      if (deduplicated) return c.json(ledger.toApiJob(job), 200, { Location: location, 'Dedupe-Hit': 'true' });
+      return c.json(ledger.toApiJob(job), 202, { Location: location });
     },
   );
 
@@ -241,8 +268,14 @@ export function jobsRoutes(deps: AppDeps) {
       },
       responses: {
         202: {
-          description: 'Accepted',
-          content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } },
+          description:
+            'Accepted. An item whose `dedupe_key` names a live job of the tenant (or an earlier item of this request) ' +
+            'is answered by that job, in its place; `deduplicated` lists the indexes of those items.',
+          content: {
+            'application/json': {
+              schema: z.object({ jobs: z.array(JobSchema), deduplicated: z.array(z.number().int()) }),
+            },
+          },
         },
         ...problems(400, 401, 403, 413, 422, 503),
       },
@@ -253,8 +286,11 @@ export function jobsRoutes(deps: AppDeps) {
       assertScopeAllowed(jobs, c.get('principal'));
       await assertSubmittable(deps, c.get('principal').tenant, jobs, ['jobs']);
       assertRedisUp(deps);
-      const inserted = await submit(deps, c.get('principal').tenant, rows);
-      return c.json({ jobs: inserted.map(ledger.toApiJob) }, 202);
+      const { jobs: inserted, deduplicated } = await submitDeduped(deps, c.get('principal').tenant, rows);
+      return c.json(
+        { jobs: inserted.map(ledger.toApiJob), deduplicated: deduplicated.flatMap((hit, i) => (hit ? [i] : [])) },
+        202,
+      );
     },
   );
 
@@ -291,6 +327,7 @@ export function jobsRoutes(deps: AppDeps) {
         created_after: q.created_after ? new Date(q.created_after) : undefined,
         created_before: q.created_before ? new Date(q.created_before) : undefined,
         parent_id: q.parent_id?.toLowerCase(),
+        dedupe_key: q.dedupe_key,
         before: q.cursor ? decodeCursor(q.cursor) : undefined,
         limit: q.limit + 1,
       });
