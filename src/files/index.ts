@@ -6,6 +6,7 @@ import { deleteExpiredFileRows, extendFileExpiry, fileIdsOf, fileRow, upsertFile
 import type { Db } from '../db/index.js';
 import type { FileRow, FileVisibility } from '../db/types.js';
 import type { Storage } from './storage.js';
+import { every, type Service } from '../workers/periodic.js';
 
 export const FILE_ID = /^file_[A-Za-z0-9_-]{10,64}$/;
 
@@ -130,13 +131,11 @@ export const PARTIAL_WRITE_MAX_AGE_MS = 3_600_000;
 export function startFileSweeper(
   deps: { db: Db; storage: Storage; log: Logger; retentionDays: number },
   intervalMs = 10 * 60_000,
-): { stop(): Promise<void> } {
-  let stopped = false;
-  let running: Promise<void> = Promise.resolve();
+): Service {
   let passes = 0;
-  const pass = async () => {
+  return every({ everyMs: intervalMs, what: 'file sweep', log: deps.log, now: true }, async (stopped) => {
     let total = 0;
-    for (let n = 500; n === 500 && !stopped; total += n)
+    for (let n = 500; n === 500 && !stopped(); total += n)
       n = await deleteExpiredFiles(deps.db, deps.storage, deps.retentionDays, 500);
     if (total) deps.log.info({ deleted: total }, 'expired files deleted');
     // Once an hour (at the default interval): partial writes left by a process killed mid-write, an hour after.
@@ -144,18 +143,5 @@ export function startFileSweeper(
       const partial = await deps.storage.sweepPartial(PARTIAL_WRITE_MAX_AGE_MS);
       if (partial) deps.log.info({ deleted: partial }, 'abandoned partial writes deleted');
     }
-  };
-  const tick = () => {
-    if (!stopped) running = running.then(pass).catch((err) => deps.log.error({ err }, 'file sweep failed'));
-  };
-  const timer = setInterval(tick, intervalMs);
-  timer.unref();
-  tick();
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
-    },
-  };
+  });
 }

@@ -9,7 +9,7 @@ import { publishJobEvents } from '../events.js';
 import type { WorkerDeps } from '../jobs/types.js';
 import { keys } from '../queues/keys.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
-import { everyWithLock } from './locked-interval.js';
+import { everyWithLock, type Service } from './periodic.js';
 
 const BATCH = 500;
 
@@ -46,7 +46,7 @@ export async function expireOnce(deps: WorkerDeps): Promise<JobRow[]> {
 }
 
 /** Runs a pass every EXPIRY_SWEEP_MS, one process at a time across the fleet. */
-export function startExpirySweeper(deps: WorkerDeps): { stop(): Promise<void> } {
+export function startExpirySweeper(deps: WorkerDeps): Service {
   return everyWithLock(
     deps,
     { lockKey: keys(deps.config).expiryLock, everyMs: deps.config.EXPIRY_SWEEP_MS, what: 'expiry sweep' },

@@ -12,7 +12,7 @@ import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues/keys.js';
 import { errorOfReason, CANCELLED } from '../errors.js';
 import { reconcilerRepairs } from '../metrics.js';
-import { withLock } from '../queues/redis.js';
+import { everyWithLock, type Service } from './periodic.js';
 
 const BATCH = 1000;
 /** Overlap between incremental passes, for transactions that committed an older updated_at late. */
@@ -164,12 +164,9 @@ async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promis
 }
 
 /** Runs a pass every interval; a Redis lock keeps it to one process at a time across the fleet. */
-export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop(): Promise<void> } {
+export function startReconciler(deps: WorkerDeps, registry: JobRegistry): Service {
   const { config, redis, log } = deps;
   const { reconcilerLock: lockKey, reconcilerHorizon: horizonKey } = keys(config);
-  let stopped = false;
-  let running: Promise<void> = Promise.resolve();
-
   const pass = async () => {
     // Incremental passes check only rows that crossed the grace horizon since the last pass, so a large backlog
     // costs nothing in steady state. The horizon lives in Redis: if Redis was wiped it is gone too, and the next
@@ -187,19 +184,9 @@ export function startReconciler(deps: WorkerDeps, registry: JobRegistry): { stop
         'reconciler re-enqueued jobs missing from Redis',
       );
   };
-  const tick = () => withLock(redis, lockKey, config.RECONCILE_INTERVAL_MS * 3, pass);
-
-  const timer = setInterval(() => {
-    if (stopped) return;
-    running = running.then(tick).catch((err) => log.error({ err }, 'reconciler pass failed'));
-  }, config.RECONCILE_INTERVAL_MS);
-  timer.unref();
-
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
-    },
-  };
+  return everyWithLock(
+    { redis, log },
+    { lockKey, everyMs: config.RECONCILE_INTERVAL_MS, what: 'reconciler pass' },
+    pass,
+  );
 }

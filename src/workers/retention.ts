@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import { type PrunedJobs, pruneAuditBatch, pruneJobsBatch, withRetentionLock } from '../db/retention.js';
 import { retentionPruned } from '../metrics.js';
+import { every, type Service } from './periodic.js';
 
 export interface RetentionOptions {
   /** Finished jobs older than this many days go; 0 keeps them. */
@@ -81,26 +82,11 @@ export async function pruneOnce(db: Db, opts: RetentionOptions): Promise<PruneRe
 }
 
 /** A pass at start, then one every RETENTION_INTERVAL_MS, in each worker process; the lock keeps it to one at once. */
-export function startRetention(deps: { db: Db; log: Logger; config: Config }): { stop(): Promise<void> } {
+export function startRetention(deps: { db: Db; log: Logger; config: Config }): Service {
   const { db, log, config } = deps;
-  let stopped = false;
-  let running: Promise<void> = Promise.resolve();
-  const pass = async () => {
-    const r = await pruneOnce(db, { ...retentionOptions(config), stopped: () => stopped });
+  return every({ everyMs: config.RETENTION_INTERVAL_MS, what: 'retention pass', log, now: true }, async (stopped) => {
+    const r = await pruneOnce(db, { ...retentionOptions(config), stopped });
     if (r && (r.deleted.jobs || r.deleted.audit_log))
       log.info(r, 'retention: old finished jobs and audit entries deleted');
-  };
-  const tick = () => {
-    if (!stopped) running = running.then(pass).catch((err) => log.error({ err }, 'retention pass failed'));
-  };
-  const timer = setInterval(tick, config.RETENTION_INTERVAL_MS);
-  timer.unref();
-  tick();
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
-    },
-  };
+  });
 }
