@@ -77,6 +77,11 @@ const schema = z.object({
   /** BullMQ job lock; a job whose worker died is picked up again after about this long. */
   WORKER_LOCK_MS: int(1_000, 600_000).default(30_000),
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  /**
+   * How long a run's ledger finish waits before joining the next write (0: the next write). Finishes are written
+   * behind either way; a longer wait widens the window the reconciler covers (the chaos tests use it to hold it open).
+   */
+  LEDGER_WRITE_BEHIND_MS: int(0, 600_000).default(0),
   WORKER_METRICS_PORT: int(0, 65535).default(9464),
   /** Where a worker's /metrics listens: loopback unless set (it has no authentication; e.g. 0.0.0.0 for a scraper). */
   WORKER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),

@@ -11,6 +11,7 @@ import { enqueueWebhook, startWebhookWorker } from '../webhooks/delivery.js';
 import { isDbUnavailable } from '../db/index.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
+import { writeBehind } from './write-behind.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -144,7 +145,36 @@ export async function startWorkers(
     { maxInFlight: 1, isolate: (err) => !isDbUnavailable(err) },
   );
   const markRunning = (run: ledger.RunRef) => transition(run);
-  const markSucceeded = (run: ledger.RunRef, result: unknown) => transition({ ...run, done: true, result });
+
+  // A run's finish is written behind (./write-behind.ts): BullMQ hears of the end at once, the ledger a batch later.
+  // What follows the commit (a webhook, the end's log line) follows it here; the 'succeeded' event went with the batch.
+  const finishes = writeBehind<{ jlog: () => Logger; started: number; type: string }>({
+    write: (f) => transition({ id: f.id, gen: f.gen, done: true, result: f.result }),
+    async committed(f, done) {
+      const jlog = f.context.jlog;
+      if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
+      if (done?.callback_url) await webhook(done);
+      if (done?.state === 'cancelled') jlog().info('job cancelled (cancel committed while it ran)');
+      else if (done && log.isLevelEnabled(doneLevel)) {
+        const ms = Date.now() - f.context.started;
+        jlog()[doneLevel]({ job_id: f.id, ms }, `${f.context.type} job succeeded in ${ms} ms`);
+      }
+    },
+    async refused(f, err) {
+      // The database will never take this result (a NUL in a string): the run ends failed, saying why. BullMQ has
+      // it completed already, so there is no retry to wait for.
+      const error = errorOf(err);
+      f.context.jlog().warn({ err: error }, 'job failed: the ledger refused its result');
+      try {
+        await emit('state', await ledger.failRun(db, f, error, true));
+      } catch (e) {
+        log.error({ err: e, job_id: f.id }, 'ledger write failed');
+      }
+    },
+    unavailable: (err) => dbGuard.outage(err),
+    delayMs: config.LEDGER_WRITE_BEHIND_MS,
+    retryMs: 500,
+  });
 
   // Other events (progress, failures, cancellations) published together share one round trip too, in order. Each
   // caller awaits its own ledger write first, so an event never runs ahead of its row.
@@ -204,8 +234,6 @@ export async function startWorkers(
     // Why the run is stopping: a cancel (the message, or the ledger's flag read at a progress write), or the ledger no
     // longer holding this run.
     let superseded = false;
-    // Set once the run's end is in the ledger, so the catch below does not write it a second time.
-    let ended = false;
     const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
@@ -263,22 +291,11 @@ export async function startWorkers(
       await progressDone();
       await runLog.flush();
       if (controller.signal.aborted) throw new Cancelled('cancelled');
-      // The finish reads the cancel flag too: a cancel committed while the run went on ends it cancelled.
-      const done = await markSucceeded(run, result);
-      if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
-      if (done?.callback_url) await webhook(done);
-      if (done?.state === 'cancelled') {
-        ended = true;
-        jlog().info('job cancelled (cancel committed while it ran)');
-        throw new Cancelled('cancelled');
-      }
-      if (log.isLevelEnabled(doneLevel)) {
-        const ms = Date.now() - started;
-        jlog()[doneLevel]({ job_id: id, ms }, `${def.type} job succeeded in ${ms} ms`);
-      }
+      // Written behind: BullMQ records the result now, the ledger with the next batch. The finish reads the cancel flag
+      // too: a cancel committed while the run went on ends the row cancelled (the ledger's word wins over BullMQ's).
+      finishes.add({ ...run, result, context: { jlog, started, type: def.type } });
       return result;
     } catch (err) {
-      if (ended) throw err;
       await progressDone();
       await runLog.flush();
       if (superseded) {
@@ -377,6 +394,7 @@ export async function startWorkers(
   return {
     workers,
     async close(timeoutMs: number) {
+      const closing = Date.now();
       const graceful = Promise.all(workers.map((w) => w.close()));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
@@ -388,6 +406,11 @@ export async function startWorkers(
         graceful.catch(() => undefined);
       }
       clearTimeout(timer);
+      // The finishes written behind commit before the connections go; whatever PostgreSQL does not take in the rest
+      // of the grace period stays in BullMQ's completed jobs, for the reconciler.
+      const left = Math.max(1_000, timeoutMs - (Date.now() - closing));
+      if (!(await finishes.drain(left)))
+        log.warn({ pending: finishes.pending }, 'shutdown: ledger finishes not committed; the reconciler settles them');
       // BullMQ leaves a connection it was given open on close: drop each worker's, so nothing keeps the process alive.
       await Promise.all(workers.map((w) => w.disconnect().catch(() => undefined)));
       await Promise.all(workers.map((w) => registry.get(w.name)?.stop?.(deps)));
