@@ -3,6 +3,7 @@
 // until long after the commit and the reconciler writes that very result to the ledger.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ledger from '../src/db/jobs.js';
+import { readJobEvents } from '../src/events.js';
 import { reconcileOnce } from '../src/workers/reconciler.js';
 import {
   client,
@@ -10,6 +11,7 @@ import {
   silentLog,
   startProcess,
   tenantWithKeys,
+  TEST_JOBS,
   waitFor,
   type Proc,
   type TestEnv,
@@ -20,7 +22,7 @@ let api: ReturnType<typeof client>;
 const procs: Proc[] = [];
 
 beforeAll(async () => {
-  env = await createTestEnv('write_behind');
+  env = await createTestEnv('write_behind', { env: { JOB_MODULES: `${TEST_JOBS},test/fixtures/behind-jobs.ts` } });
   api = client(env.app, (await tenantWithKeys(env)).clientKey);
 });
 
@@ -120,5 +122,77 @@ describe('write-behind ledger', () => {
       .where('state', '!=', 'succeeded')
       .executeTakeFirstOrThrow();
     expect(Number(left.n)).toBe(0);
+  });
+
+  it('a type whose runs start behind the ledger: BullMQ carries its payload, and the ledger counts the run, in order', async () => {
+    const running = await env.startWorkers(['quick']);
+    try {
+      const r = await api('POST', '/v1/jobs', { type: 'quick', payload: { value: 'q', progress: true } });
+      expect(r.status).toBe(202);
+      const id: string = r.body.id;
+      expect((await env.queues.get('quick').getJob(id))!.data).toMatchObject({
+        payload: { value: 'q', progress: true },
+      });
+      await waitFor(async () => (await ledger.findJob(env.db, id))?.state === 'succeeded', {
+        what: 'quick job to end',
+      });
+      expect(await ledger.findJob(env.db, id)).toMatchObject({
+        attempts: 1,
+        progress: 100,
+        result: { echo: 'q', attempt: 1, pid: process.pid },
+      });
+      // The events a client replays: the start, its progress (which waited for the start's commit), the end.
+      const events = await readJobEvents(env.redis, env.config, id, '0');
+      expect(events.map((e) => [e.event, e.job.state])).toEqual([
+        ['state', 'running'],
+        ['progress', 'running'],
+        ['state', 'succeeded'],
+      ]);
+    } finally {
+      await running.close(5_000);
+    }
+  });
+
+  it('a run that starts behind the ledger on a row the ledger would not start (cancelled) writes nothing', async () => {
+    const r = await api('POST', '/v1/jobs', { type: 'quick', payload: { value: 'too late' } });
+    const id: string = r.body.id;
+    // Cancelled after its enqueue, before any worker took it: the run goes ahead, its start and finish are fenced out.
+    await env.db.updateTable('jobs').set({ state: 'cancelled' }).where('id', '=', id).execute();
+    const running = await env.startWorkers(['quick']);
+    try {
+      await waitFor(async () => (await env.queues.get('quick').getJob(id))?.finishedOn, { what: 'the run to end' });
+      // The finish commits after BullMQ's record: wait until nothing is left behind (a graceful close drains it).
+      await running.close(5_000);
+      expect(await ledger.findJob(env.db, id)).toMatchObject({ state: 'cancelled', attempts: 0, result: null });
+    } finally {
+      await running.close(5_000);
+    }
+  });
+
+  it('the reconciler settles a run whose start and finish were both behind (queued in the ledger), counting the run', {
+    timeout: 120_000,
+  }, async () => {
+    const worker = await behindWorker('quick');
+    const r = await api('POST', '/v1/jobs', { type: 'quick', payload: { value: 'settled' } });
+    const id: string = r.body.id;
+    await waitFor(async () => (await env.queues.get('quick').getJob(id))?.finishedOn, {
+      what: 'BullMQ to record the end',
+    });
+    await waitFor(async () => (await ledger.findJob(env.db, id))?.state === 'running', { what: 'the start to commit' });
+    await worker.stop('SIGKILL');
+    // As if the worker had died before its start went out as well: the row as the API left it.
+    await env.db
+      .updateTable('jobs')
+      .set({ state: 'queued', attempts: 0, started_at: null })
+      .where('id', '=', id)
+      .execute();
+    expect((await reconcileOnce(deps(), env.registry, 0)).settled).toEqual([id]);
+    const row = await ledger.findJob(env.db, id);
+    expect(row).toMatchObject({
+      state: 'succeeded',
+      attempts: 1,
+      result: { echo: 'settled', attempt: 1, pid: worker.child.pid },
+    });
+    expect(row!.started_at).not.toBeNull();
   });
 });

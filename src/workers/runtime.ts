@@ -134,15 +134,18 @@ export async function startWorkers(
       let r = 0;
       let s = 0;
       const rows = items.map((t) => (t.done ? succeeded[s++] : running[r++]));
-      await publishJobEvents(
+      // Sent, not awaited: the next batch need not wait for Redis. Commands on one connection keep their order, so a
+      // row's later events (progress, its end) still follow this one.
+      publishJobEvents(
         redis,
         config,
         rows.filter((row): row is JobRow => row !== undefined).map((row) => ({ kind: 'state' as const, row })),
-      );
+      ).catch((err) => log.warn({ err }, 'job events not published'));
       return rows;
     },
-    // A result the database refuses (a NUL in a string) fails its own job only, not the batch it came with.
-    { maxInFlight: 1, isolate: (err) => !isDbUnavailable(err) },
+    // A result the database refuses (a NUL in a string) fails its own job only, not the batch it came with. Two
+    // statements in flight: runs that start while one commits go out at once rather than a whole commit later.
+    { maxInFlight: 2, isolate: (err) => !isDbUnavailable(err) },
   );
   const markRunning = (run: ledger.RunRef) => transition(run);
 
@@ -213,7 +216,22 @@ export async function startWorkers(
     // A child logger per job costs an allocation and a serialisation of its bindings: made only when something logs.
     let child: Logger | undefined;
     const jlog = () => (child ??= log.child({ job_id: id, type: def.type, tenant: job.data?.tenant, gen: run.gen }));
-    const row = await markRunning(run);
+    // The start: committed before the processor runs (its row brings the payload, and says whether to run at all), or
+    // for a type that declares `startBehind` sent now and committed with the next batch while the processor runs.
+    // Whatever the run writes later (progress, its end) waits for that commit, so it never lands before the start.
+    let startCommitted: Promise<unknown> = Promise.resolve();
+    let row: Pick<JobRow, 'tenant' | 'attempts' | 'generation' | 'max_attempts' | 'payload'> | undefined;
+    if (def.startBehind && job.data.payload !== undefined) {
+      // A start PostgreSQL refuses (an outage) is not retried: the finish, written behind and retried, settles the row.
+      startCommitted = markRunning(run).catch(() => undefined);
+      row = {
+        tenant: job.data.tenant,
+        attempts: job.attemptsMade + 1,
+        generation: run.gen,
+        max_attempts: job.opts.attempts ?? 1,
+        payload: job.data.payload,
+      };
+    } else row = await markRunning(run);
     if (!row) {
       // Terminal, cancelled before it started, unknown to the ledger, or of an older generation than the ledger's:
       // nothing to do, and no retry. An older generation touches nothing; BullMQ's outcome of it is ignored too.
@@ -252,6 +270,7 @@ export async function startWorkers(
       // The progress write also reads the ledger's cancel flag (same statement): a cancel whose message this worker
       // missed still stops the run at its next progress report.
       const progressWrites = latestInOrder(async (p) => {
+        await startCommitted;
         await job.updateProgress(p);
         const now = await ledger.setProgress(db, run, p);
         if (!now) {
@@ -293,9 +312,10 @@ export async function startWorkers(
       if (controller.signal.aborted) throw new Cancelled('cancelled');
       // Written behind: BullMQ records the result now, the ledger with the next batch. The finish reads the cancel flag
       // too: a cancel committed while the run went on ends the row cancelled (the ledger's word wins over BullMQ's).
-      finishes.add({ ...run, result, context: { jlog, started, type: def.type } });
+      finishes.add({ ...run, result, context: { jlog, started, type: def.type } }, startCommitted);
       return result;
     } catch (err) {
+      await startCommitted;
       await progressDone();
       await runLog.flush();
       if (superseded) {

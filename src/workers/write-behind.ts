@@ -77,11 +77,15 @@ export function writeBehind<C>(opts: WriteBehindOptions<C>) {
   }
 
   return {
-    /** Hands a finished run over; returns at once. */
-    add(finish: BehindFinish<C>): void {
+    /** Hands a finished run over; returns at once. Its write goes after `after` (the run's start commit) settles. */
+    add(finish: BehindFinish<C>, after?: Promise<unknown>): void {
       pending++;
-      if (opts.delayMs > 0 && !draining) later(finish, opts.delayMs);
-      else send(finish);
+      const go = () => {
+        if (opts.delayMs > 0 && !draining) later(finish, opts.delayMs);
+        else send(finish);
+      };
+      if (after) void after.then(go, go);
+      else go();
     },
     /** Finishes not yet committed. */
     get pending(): number {
