@@ -169,7 +169,7 @@ describe('write-behind ledger', () => {
     }
   });
 
-  it('the reconciler settles a run whose start and finish were both behind (queued in the ledger), counting the run', {
+  it('a short run that starts behind the ledger writes start and end as one; killed before it, the reconciler counts the run', {
     timeout: 120_000,
   }, async () => {
     const worker = await behindWorker('quick');
@@ -178,14 +178,10 @@ describe('write-behind ledger', () => {
     await waitFor(async () => (await env.queues.get('quick').getJob(id))?.finishedOn, {
       what: 'BullMQ to record the end',
     });
-    await waitFor(async () => (await ledger.findJob(env.db, id))?.state === 'running', { what: 'the start to commit' });
+    // Neither its start nor its end is in the ledger: the run ended before its start went out, and its one write is
+    // held back.
+    expect(await ledger.findJob(env.db, id)).toMatchObject({ state: 'queued', attempts: 0, started_at: null });
     await worker.stop('SIGKILL');
-    // As if the worker had died before its start went out as well: the row as the API left it.
-    await env.db
-      .updateTable('jobs')
-      .set({ state: 'queued', attempts: 0, started_at: null })
-      .where('id', '=', id)
-      .execute();
     expect((await reconcileOnce(deps(), env.registry, 0)).settled).toEqual([id]);
     const row = await ledger.findJob(env.db, id);
     expect(row).toMatchObject({

@@ -19,6 +19,9 @@ import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } f
 import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 
+/** How long a run of a `startBehind` type may go before its start is written on its own (see run()). */
+const START_BEHIND_MS = 50;
+
 /** Thrown into BullMQ when a run ends cancelled: no retry. */
 class Cancelled extends UnrecoverableError {}
 
@@ -217,13 +220,22 @@ export async function startWorkers(
     let child: Logger | undefined;
     const jlog = () => (child ??= log.child({ job_id: id, type: def.type, tenant: job.data?.tenant, gen: run.gen }));
     // The start: committed before the processor runs (its row brings the payload, and says whether to run at all), or
-    // for a type that declares `startBehind` sent now and committed with the next batch while the processor runs.
-    // Whatever the run writes later (progress, its end) waits for that commit, so it never lands before the start.
+    // for a type that declares `startBehind` held back: a run that ends within START_BEHIND_MS writes its start and
+    // finish as one (queued → succeeded, one row write, one event), a longer one sends its start then. Whatever the run
+    // writes later (progress, its end) waits for the start's commit, so it never lands before the start.
     let startCommitted: Promise<unknown> = Promise.resolve();
+    let startTimer: NodeJS.Timeout | undefined;
+    // A start PostgreSQL refuses (an outage) is not retried: the finish, written behind and retried, settles the row.
+    const sendStart = () => {
+      if (startTimer === undefined) return startCommitted;
+      clearTimeout(startTimer);
+      startTimer = undefined;
+      startCommitted = markRunning(run).catch(() => undefined);
+      return startCommitted;
+    };
     let row: Pick<JobRow, 'tenant' | 'attempts' | 'generation' | 'max_attempts' | 'payload'> | undefined;
     if (def.startBehind && job.data.payload !== undefined) {
-      // A start PostgreSQL refuses (an outage) is not retried: the finish, written behind and retried, settles the row.
-      startCommitted = markRunning(run).catch(() => undefined);
+      startTimer = setTimeout(sendStart, START_BEHIND_MS);
       row = {
         tenant: job.data.tenant,
         attempts: job.attemptsMade + 1,
@@ -270,7 +282,7 @@ export async function startWorkers(
       // The progress write also reads the ledger's cancel flag (same statement): a cancel whose message this worker
       // missed still stops the run at its next progress report.
       const progressWrites = latestInOrder(async (p) => {
-        await startCommitted;
+        await sendStart();
         await job.updateProgress(p);
         const now = await ledger.setProgress(db, run, p);
         if (!now) {
@@ -312,10 +324,15 @@ export async function startWorkers(
       if (controller.signal.aborted) throw new Cancelled('cancelled');
       // Written behind: BullMQ records the result now, the ledger with the next batch. The finish reads the cancel flag
       // too: a cancel committed while the run went on ends the row cancelled (the ledger's word wins over BullMQ's).
+      if (startTimer !== undefined) {
+        // Ended before its start went out: one write counts the run and ends it (ledger.markSucceededMany).
+        clearTimeout(startTimer);
+        startTimer = undefined;
+      }
       finishes.add({ ...run, result, context: { jlog, started, type: def.type } }, startCommitted);
       return result;
     } catch (err) {
-      await startCommitted;
+      await sendStart();
       await progressDone();
       await runLog.flush();
       if (superseded) {
