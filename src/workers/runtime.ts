@@ -19,6 +19,31 @@ import { PermanentError, RetryableError, type JobDefinition, type WorkerDeps } f
 import { bullPrefix, createRedis, keys, type RedisClient } from '../queues.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 
+/**
+ * An AbortController made only when a processor reads its signal: most runs never do, and two controllers per job
+ * were a measurable share of the runtime's CPU (docs/performance.md).
+ */
+class LazyAbort {
+  private controller: AbortController | undefined;
+  private reason: unknown;
+  aborted = false;
+
+  abort(reason?: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+}
+
 /** How long a run of a `startBehind` type may go before its start is written on its own (see run()). */
 const START_BEHIND_MS = 50;
 
@@ -205,7 +230,7 @@ export async function startWorkers(
   }
 
   // Runs of this process by job id, told when BullMQ reports their lock could not be renewed (ctx.lockLost).
-  const lockWatch = new Map<string, Set<AbortController>>();
+  const lockWatch = new Map<string, Set<LazyAbort>>();
 
   async function run(
     def: JobDefinition,
@@ -260,14 +285,14 @@ export async function startWorkers(
     }
     tagJobSpan({ id, type: def.type, attempt: row.attempts, generation: row.generation });
     // Its 'running' event went out with the batch; a webhook is for ends only.
-    const controller = new AbortController();
+    const controller = new LazyAbort();
     // Why the run is stopping: a cancel (the message, or the ledger's flag read at a progress write), or the ledger no
     // longer holding this run.
     let superseded = false;
     const abort = () => controller.abort(signal?.reason ?? new Error('cancelled'));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
-    const lockLost = new AbortController();
+    const lockLost = new LazyAbort();
     const watching = lockWatch.get(id) ?? new Set();
     lockWatch.set(id, watching.add(lockLost));
     const started = Date.now();
@@ -302,8 +327,12 @@ export async function startWorkers(
         attempt: row.attempts,
         gen: row.generation,
         maxAttempts: row.max_attempts,
-        signal: controller.signal,
-        lockLost: lockLost.signal,
+        get signal() {
+          return controller.signal;
+        },
+        get lockLost() {
+          return lockLost.signal;
+        },
         get log() {
           return jlog();
         },
@@ -321,7 +350,7 @@ export async function startWorkers(
       // A progress event never follows the run's end, nor does a log line.
       await progressDone();
       await runLog.flush();
-      if (controller.signal.aborted) throw new Cancelled('cancelled');
+      if (controller.aborted) throw new Cancelled('cancelled');
       // Written behind: BullMQ records the result now, the ledger with the next batch. The finish reads the cancel flag
       // too: a cancel committed while the run went on ends the row cancelled (the ledger's word wins over BullMQ's).
       if (startTimer !== undefined) {
@@ -339,13 +368,13 @@ export async function startWorkers(
         jlog().info('job stopped: the ledger no longer holds this run');
         throw new Superseded('superseded');
       }
-      if (lockLost.signal.aborted && !controller.signal.aborted) {
+      if (lockLost.aborted && !controller.aborted) {
         // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
         // owns the ledger row from then on: this run's failure must not set that row back to delayed or failed.
         jlog().warn({ err: errorOf(err) }, 'job stopped: its lock was lost; BullMQ runs it again');
         throw err;
       }
-      if (controller.signal.aborted) {
+      if (controller.aborted) {
         await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
         jlog().info('job cancelled');
         throw new Cancelled('cancelled');
