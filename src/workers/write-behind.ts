@@ -54,26 +54,30 @@ export function writeBehind<C>(opts: WriteBehindOptions<C>) {
   };
 
   function send(finish: BehindFinish<C>): void {
-    opts.write(finish).then(
-      async (row) => {
-        try {
-          await opts.committed(finish, row);
-        } finally {
-          settle();
-        }
-      },
-      async (err) => {
-        if (isDbUnavailable(err)) {
-          opts.unavailable(err);
-          return later(finish, opts.retryMs);
-        }
-        try {
-          await opts.refused(finish, err);
-        } finally {
-          settle();
-        }
-      },
-    );
+    void opts
+      .write(finish)
+      .then(
+        async (row) => {
+          try {
+            await opts.committed(finish, row);
+          } finally {
+            settle();
+          }
+        },
+        async (err) => {
+          if (isDbUnavailable(err)) {
+            opts.unavailable(err);
+            return later(finish, opts.retryMs);
+          }
+          try {
+            await opts.refused(finish, err);
+          } finally {
+            settle();
+          }
+        },
+      )
+      // What follows a commit (a webhook enqueue, a log line) reports its own errors; none may escape as unhandled.
+      .catch(() => undefined);
   }
 
   return {
