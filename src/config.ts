@@ -93,6 +93,11 @@ const schema = z.object({
   JOB_TIMEOUT_GRACE_MS: int(0, 3_600_000).default(10_000),
   /** How often a worker (one at a time, by a lock) ends jobs whose expires_at passed before they started. */
   EXPIRY_SWEEP_MS: int(100, 3_600_000).default(5_000),
+  /**
+   * How long a run's ledger finish waits before joining the next write (0: the next write). Finishes are written
+   * behind either way; a longer wait widens the window the reconciler covers (the chaos tests use it to hold it open).
+   */
+  LEDGER_WRITE_BEHIND_MS: int(0, 600_000).default(0),
   WORKER_METRICS_PORT: int(0, 65535).default(9464),
   /** Where a worker's /metrics listens: loopback unless set (it has no authentication; e.g. 0.0.0.0 for a scraper). */
   WORKER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),

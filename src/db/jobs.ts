@@ -257,9 +257,12 @@ const startRuns = (runs: RunRef[]) => sql<JobRow>`
     returning jobs.*`;
 
 // A run whose cancel was committed while it ran ends cancelled, not succeeded, whether or not its worker heard the
-// cancel message: the ledger's word wins.
+// cancel message: the ledger's word wins. A finish that finds no start of its run (the row not running: a start
+// written behind that never committed, settled from BullMQ's record by the reconciler) counts the run itself.
 const finishRuns = (done: (RunRef & { result: unknown })[]) => sql<JobRow>`
     update jobs set state = case when jobs.cancel_requested then 'cancelled' else 'succeeded' end,
+      attempts = case when jobs.state = 'running' then jobs.attempts else jobs.attempts + 1 end,
+      started_at = coalesce(jobs.started_at, now()),
       progress = case when jobs.cancel_requested then jobs.progress else 100 end,
       result = case when jobs.cancel_requested then null else v.result::jsonb end, error = null,
       finished_at = now(), updated_at = now()

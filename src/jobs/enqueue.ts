@@ -9,15 +9,18 @@ import type { JobRegistry } from './registry.js';
 
 /**
  * BullMQ carries only the ledger id and type, the tenant, and the generation the job was queued as (`gen`, the run
- * identity every ledger write of the run is fenced on); the payload is read from the ledger (pass ids, not records).
+ * identity every ledger write of the run is fenced on); the payload is read from the ledger (pass ids, not records),
+ * except for job types whose runs start without waiting for the ledger (`startBehind`): BullMQ carries theirs.
  */
 export interface BullData {
   tenant: string;
   gen: number;
+  payload?: unknown;
 }
 
 /** What a row's BullMQ job carries. */
-export function bullData(row: JobRow): BullData {
+export function bullData(row: JobRow, registry?: JobRegistry): BullData {
+  if (registry?.get(row.type)?.startBehind) return { tenant: row.tenant, gen: row.generation, payload: row.payload };
   return { tenant: row.tenant, gen: row.generation };
 }
 
@@ -51,9 +54,11 @@ export async function enqueue(queues: Queues, registry: JobRegistry, rows: JobRo
       if (list.length === 1) {
         const r = list[0];
         // BullMQ's `add` stores its own span's context in the job: started in the job's trace, that span belongs there.
-        return inTraceOf(r.trace_context, () => queue.add(type, bullData(r), bullOptions(registry, r)));
+        return inTraceOf(r.trace_context, () => queue.add(type, bullData(r, registry), bullOptions(registry, r)));
       }
-      return queue.addBulk(list.map((r) => ({ name: type, data: bullData(r), opts: bullOptions(registry, r) })));
+      return queue.addBulk(
+        list.map((r) => ({ name: type, data: bullData(r, registry), opts: bullOptions(registry, r) })),
+      );
     }),
   );
 }

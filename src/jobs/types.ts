@@ -81,6 +81,14 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   stop?: (deps: WorkerDeps) => void | Promise<void>;
   /** Submitted only by other jobs (a batch's chunks): workers serve its queue, the API answers it as an unknown type. */
   internal?: boolean;
+  /**
+   * The run need not wait for its ledger start: BullMQ carries the payload (src/jobs/enqueue.ts), the processor runs at
+   * once and the start commits with the next batch. Only for processors whose one effect is their result: a run the
+   * ledger would not have started (cancelled, ended, or of an older generation) still runs, and its finish is then
+   * fenced out. `ctx.attempt` is BullMQ's count of runs, and progress reports wait for the start. Never for side
+   * effects (email, webhooks): those need the start committed first.
+   */
+  startBehind?: boolean;
   /** Absent while the processor is not built: the API refuses the type with 422. */
   process?: (ctx: JobContext<z.infer<S>>) => Promise<R>;
 }

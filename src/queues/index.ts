@@ -6,9 +6,15 @@ import { bullPrefix } from './keys.js';
 import type { RedisClient } from './redis.js';
 import { bullTelemetry } from '../tracing/index.js';
 
-/** Redis keeps only what is in flight; the ledger keeps history. */
+/**
+ * Redis keeps only what is in flight; the ledger keeps history. A completed job is kept by age only, never by count:
+ * its ledger finish is written behind (src/workers/write-behind.ts), and until that commits BullMQ's record (with its
+ * return value) is what the reconciler settles the ledger from. A count would let a burst of later completions remove
+ * it first; an hour is far beyond a write-behind commit (milliseconds), and BullMQ removes aged jobs only when other
+ * jobs of the queue complete, which stops while PostgreSQL is away (workers pause on a failed ledger write).
+ */
 export const RETENTION: Pick<JobsOptions, 'removeOnComplete' | 'removeOnFail'> = {
-  removeOnComplete: { age: 3600, count: 1000 },
+  removeOnComplete: { age: 3600 },
   removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
 };
 

@@ -37,6 +37,11 @@ export class DbGuard {
     }
   }
 
+  /** PostgreSQL refused a write made outside a job's processing (a finish written behind): pause as above. */
+  outage(err: unknown): void {
+    if (isDbUnavailable(err)) this.trip(err);
+  }
+
   get paused(): boolean {
     return this.down;
   }

@@ -22,6 +22,7 @@ import {
 import { startAdmitter } from './admitter.js';
 import { DbGuard } from './db-guard.js';
 import { jobLogWriter } from './job-log.js';
+import { writeBehind } from './write-behind.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -30,6 +31,34 @@ import { bullPrefix, keys } from '../queues/keys.js';
 import { createRedis, type RedisClient } from '../queues/redis.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
 import { startTimeLimit } from './time-limit.js';
+
+/**
+ * An AbortController made only when a processor reads its signal: most runs never do, and two controllers per job
+ * were a measurable share of the runtime's CPU (docs/performance.md).
+ */
+class LazyAbort {
+  private controller: AbortController | undefined;
+  private reason: unknown;
+  aborted = false;
+
+  abort(reason?: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+}
+
+/** How long a run of a `startBehind` type may go before its start is written on its own (see run()). */
+const START_BEHIND_MS = 50;
 
 /**
  * Writes of one changing value (a run's progress), one at a time and in order, so a slower write never lands after a
@@ -97,18 +126,50 @@ export async function startWorkers(
       let r = 0;
       let s = 0;
       const rows = items.map((t) => (t.done ? succeeded[s++] : running[r++]));
-      await publishJobEvents(
+      // Sent, not awaited: the next batch need not wait for Redis. Commands on one connection keep their order, so a
+      // row's later events (progress, its end) still follow this one.
+      publishJobEvents(
         redis,
         config,
         rows.filter((row): row is JobRow => row !== undefined).map((row) => ({ kind: 'state' as const, row })),
-      );
+      ).catch((err) => log.warn({ err }, 'job events not published'));
       return rows;
     },
-    // A result the database refuses (a NUL in a string) fails its own job only, not the batch it came with.
-    { maxInFlight: 1, isolate: (err) => !isDbUnavailable(err) },
+    // A result the database refuses (a NUL in a string) fails its own job only, not the batch it came with. Two
+    // statements in flight: runs that start while one commits go out at once rather than a whole commit later.
+    { maxInFlight: 2, isolate: (err) => !isDbUnavailable(err) },
   );
   const markRunning = (run: ledger.RunRef) => transition(run);
-  const markSucceeded = (run: ledger.RunRef, result: unknown) => transition({ ...run, done: true, result });
+
+  // A run's finish is written behind (./write-behind.ts): BullMQ hears of the end at once, the ledger a batch later.
+  // What follows the commit (a webhook, the end's log line) follows it here; the 'succeeded' event went with the batch.
+  const finishes = writeBehind<{ jlog: () => Logger; started: number; type: string }>({
+    write: (f) => transition({ id: f.id, gen: f.gen, done: true, result: f.result }),
+    async committed(f, done) {
+      const jlog = f.context.jlog;
+      if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
+      if (done?.callback_url) await webhook(done);
+      if (done?.state === 'cancelled') jlog().info('job cancelled (cancel committed while it ran)');
+      else if (done && log.isLevelEnabled(doneLevel)) {
+        const ms = Date.now() - f.context.started;
+        jlog()[doneLevel]({ job_id: f.id, ms }, `${f.context.type} job succeeded in ${ms} ms`);
+      }
+    },
+    async refused(f, err) {
+      // The database will never take this result (a NUL in a string): the run ends failed, saying why. BullMQ has
+      // it completed already, so there is no retry to wait for.
+      const error = errorOf(err);
+      f.context.jlog().warn({ err: error }, 'job failed: the ledger refused its result');
+      try {
+        await emit('state', await ledger.failRun(db, f, error, true));
+      } catch (e) {
+        log.error({ err: e, job_id: f.id }, 'ledger write failed');
+      }
+    },
+    unavailable: (err) => dbGuard.outage(err),
+    delayMs: config.LEDGER_WRITE_BEHIND_MS,
+    retryMs: 500,
+  });
 
   // Other events (progress, failures, cancellations) published together share one round trip too, in order. Each
   // caller awaits its own ledger write first, so an event never runs ahead of its row.
@@ -133,7 +194,7 @@ export async function startWorkers(
   }
 
   // Runs of this process by job id, told when BullMQ reports their lock could not be renewed (ctx.lockLost).
-  const lockWatch = new Map<string, Set<AbortController>>();
+  const lockWatch = new Map<string, Set<LazyAbort>>();
 
   async function run(
     def: JobDefinition,
@@ -147,7 +208,43 @@ export async function startWorkers(
     // A child logger per job costs an allocation and a serialisation of its bindings: made only when something logs.
     let child: Logger | undefined;
     const jlog = () => (child ??= log.child({ job_id: id, type: def.type, tenant: job.data?.tenant, gen: run.gen }));
-    const row = await markRunning(run);
+    // The start: committed before the processor runs (its row brings the payload, and says whether to run at all), or
+    // for a type that declares `startBehind` held back: a run that ends within START_BEHIND_MS writes its start and
+    // finish as one (queued → succeeded, one row write, one event), a longer one sends its start then. Whatever the run
+    // writes later (progress, its end) waits for the start's commit, so it never lands before the start.
+    let startCommitted: Promise<unknown> = Promise.resolve();
+    let startTimer: NodeJS.Timeout | undefined;
+    // A start PostgreSQL refuses (an outage) is not retried: the finish, written behind and retried, settles the row.
+    const sendStart = () => {
+      if (startTimer === undefined) return startCommitted;
+      clearTimeout(startTimer);
+      startTimer = undefined;
+      startCommitted = markRunning(run).catch(() => undefined);
+      return startCommitted;
+    };
+    let row: Pick<JobRow, 'tenant' | 'attempts' | 'generation' | 'max_attempts' | 'payload' | 'timeout_ms'> | undefined;
+    if (def.startBehind && job.data.payload !== undefined) {
+      startTimer = setTimeout(sendStart, START_BEHIND_MS);
+      row = {
+        tenant: job.data.tenant,
+        attempts: job.attemptsMade + 1,
+        generation: run.gen,
+        max_attempts: job.opts.attempts ?? 1,
+        payload: job.data.payload,
+        // A startBehind type's own default limit (its BullMQ data carries no ledger row).
+        timeout_ms: null,
+      };
+    } else {
+      const started = await markRunning(run);
+      if (started && started.state !== 'running') {
+        // Not started by its expires_at: the start write ended it instead (ledger.startRuns), its event went with the
+        // batch.
+        if (started.callback_url) await webhook(started);
+        jlog().info('job expired before it started');
+        throw new Cancelled();
+      }
+      row = started;
+    }
     if (!row) {
       // Terminal, cancelled before it started, unknown to the ledger, or of an older generation than the ledger's:
       // nothing to do, and no retry. An older generation touches nothing; BullMQ's outcome of it is ignored too.
@@ -162,24 +259,16 @@ export async function startWorkers(
       jlog().info({ state: current?.state ?? 'unknown' }, 'job skipped: not runnable');
       return current?.result ?? null;
     }
-    if (row.state !== 'running') {
-      // Not started by its expires_at: the start write ended it instead (ledger.startRuns), its event went with the batch.
-      if (row.callback_url) await webhook(row);
-      jlog().info('job expired before it started');
-      throw new Cancelled();
-    }
     tagJobSpan({ id, type: def.type, attempt: row.attempts, generation: row.generation });
     // Its 'running' event went out with the batch; a webhook is for ends only.
-    const controller = new AbortController();
+    const controller = new LazyAbort();
     // Why the run is stopping: a cancel (the message, or the ledger's flag read at a progress write), or the ledger no
     // longer holding this run.
     let superseded = false;
-    // Set once the run's end is in the ledger, so the catch below does not write it a second time.
-    let ended = false;
     const abort = () => controller.abort(signal?.reason ?? new Error(CANCELLED));
     if (signal?.aborted) abort();
     signal?.addEventListener('abort', abort, { once: true });
-    const lockLost = new AbortController();
+    const lockLost = new LazyAbort();
     const watching = lockWatch.get(id) ?? new Set();
     lockWatch.set(id, watching.add(lockLost));
     const started = Date.now();
@@ -205,6 +294,7 @@ export async function startWorkers(
       // The progress write also reads the ledger's cancel flag (same statement): a cancel whose message this worker
       // missed still stops the run at its next progress report.
       const progressWrites = latestInOrder(async (p) => {
+        await sendStart();
         await job.updateProgress(p);
         const now = await ledger.setProgress(db, run, p);
         if (!now) {
@@ -224,8 +314,12 @@ export async function startWorkers(
         attempt: row.attempts,
         gen: row.generation,
         maxAttempts: row.max_attempts,
-        signal: controller.signal,
-        lockLost: lockLost.signal,
+        get signal() {
+          return controller.signal;
+        },
+        get lockLost() {
+          return lockLost.signal;
+        },
         get log() {
           return jlog();
         },
@@ -244,23 +338,18 @@ export async function startWorkers(
       // A progress event never follows the run's end, nor does a log line.
       await progressDone();
       await runLog.flush();
-      if (controller.signal.aborted) throw limit.timedOut() ? limit.error : new Cancelled();
-      // The finish reads the cancel flag too: a cancel committed while the run went on ends it cancelled.
-      const done = await markSucceeded(run, result);
-      if (!done) jlog().info('job finished, but the ledger no longer holds this run; its result is dropped');
-      if (done?.callback_url) await webhook(done);
-      if (done?.state === 'cancelled') {
-        ended = true;
-        jlog().info('job cancelled (cancel committed while it ran)');
-        throw new Cancelled();
+      if (controller.aborted) throw limit.timedOut() ? limit.error : new Cancelled();
+      // Written behind: BullMQ records the result now, the ledger with the next batch. The finish reads the cancel flag
+      // too: a cancel committed while the run went on ends the row cancelled (the ledger's word wins over BullMQ's).
+      if (startTimer !== undefined) {
+        // Ended before its start went out: one write counts the run and ends it (ledger.markSucceededMany).
+        clearTimeout(startTimer);
+        startTimer = undefined;
       }
-      if (log.isLevelEnabled(doneLevel)) {
-        const ms = Date.now() - started;
-        jlog()[doneLevel]({ job_id: id, ms }, `${def.type} job succeeded in ${ms} ms`);
-      }
+      finishes.add({ ...run, result, context: { jlog, started, type: def.type } }, startCommitted);
       return result;
     } catch (err) {
-      if (ended) throw err;
+      await sendStart();
       await progressDone();
       await runLog.flush();
       // A run this process abandoned past its time limit bumped the generation itself: its end is written below.
@@ -268,13 +357,13 @@ export async function startWorkers(
         jlog().info('job stopped: the ledger no longer holds this run');
         throw new Superseded();
       }
-      if (lockLost.signal.aborted && (!controller.signal.aborted || limit.timedOut())) {
+      if (lockLost.aborted && (!controller.aborted || limit.timedOut())) {
         // BullMQ could not renew this run's lock, so it hands the job to another run of the same generation, which
         // owns the ledger row from then on: this run's failure must not set that row back to delayed or failed.
         jlog().warn({ err: errorOf(err) }, 'job stopped: its lock was lost; BullMQ runs it again');
         throw err;
       }
-      if (controller.signal.aborted && !limit.timedOut()) {
+      if (controller.aborted && !limit.timedOut()) {
         await emit('state', await ledger.markCancelled(db, id, ledger.LIVE, run.gen));
         jlog().info('job cancelled');
         throw new Cancelled();
@@ -365,6 +454,7 @@ export async function startWorkers(
     workers,
     async close(timeoutMs: number) {
       await admitter.stop();
+      const closing = Date.now();
       const graceful = Promise.all(workers.map((w) => w.close()));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
@@ -376,6 +466,11 @@ export async function startWorkers(
         graceful.catch(() => undefined);
       }
       clearTimeout(timer);
+      // The finishes written behind commit before the connections go; whatever PostgreSQL does not take in the rest
+      // of the grace period stays in BullMQ's completed jobs, for the reconciler.
+      const left = Math.max(1_000, timeoutMs - (Date.now() - closing));
+      if (!(await finishes.drain(left)))
+        log.warn({ pending: finishes.pending }, 'shutdown: ledger finishes not committed; the reconciler settles them');
       // BullMQ leaves a connection it was given open on close: drop each worker's, so nothing keeps the process alive.
       await Promise.all(workers.map((w) => w.disconnect().catch(() => undefined)));
       await Promise.all(workers.map((w) => registry.get(w.name)?.stop?.(deps)));
