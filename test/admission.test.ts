@@ -112,7 +112,7 @@ const finish = (rows: JobRow[]) =>
     env.db,
     rows.map((r) => ({ id: r.id, gen: r.generation, result: null })),
   );
-const deps = () => ({ config: env.config, db: env.db, queues: env.queues, log: silentLog });
+const deps = () => ({ config: env.config, db: env.db, queues: env.queues, registry: env.registry, log: silentLog });
 
 describe('admission at submit', () => {
   it('admits a batch up to the window, in priority order, and none of its delayed rows', async () => {
@@ -191,16 +191,16 @@ describe('the admitter pass', () => {
     const high = (await ledger.insertJobs(env.db, [row(tenant, { priority: 'high' })], policy()))[0];
     expect(high.admitted_at).toBeNull();
     // Window full: nothing.
-    expect((await admitOnce(deps(), env.registry)).filter((r) => r.tenant === tenant)).toEqual([]);
+    expect((await admitOnce(deps())).filter((r) => r.tenant === tenant)).toEqual([]);
     await finish(rows.slice(0, 2));
-    const next = (await admitOnce(deps(), env.registry)).filter((r) => r.tenant === tenant);
+    const next = (await admitOnce(deps())).filter((r) => r.tenant === tenant);
     expect(next.map((r) => r.id)).toEqual([high.id, fourth.id]);
     // One job of the window still live: these two take its places 2 and 3.
     expect(next.map((r) => r.admission_rank)).toEqual([2, 3]);
     expect((await env.queues.get('test').getJob(fourth.id))?.opts.priority).toBe(bullPriority('normal', 3));
     expect(await env.queues.get('test').getJob(high.id)).toBeDefined();
     await finish([rows[2], high, fourth]);
-    const last = (await admitOnce(deps(), env.registry)).filter((r) => r.tenant === tenant);
+    const last = (await admitOnce(deps())).filter((r) => r.tenant === tenant);
     expect(last.map((r) => r.id)).toEqual([sixth.id, low.id]);
     const left = (await candidates(env.db, policy())).filter((c) => c.tenant === tenant);
     expect(left).toEqual([]);
@@ -213,13 +213,13 @@ describe('the admitter pass', () => {
       [row(tenant, { state: 'delayed', run_at: new Date(Date.now() + 60_000) })],
       policy(),
     );
-    expect((await admitOnce(deps(), env.registry)).map((r) => r.id)).not.toContain(later.id);
+    expect((await admitOnce(deps())).map((r) => r.id)).not.toContain(later.id);
     await env.db
       .updateTable('jobs')
       .set({ run_at: new Date(Date.now() - 1000) })
       .where('id', '=', later.id)
       .execute();
-    expect((await admitOnce(deps(), env.registry)).map((r) => r.id)).toContain(later.id);
+    expect((await admitOnce(deps())).map((r) => r.id)).toContain(later.id);
   });
 
   it('never admits a cancelled job', async () => {
@@ -228,7 +228,7 @@ describe('the admitter pass', () => {
     const waiting = rows.find((r) => !r.admitted_at)!;
     await ledger.markCancelled(env.db, waiting.id);
     await finish(rows.filter((r) => r.admitted_at));
-    expect((await admitOnce(deps(), env.registry)).map((r) => r.id)).not.toContain(waiting.id);
+    expect((await admitOnce(deps())).map((r) => r.id)).not.toContain(waiting.id);
     expect(await env.queues.get('test').getJob(waiting.id)).toBeUndefined();
   });
 });

@@ -107,7 +107,7 @@ export async function createTestEnv(
         .filter((d) => d.process)
         .map((d) => d.type),
     ) {
-      const w = await startWorkers({ config, db, redis, queues, storage, registry, log: silentLog }, registry, names);
+      const w = await startWorkers({ config, db, redis, queues, storage, registry, log: silentLog }, names);
       running.push(w);
       return w;
     },

@@ -1,11 +1,11 @@
 // Issue 24, in process: the decisions of src/api/rate-limit.ts (the per-key rate, the tenant's jobs in flight, the image
 // megapixel budget), its two middlewares on a small Hono app against real Redis and PostgreSQL. The principal comes
 // from request headers and the handler answers the status a test asks for, so each decision is checked alone.
+import type { ApiServices } from '../src/services.js';
 import { Hono } from 'hono';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AuthEnv } from '../src/api/auth.js';
-import type { AppDeps } from '../src/api/deps.js';
 import { ProblemError, problemResponse } from '../src/api/errors.js';
 import { rateLimitPerKey, tenantQuotas } from '../src/api/rate-limit.js';
 import { jobsInFlight } from '../src/db/jobs.js';
@@ -23,7 +23,7 @@ afterAll(() => env?.close());
 /** The middlewares under some settings, each app with counters of its own (a Redis prefix of its own). */
 function appWith(overrides: Record<string, string>) {
   const config = loadConfig({ ...env.env, QUEUE_PREFIX: `${env.config.QUEUE_PREFIX}_${++apps}`, ...overrides });
-  const deps = { config, db: env.db, redis: env.redis, storage: env.storage, log: silentLog } as unknown as AppDeps;
+  const deps = { config, db: env.db, redis: env.redis, storage: env.storage, log: silentLog } as unknown as ApiServices;
   const app = new Hono<AuthEnv>();
   app.use('*', async (c, next) => {
     c.set('principal', {

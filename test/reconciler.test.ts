@@ -28,7 +28,7 @@ const deps = () => ({
   registry: env.registry,
   log: silentLog,
 });
-const reconcile = (graceMs = 0, since?: Date) => reconcileOnce(deps(), env.registry, graceMs, since);
+const reconcile = (graceMs = 0, since?: Date) => reconcileOnce(deps(), graceMs, since);
 
 /** A live ledger row of the `test` type (or another), queued in BullMQ unless `enqueued` is false. */
 async function job(opts: { type?: string; state?: 'queued' | 'running'; enqueued?: boolean } = {}): Promise<JobRow> {
@@ -168,7 +168,7 @@ describe('startReconciler', () => {
     await env.redis.del(reconcilerHorizon);
     await env.redis.set(reconcilerLock, 'another-process');
     const lost = await job({ enqueued: false });
-    const r = startReconciler(deps(), env.registry);
+    const r = startReconciler(deps());
     try {
       // Two intervals pass under the other process's lock: nothing done, its lock untouched.
       await new Promise((resolve) => setTimeout(resolve, env.config.RECONCILE_INTERVAL_MS * 2.5));

@@ -154,7 +154,6 @@ describe('recovery', () => {
           registry: env.registry,
           log: silentLog,
         },
-        env.registry,
         1_000,
       );
       expect(r.settled.sort()).toEqual([...ids].sort());
@@ -181,7 +180,6 @@ describe('recovery', () => {
           registry: env.registry,
           log: silentLog,
         },
-        env.registry,
         1_000,
       );
       expect(again.settled).toEqual([]);

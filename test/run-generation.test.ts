@@ -44,7 +44,7 @@ beforeAll(async () => {
   // The workers' BullMQ connections and their ledger go through the gates; their event publishing does not.
   const config = loadConfig({ ...env.env, REDIS_URL: redisUrl.toString(), DATABASE_URL: pgUrl.toString() });
   gatedDb = createDb(config.DATABASE_URL, 5);
-  const running = await startWorkers({ ...depsOf(env), config, db: gatedDb }, env.registry, ['serial', 'test']);
+  const running = await startWorkers({ ...depsOf(env), config, db: gatedDb }, ['serial', 'test']);
   stopWorkers = () => running.close(1_000);
 });
 
@@ -72,7 +72,7 @@ function depsOf(e: TestEnv) {
 
 const until = (id: string, states: string[]) => jobInState(api, id, states);
 const bullState = (type: string, id: string) => env.queues.get(type).getJobState(id);
-const reconcile = () => reconcileOnce(depsOf(env), env.registry, 0);
+const reconcile = () => reconcileOnce(depsOf(env), 0);
 
 /** The job's state events as they are published, in order. */
 async function watchStates(id: string) {

@@ -133,7 +133,7 @@ describe(`one API and ${WORKERS} worker processes`, () => {
 
   it('takes per-queue concurrency from WORKER_CONCURRENCY, and refuses an unknown queue name at start', async () => {
     const config = loadConfig({ ...env.env, WORKER_CONCURRENCY: 'serial=3,test=12' });
-    const running = await startWorkers({ ...env, config, log: silentLog }, env.registry, ['serial', 'test']);
+    const running = await startWorkers({ ...env, config, log: silentLog }, ['serial', 'test']);
     try {
       const of = (name: string) => running.workers.find((w) => w.name === name)?.concurrency;
       expect([of('serial'), of('test')]).toEqual([3, 12]);

@@ -1,6 +1,7 @@
 // Operator tools outside /v1: the Bull Board dashboard at /admin/queues and Prometheus metrics at /metrics.
 // Both take an operator (or viewer) key as Bearer, as the password of HTTP Basic so a browser can log in, or a
 // console session (src/api/session.ts).
+import type { ApiServices } from '../services.js';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { HonoAdapter } from '@bull-board/hono';
@@ -15,7 +16,6 @@ import { SCHEDULES_QUEUE } from '../schedules/index.js';
 import { WEBHOOK_QUEUE } from '../webhooks/delivery.js';
 import { authenticate, type AuthEnv } from './auth.js';
 import { clientAddress } from './client-address.js';
-import type { AppDeps } from './deps.js';
 import { problem, ProblemError } from './errors.js';
 import { readSession, sameOriginOnly } from './session.js';
 
@@ -31,7 +31,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * Operators and viewers: a console session (cookie), or a key as Bearer or Basic whose 401 challenges for Basic alone,
  * which every browser answers with a login prompt. Viewers read and change nothing.
  */
-function operatorGuard(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+function operatorGuard(deps: ApiServices): MiddlewareHandler<AuthEnv> {
   const auth = authenticate(deps.db, deps.config.API_KEY_SECRET);
   return async (c, next) => {
     const session = c.req.header('authorization') ? undefined : await readSession(deps, c);
@@ -83,7 +83,7 @@ export function describeBoardAction(
   return { action: `dashboard.${method.toLowerCase()}`, target_kind: 'dashboard', target: `/${s.join('/')}` };
 }
 
-export function operatorTools(deps: AppDeps) {
+export function operatorTools(deps: ApiServices) {
   const app = new Hono<AuthEnv>();
   const guard = operatorGuard(deps);
   const jobQueues = queueNames(deps.registry);

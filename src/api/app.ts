@@ -1,4 +1,5 @@
 // The HTTP API: thin routes over the ledger and the queues. createApp(deps) has no side effects.
+import type { ApiServices } from '../services.js';
 import type { IncomingMessage } from 'node:http';
 import type { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -9,7 +10,6 @@ import { prettyLogs } from '../log.js';
 import { httpMetrics } from '../metrics.js';
 import { operatorTools } from './admin.js';
 import { authenticate, viewersReadOnly, type AuthEnv } from './auth.js';
-import type { AppDeps } from './deps.js';
 import { docsRoutes } from './docs.js';
 import { fieldErrors, isZodError, problem, ProblemError, problemResponse } from './errors.js';
 import { router } from './openapi.js';
@@ -46,7 +46,7 @@ function allowedMethods(app: Hono<AuthEnv>, path: string): string[] {
   return allow.includes('GET') ? [...allow, 'HEAD'] : allow;
 }
 
-export function createApp(deps: AppDeps) {
+export function createApp(deps: ApiServices) {
   const app = router();
   const { log } = deps;
   // One line per request at a terminal; in production only failures (a line per request is a write per request).

@@ -1,5 +1,6 @@
 // Cancel and retry of one job, shared by the API (/v1/jobs/{id}/cancel|retry) and the console's buttons, so both
 // surfaces change a job the same way. The caller has already checked that the principal may see the job.
+import type { ApiServices } from '../services.js';
 import type { Principal } from '../auth/keys.js';
 import * as ledger from '../db/jobs.js';
 import { crossTenantReport } from '../jobs/report/index.js';
@@ -10,11 +11,10 @@ import { publishJobEvent } from '../events.js';
 import { retryOne } from '../queues/controls.js';
 import { keys } from '../queues/keys.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
-import type { AppDeps } from './deps.js';
 import { problem } from './errors.js';
 
 /** Refuses new work while Redis is unreachable, before anything is written. */
-export function assertRedisUp(deps: AppDeps) {
+export function assertRedisUp(deps: ApiServices) {
   if (deps.redis.status !== 'ready') throw problem.unavailable('The queue (Redis) is unreachable; try again shortly.');
 }
 
@@ -22,7 +22,7 @@ export function assertRedisUp(deps: AppDeps) {
  * Cancels a queued or delayed job at once (`running: false`), or asks a running one to stop (`running: true`).
  * A job already over is a 409.
  */
-export async function cancelJob(deps: AppDeps, job: JobRow): Promise<{ row: JobRow; running: boolean }> {
+export async function cancelJob(deps: ApiServices, job: JobRow): Promise<{ row: JobRow; running: boolean }> {
   if (ledger.TERMINAL.includes(job.state))
     throw problem.conflict(`The job is already ${job.state}.`, { state: job.state });
   assertRedisUp(deps);
@@ -58,7 +58,7 @@ export function assertScopeAllowed(specs: Pick<JobSpec, 'type' | 'payload'>[], p
  * Queues a failed or cancelled job again with a fresh set of attempts; anything else is a 409. A retry runs the job
  * again as submitted, so the rules of a submission decide who may run it.
  */
-export async function retryJob(deps: AppDeps, job: JobRow, principal: Principal): Promise<JobRow> {
+export async function retryJob(deps: ApiServices, job: JobRow, principal: Principal): Promise<JobRow> {
   assertScopeAllowed([{ type: job.type, payload: job.payload as Record<string, unknown> }], principal);
   if (job.state !== 'failed' && job.state !== 'cancelled')
     throw problem.conflict(`Only failed or cancelled jobs can be retried; this one is ${job.state}.`, {

@@ -1,6 +1,7 @@
 // Abuse limits: a request rate per API key, and per-tenant quotas on work (jobs in flight, image megapixels).
 // Counters live in Redis so every API process shares them; while Redis is down each process counts in memory
 // rather than refusing reads that only need PostgreSQL.
+import type { ApiServices } from '../services.js';
 import type { Context, MiddlewareHandler } from 'hono';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { findFile } from '../files/index.js';
@@ -8,7 +9,6 @@ import { probe } from '../jobs/image/pipeline.js';
 import type { Principal } from '../auth/keys.js';
 import { jobsInFlight } from '../db/jobs.js';
 import type { AuthEnv } from './auth.js';
-import type { AppDeps } from './deps.js';
 import { ProblemError } from './errors.js';
 import { WindowCounter } from './window-counter.js';
 import { keys } from '../queues/keys.js';
@@ -35,7 +35,7 @@ function rateHeaders(limit: number, res: RateLimiterRes): Record<string, string>
   };
 }
 
-function limiter(deps: AppDeps, name: string, points: number) {
+function limiter(deps: ApiServices, name: string, points: number) {
   return new RateLimiterRedis({
     storeClient: deps.redis,
     keyPrefix: keys(deps.config).rateLimit(name),
@@ -52,7 +52,7 @@ function limiter(deps: AppDeps, name: string, points: number) {
  * a leaked operator key is the one that most needs a brake. Every answer carries RateLimit-* headers. The count
  * is a window shared through Redis but answered from memory (src/api/window-counter.ts): no round trip per request.
  */
-export function rateLimitPerKey(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+export function rateLimitPerKey(deps: ApiServices): MiddlewareHandler<AuthEnv> {
   const limit = deps.config.RATE_LIMIT_PER_MINUTE;
   if (limit === 0) return (_c, next) => next();
   const counter = new WindowCounter(deps.redis, keys(deps.config).rateLimit('key'), limit, WINDOW_S * 1000);
@@ -156,7 +156,7 @@ export class InFlightCounts {
 }
 
 /** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
-async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
+async function megapixels(deps: ApiServices, tenant: string, fileId: string): Promise<number> {
   const row = await findFile(deps.db, fileId, tenant);
   if (!row) return 0;
   try {
@@ -185,7 +185,7 @@ async function streamToBuffer(stream: AsyncIterable<Buffer>): Promise<Buffer> {
  * what other API processes accept reaches this one's figure within a second (InFlightCounts). The image budget is
  * refunded when the request is not accepted.
  */
-export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+export function tenantQuotas(deps: ApiServices): MiddlewareHandler<AuthEnv> {
   const cap = deps.config.TENANT_MAX_IN_FLIGHT;
   const mpLimit = deps.config.TENANT_IMAGE_MEGAPIXELS_PER_MINUTE;
   const mp = mpLimit > 0 ? limiter(deps, 'image-mp', mpLimit) : undefined;

@@ -5,11 +5,11 @@
 // A session is a random id in an HttpOnly, SameSite=Strict cookie; Redis holds (under a hash of the id, so a Redis
 // reader cannot replay it) the key id and the CSRF token, with an expiry. Every request re-reads the key from
 // PostgreSQL, so revoking the key ends its sessions at once.
+import type { ApiServices } from '../services.js';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { findPrincipal, findPrincipalById, type Principal } from '../auth/keys.js';
-import type { AppDeps } from './deps.js';
 import { problem } from './errors.js';
 import { keys } from '../queues/keys.js';
 
@@ -25,7 +25,7 @@ export interface Session {
 
 export type SessionEnv = { Variables: { principal: Principal; session: Session; requestId: string } };
 
-const sessionKey = (deps: AppDeps, id: string) =>
+const sessionKey = (deps: ApiServices, id: string) =>
   keys(deps.config).session(createHash('sha256').update(id).digest('base64url'));
 
 /** Behind a TLS-terminating proxy the request URL is http; the proxy says https in X-Forwarded-Proto. */
@@ -34,7 +34,7 @@ function overTls(c: Context): boolean {
 }
 
 /** Logs a key in: the principal, or undefined for an unknown or revoked key. Sets the session cookie. */
-export async function startSession(deps: AppDeps, c: Context, key: string): Promise<Principal | undefined> {
+export async function startSession(deps: ApiServices, c: Context, key: string): Promise<Principal | undefined> {
   if (!key || key.length > 200) return undefined;
   const principal = await findPrincipal(deps.db, deps.config.API_KEY_SECRET, key);
   if (!principal) return undefined;
@@ -51,14 +51,14 @@ export async function startSession(deps: AppDeps, c: Context, key: string): Prom
   return principal;
 }
 
-export async function endSession(deps: AppDeps, c: Context): Promise<void> {
+export async function endSession(deps: ApiServices, c: Context): Promise<void> {
   const id = getCookie(c, SESSION_COOKIE);
   if (id) await deps.redis.del(sessionKey(deps, id));
   deleteCookie(c, SESSION_COOKIE, { path: '/', secure: overTls(c) });
 }
 
 /** The request's live session: undefined without a cookie, after expiry or logout, or once the key is revoked. */
-export async function readSession(deps: AppDeps, c: Context): Promise<Session | undefined> {
+export async function readSession(deps: ApiServices, c: Context): Promise<Session | undefined> {
   const id = getCookie(c, SESSION_COOKIE);
   if (!id || id.length > 100) return undefined;
   const stored = await deps.redis.get(sessionKey(deps, id));

@@ -2,6 +2,7 @@
 // Log in with an API key (a session cookie, src/api/session.ts); every form that changes something carries the
 // session's CSRF token and must come from this origin. Cancel, retry and queue controls go through the same
 // functions as the API routes and are audited with surface "console".
+import type { ApiServices } from '../services.js';
 import { readFileSync } from 'node:fs';
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
@@ -29,7 +30,6 @@ import { listSchedules } from '../db/schedules.js';
 import { nextRuns } from '../schedules/index.js';
 import { BOARD_PATH } from '../api/admin.js';
 import { clientAddress } from '../api/client-address.js';
-import type { AppDeps } from '../api/deps.js';
 import { problem, ProblemError, problemResponse } from '../api/errors.js';
 import { assertRedisUp, cancelJob, retryJob } from '../api/job-actions.js';
 import { decodeCursor, encodeCursor } from '../api/params.js';
@@ -120,7 +120,7 @@ function ErrorPage(props: { status: number; detail: string; ctx?: PageCtx }) {
   );
 }
 
-export function consoleRoutes(deps: AppDeps) {
+export function consoleRoutes(deps: ApiServices) {
   const app = new Hono<SessionEnv>();
   const { db } = deps;
   const css = asset('console.css');

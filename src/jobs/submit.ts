@@ -1,16 +1,13 @@
 // Accepting work: validate against the registry, commit ledger rows, then enqueue.
 import { createHash } from 'node:crypto';
-import type { Logger } from 'pino';
 import { newId } from '../ids.js';
 import { z } from 'zod';
-import type { Db } from '../db/index.js';
 import { isDbUnavailable } from '../errors.js';
-import type { Config } from '../config.js';
+import type { Services } from '../services.js';
 import { type AdmittedRow, admissionPolicy, admit } from '../db/admission.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow, NewJobRow } from '../db/types.js';
 import { type Priority, PRIORITIES } from '../domain.js';
-import type { Queues } from '../queues/index.js';
 import { groupCommit } from '../group-commit.js';
 import { currentTraceContext, linksTo, withSpan } from '../tracing/index.js';
 import { enqueue } from './enqueue.js';
@@ -64,14 +61,8 @@ export const jobSpec = z.strictObject({
 });
 export type JobSpec = z.infer<typeof jobSpec>;
 
-export interface SubmitDeps {
-  /** Its admission settings; without it every job is admitted at submit. */
-  config?: Config;
-  db: Db;
-  queues: Queues;
-  registry: JobRegistry;
-  log: Logger;
-}
+/** What submitting needs of the process's services; without `config` (its admission settings) every job is admitted. */
+export type SubmitDeps = Pick<Services, 'db' | 'queues' | 'registry' | 'log'> & Partial<Pick<Services, 'config'>>;
 
 export type SpecIssue = { path: (string | number)[]; message: string; code: 'invalid' | 'unavailable' };
 

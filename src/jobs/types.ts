@@ -1,12 +1,8 @@
+import type { Services } from '../services.js';
 import type { Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
-import type { Db } from '../db/index.js';
-import type { JobRegistry } from './registry.js';
-import type { Queues } from '../queues/index.js';
-import type { RedisClient } from '../queues/redis.js';
-import type { Storage } from '../files/storage.js';
 
 /** What a processor gets: the parsed payload, the ledger ids, and the process's shared resources. */
 export interface JobContext<P> {
@@ -42,21 +38,10 @@ export interface JobContext<P> {
    * Bounded per job in lines and bytes; buffered and written in batches, so it never waits.
    */
   jobLog(message: string, fields?: Record<string, unknown>): void;
-  deps: WorkerDeps;
+  deps: Services;
   /** The BullMQ job, for processors that need flows or tokens. */
   bull: Job;
   token?: string;
-}
-
-export interface WorkerDeps {
-  config: Config;
-  db: Db;
-  redis: RedisClient;
-  queues: Queues;
-  storage: Storage;
-  /** The registry this process runs, for jobs that submit other jobs. */
-  registry: JobRegistry;
-  log: Logger;
 }
 
 export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
@@ -77,8 +62,8 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   /** BullMQ rate limiter for the whole queue (across processes); a function when it comes from the config. */
   limiter?: { max: number; duration: number } | ((config: Config) => { max: number; duration: number } | undefined);
   /** Called when a worker for this type starts (open a pool, log what is in use) and after it has closed. */
-  start?: (deps: WorkerDeps) => void | Promise<void>;
-  stop?: (deps: WorkerDeps) => void | Promise<void>;
+  start?: (deps: Services) => void | Promise<void>;
+  stop?: (deps: Services) => void | Promise<void>;
   /** Submitted only by other jobs (a batch's chunks): workers serve its queue, the API answers it as an unknown type. */
   internal?: boolean;
   /**

@@ -5,17 +5,17 @@
 // ledger only if that worked. BullMQ refuses to remove a job still locked by a worker: the worker has written the end
 // to the ledger but not yet told BullMQ. Resetting then would let BullMQ's late outcome of the old run (and an add that
 // is a no-op while the old id exists) undo the retry, so such a job is not retried (the API answers 409).
+import type { Services } from '../services.js';
 import { cancelWaitingJobs, resetForRetry, retryCandidates } from '../db/jobs.js';
 import type { JobRow } from '../db/types.js';
 import { WAITING } from '../domain.js';
 import { publishJobEvents } from '../events.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { enqueueOrLeave } from '../jobs/submit.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import type { Queues } from './index.js';
 import { admissionPolicy, admitNow, admittedOnRequeue } from '../db/admission.js';
 
-export type ControlDeps = Pick<WorkerDeps, 'config' | 'db' | 'redis' | 'queues' | 'registry' | 'log'>;
+export type ControlDeps = Pick<Services, 'config' | 'db' | 'redis' | 'queues' | 'registry' | 'log'>;
 
 export interface QueueInfo {
   name: string;

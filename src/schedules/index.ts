@@ -3,6 +3,7 @@
 // exactly one of them, whose processor turns it into an ordinary ledger job via submit(). The tick's id (BullMQ's
 // deterministic `repeat:<name>:<millis>`) is the ledger job's idempotency key, so a tick run twice (a worker died
 // after submitting) still makes one job.
+import type { Services } from '../services.js';
 import { Worker, type Job } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
@@ -12,7 +13,6 @@ import { findSchedule, listSchedules, saveSchedule } from '../db/schedules.js';
 import type { ScheduleRow } from '../db/types.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { checkSpec, priority, submit } from '../jobs/submit.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import type { Config } from '../config.js';
 import { recordAudit } from '../db/audit.js';
 import { Queues } from '../queues/index.js';
@@ -143,7 +143,7 @@ export async function syncSchedulers(db: Db, queues: Queues): Promise<{ installe
 
 // ── The tick processor, run in every worker process ─────────────────────────
 
-export async function runTick(deps: WorkerDeps, job: Job<TickData>): Promise<{ job_id?: string; skipped?: string }> {
+export async function runTick(deps: Services, job: Job<TickData>): Promise<{ job_id?: string; skipped?: string }> {
   const name = job.data.schedule;
   const log = deps.log.child({ schedule: name, tick: job.id });
   const s = await findSchedule(deps.db, name);
@@ -177,7 +177,7 @@ export async function runTick(deps: WorkerDeps, job: Job<TickData>): Promise<{ j
 
 /** Serves the schedules queue in this process and keeps Redis's schedulers in line with PostgreSQL. */
 export async function startScheduleWorker(
-  deps: WorkerDeps,
+  deps: Services,
   syncEveryMs = 60_000,
 ): Promise<{ worker: Worker; close(): Promise<void> }> {
   const { config, log } = deps;

@@ -3,6 +3,7 @@
 // Deliveries ride an internal BullMQ queue (`webhooks`) served by every worker process, so they get BullMQ's retries
 // with exponential backoff and survive restarts. Every try is a row in webhook_deliveries. The message id
 // (`webhook-id`) is the same on every try of one message, so receivers can drop repeats.
+import type { Services } from '../services.js';
 import { UnrecoverableError } from 'bullmq';
 import { Counter } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
@@ -11,7 +12,6 @@ import * as ledger from '../db/jobs.js';
 import { webhookSecretOf } from '../db/tenants.js';
 import type { JobRow } from '../db/types.js';
 import { insertWebhookTry } from '../db/webhooks.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import { registry } from '../metrics.js';
 import type { Queues } from '../queues/index.js';
 import type { WebhookOutcome } from '../domain.js';
@@ -65,7 +65,7 @@ type Outcome = WebhookOutcome | 'skipped';
 
 /** One try: sign, POST, record. Throws to have BullMQ retry; UnrecoverableError when retrying cannot help. */
 export async function deliverOnce(
-  deps: Pick<WorkerDeps, 'config' | 'db' | 'log'>,
+  deps: Pick<Services, 'config' | 'db' | 'log'>,
   data: WebhookData,
   attempt: number,
   final: boolean,

@@ -3,11 +3,11 @@
 // other than its receiver (the ledger unreachable, a crash), is enqueued again. A message is pending until
 // src/webhooks/delivery.ts marks it settled (jobs.webhook_done_for = finished_at); a partial index keeps the pending
 // ones cheap to find whatever the ledger's size.
+import type { Services } from '../services.js';
 import { randomUUID } from 'node:crypto';
 import { settleWebhookMessage } from '../db/jobs.js';
 import { messageSettledByTry, unsettledMessages } from '../db/webhooks.js';
 import type { JobRow } from '../db/types.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import { enqueueWebhook, messageId, WEBHOOK_QUEUE } from './delivery.js';
 import { keys } from '../queues/keys.js';
 
@@ -15,7 +15,7 @@ import { keys } from '../queues/keys.js';
 export const SWEEP_GRACE_MS = 30_000;
 const BATCH = 500;
 
-type SweepDeps = Pick<WorkerDeps, 'db' | 'queues' | 'config'>;
+type SweepDeps = Pick<Services, 'db' | 'queues' | 'config'>;
 
 /** One pass over every pending message; returns the ids of the jobs whose delivery it enqueued again. */
 export async function sweepOnce(deps: SweepDeps, graceMs = SWEEP_GRACE_MS): Promise<string[]> {
@@ -50,7 +50,7 @@ async function ensureQueued(deps: SweepDeps, row: JobRow): Promise<boolean> {
 }
 
 /** Every minute, one process at a time (a Redis lock); stopped by the returned function. */
-export function startSweep(deps: WorkerDeps, intervalMs = 60_000): () => void {
+export function startSweep(deps: Services, intervalMs = 60_000): () => void {
   const { redis, config, log } = deps;
   const lock = keys(config).webhookSweepLock;
   const token = randomUUID();

@@ -1,6 +1,6 @@
 // The `webhooks` queue's worker and the sweep beside it: what a worker process starts to deliver webhooks.
+import type { Services } from '../services.js';
 import { Worker, type Job } from 'bullmq';
-import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix } from '../queues/keys.js';
 import { createRedis } from '../queues/redis.js';
 import { bullTelemetry } from '../tracing/index.js';
@@ -13,7 +13,7 @@ import { startSweep } from './sweep.js';
  * workers: a PostgreSQL outage pauses it and hands the delivery back without using a try, instead of spending every
  * try on the ledger read and leaving the message failed.
  */
-export function startWebhookWorker(deps: WorkerDeps, dbGuard: DbGuard): Worker<WebhookData> {
+export function startWebhookWorker(deps: Services, dbGuard: DbGuard): Worker<WebhookData> {
   const { config, log } = deps;
   const worker = new Worker<WebhookData>(
     WEBHOOK_QUEUE,

@@ -7,6 +7,7 @@
 // type by deficit round-robin on their weights (`planAdmission`), admits each share in its own short transaction,
 // then adds what it admitted to BullMQ. A crash between that commit and the add leaves admitted jobs missing from
 // Redis: the reconciler enqueues them.
+import type { Services } from '../services.js';
 import pg from 'pg';
 import {
   type AdmittedRow,
@@ -17,8 +18,6 @@ import {
   refreshBounds,
 } from '../db/admission.js';
 import { enqueue } from '../jobs/enqueue.js';
-import type { JobRegistry } from '../jobs/registry.js';
-import type { WorkerDeps } from '../jobs/types.js';
 
 /** The advisory lock key of the admitter's leadership (per database). */
 const LEADER_LOCK = 7_236_837_461_200_001n;
@@ -88,10 +87,10 @@ export function planAdmission(groups: readonly Candidate[], budget: number, defi
 
 /** One pass: what it admitted (and handed to BullMQ). */
 export async function admitOnce(
-  deps: Pick<WorkerDeps, 'config' | 'db' | 'queues' | 'log'>,
-  registry: JobRegistry,
+  deps: Pick<Services, 'config' | 'db' | 'queues' | 'log' | 'registry'>,
   deficits: Map<string, number> = new Map(),
 ): Promise<AdmittedRow[]> {
+  const { registry } = deps;
   const policy = admissionPolicy(deps.config);
   // With admission off every job is admitted at submit; what still waits (left from a time it was on) goes now.
   const found = (await candidates(deps.db, policy))
@@ -116,10 +115,10 @@ export async function admitOnce(
 }
 
 /** Runs passes every ADMISSION_INTERVAL_MS while this process holds the leadership; tries to take it otherwise. */
-export function startAdmitter(
-  deps: Pick<WorkerDeps, 'config' | 'db' | 'queues' | 'log'>,
-  registry: JobRegistry,
-): { stop(): Promise<void>; isLeader(): boolean } {
+export function startAdmitter(deps: Pick<Services, 'config' | 'db' | 'queues' | 'log' | 'registry'>): {
+  stop(): Promise<void>;
+  isLeader(): boolean;
+} {
   const { config, db, log } = deps;
   const interval = config.ADMISSION_INTERVAL_MS;
   let stopped = false;
@@ -152,7 +151,7 @@ export function startAdmitter(
       let refreshed = 0;
       log.info('admitter: this process admits jobs');
       while (!stopped && alive) {
-        const admitted = await admitOnce(deps, registry, deficits);
+        const admitted = await admitOnce(deps, deficits);
         if (Date.now() - refreshed >= REFRESH_MS) {
           await refreshBounds(db);
           refreshed = Date.now();

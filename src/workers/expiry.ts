@@ -3,10 +3,10 @@
 // ledger for admission). Works on the ledger's queued and delayed rows, in Redis or not; their BullMQ jobs are removed
 // afterwards, and one a worker holds already finds its row ended and does not run. A worker that starts an expired job
 // before the sweep reaches it settles it the same way (src/db/jobs.ts startRuns).
+import type { Services } from '../services.js';
 import * as ledger from '../db/jobs.js';
 import type { JobRow } from '../db/types.js';
 import { publishJobEvents } from '../events.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import { keys } from '../queues/keys.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
 import { everyWithLock, type Service } from './periodic.js';
@@ -14,7 +14,7 @@ import { everyWithLock, type Service } from './periodic.js';
 const BATCH = 500;
 
 /** One pass: ends every overdue job, in batches; returns the rows it ended. */
-export async function expireOnce(deps: WorkerDeps): Promise<JobRow[]> {
+export async function expireOnce(deps: Services): Promise<JobRow[]> {
   const { db, redis, config, queues, registry, log } = deps;
   const ended: JobRow[] = [];
   for (;;) {
@@ -46,7 +46,7 @@ export async function expireOnce(deps: WorkerDeps): Promise<JobRow[]> {
 }
 
 /** Runs a pass every EXPIRY_SWEEP_MS, one process at a time across the fleet. */
-export function startExpirySweeper(deps: WorkerDeps): Service {
+export function startExpirySweeper(deps: Services): Service {
   return everyWithLock(
     deps,
     { lockKey: keys(deps.config).expiryLock, everyMs: deps.config.EXPIRY_SWEEP_MS, what: 'expiry sweep' },

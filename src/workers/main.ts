@@ -1,9 +1,9 @@
 // Entry point of the `worker` process: one BullMQ Worker per queue it serves, plus the reconciler.
+import type { Services } from '../services.js';
 import { loadConfigOrExit } from '../config.js';
 import { createDb, ping } from '../db/index.js';
 import { startFileSweeper } from '../files/index.js';
 import { createRegistry, loadJobModules } from '../jobs/index.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import { logStrayErrors, onShutdown } from '../lifecycle.js';
 import { createLogger } from '../log.js';
 import { registerDependencyProbes, startMetricsServer } from '../metrics.js';
@@ -48,7 +48,7 @@ try {
   process.exit(1);
 }
 
-const deps: WorkerDeps = {
+const deps: Services = {
   config,
   db,
   redis,
@@ -63,8 +63,8 @@ const served =
     .all()
     .filter((d) => d.process)
     .map((d) => d.type);
-const running = await startWorkers(deps, registry, served);
-const reconciler = startReconciler(deps, registry);
+const running = await startWorkers(deps, served);
+const reconciler = startReconciler(deps);
 const expiry = startExpirySweeper(deps);
 // Every worker process serves schedule ticks; BullMQ gives each tick to one of them.
 const schedules = await startScheduleWorker(deps);

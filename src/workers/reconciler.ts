@@ -2,13 +2,12 @@
 // live although BullMQ has finished it (its worker's last ledger write failed, e.g. PostgreSQL was down just then)
 // gets the outcome BullMQ recorded. Both are fenced on the run generation: a job queued again goes out as a new
 // generation, and an outcome BullMQ recorded for an older generation than the ledger's settles nothing.
+import type { Services } from '../services.js';
 import * as ledger from '../db/jobs.js';
 import { publishJobEvent } from '../events.js';
 import { enqueue, genOf } from '../jobs/enqueue.js';
 import { enqueueWebhook } from '../webhooks/delivery.js';
-import type { JobRegistry } from '../jobs/registry.js';
 import type { JobRow } from '../db/types.js';
-import type { WorkerDeps } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues/keys.js';
 import { errorOfReason, CANCELLED } from '../errors.js';
 import { reconcilerRepairs } from '../metrics.js';
@@ -33,13 +32,8 @@ export interface ReconcileResult {
  * One pass over the live ledger jobs unchanged for the grace period. With `since`, only those that changed after it
  * (an incremental pass: cheap however large the backlog); without, all of them (a full scan).
  */
-export async function reconcileOnce(
-  deps: WorkerDeps,
-  registry: JobRegistry,
-  graceMs: number,
-  since?: Date,
-): Promise<ReconcileResult> {
-  const { db, queues } = deps;
+export async function reconcileOnce(deps: Services, graceMs: number, since?: Date): Promise<ReconcileResult> {
+  const { db, queues, registry } = deps;
   const horizon = await ledger.dbNowMinus(db, graceMs);
   const result: ReconcileResult = { checked: 0, requeued: [], settled: [], horizon };
   let after: string | undefined;
@@ -82,7 +76,7 @@ interface Finished {
  * only touch keys that one node serves.
  */
 async function inRedis(
-  { redis, config }: WorkerDeps,
+  { redis, config }: Services,
   rows: JobRow[],
 ): Promise<{ missing: JobRow[]; finished: Finished[]; stale: JobRow[] }> {
   const byType = new Map<string, JobRow[]>();
@@ -134,7 +128,7 @@ function parseData(data: string | null): { gen?: number } | undefined {
 }
 
 /** Writes BullMQ's outcome to a ledger row still live, publishes it and sends its webhook; false if the row moved meanwhile. */
-async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promise<boolean> {
+async function settle(deps: Services, { row, gen, outcome }: Finished): Promise<boolean> {
   const { db, redis, config, queues, log } = deps;
   let done: JobRow | undefined;
   if (outcome.completed) {
@@ -164,7 +158,7 @@ async function settle(deps: WorkerDeps, { row, gen, outcome }: Finished): Promis
 }
 
 /** Runs a pass every interval; a Redis lock keeps it to one process at a time across the fleet. */
-export function startReconciler(deps: WorkerDeps, registry: JobRegistry): Service {
+export function startReconciler(deps: Services): Service {
   const { config, redis, log } = deps;
   const { reconcilerLock: lockKey, reconcilerHorizon: horizonKey } = keys(config);
   const pass = async () => {
@@ -173,7 +167,7 @@ export function startReconciler(deps: WorkerDeps, registry: JobRegistry): Servic
     // pass is a full scan — exactly when every live job may be missing. It also expires, forcing a periodic full scan.
     const stored = await redis.get(horizonKey);
     const since = stored ? new Date(Number(stored) - SLACK_MS) : undefined;
-    const r = await reconcileOnce(deps, registry, config.RECONCILE_GRACE_MS, since);
+    const r = await reconcileOnce(deps, config.RECONCILE_GRACE_MS, since);
     if (since) await redis.set(horizonKey, r.horizon.getTime(), 'KEEPTTL');
     else await redis.set(horizonKey, r.horizon.getTime(), 'PX', FULL_SCAN_EVERY_MS);
     if (r.requeued.length) reconcilerRepairs.inc({ action: 'requeued' }, r.requeued.length);

@@ -1,4 +1,5 @@
 // Wraps each job type's processor: ledger state, live events, error codes, cancellation.
+import type { Services } from '../services.js';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import * as ledger from '../db/jobs.js';
@@ -25,8 +26,7 @@ import { jobLogWriter } from './job-log.js';
 import { writeBehind } from './write-behind.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
-import type { JobRegistry } from '../jobs/registry.js';
-import { timeLimits, type JobDefinition, type WorkerDeps } from '../jobs/types.js';
+import { timeLimits, type JobDefinition } from '../jobs/types.js';
 import { bullPrefix, keys } from '../queues/keys.js';
 import { createRedis, type RedisClient } from '../queues/redis.js';
 import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
@@ -96,12 +96,8 @@ export interface RunningWorkers {
   close(timeoutMs: number): Promise<void>;
 }
 
-export async function startWorkers(
-  deps: WorkerDeps,
-  registry: JobRegistry,
-  queueNames: readonly string[],
-): Promise<RunningWorkers> {
-  const { config, db, redis, log } = deps;
+export async function startWorkers(deps: Services, queueNames: readonly string[]): Promise<RunningWorkers> {
+  const { config, db, redis, log, registry } = deps;
   // One line per finished job at a terminal; in production per job at debug: an info line per job is a write(2) per
   // job, a cost that shows at thousands of jobs a second. Counts and durations are in the metrics.
   const doneLevel = prettyLogs(config) ? 'info' : 'debug';
@@ -448,7 +444,7 @@ export async function startWorkers(
 
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   // Hands jobs waiting for their tenant's window to BullMQ (one process at a time, by a PostgreSQL advisory lock).
-  const admitter = startAdmitter(deps, registry);
+  const admitter = startAdmitter(deps);
 
   return {
     workers,

@@ -1,3 +1,4 @@
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { listAudit, recordAudit, toApiAudit } from '../../db/audit.js';
@@ -5,7 +6,6 @@ import { findJob } from '../../db/jobs.js';
 import { AUDIT_SURFACES, AUDIT_TARGET_KINDS } from '../../domain.js';
 import { requireOperatorRead, type AuthEnv } from '../auth.js';
 import { clientAddress } from '../client-address.js';
-import type { AppDeps } from '../deps.js';
 import { problems, router, security } from '../openapi.js';
 import { decodeCursor, encodeCursor, ListQuery } from '../params.js';
 
@@ -25,7 +25,7 @@ const AuditSchema = z
   })
   .openapi('AuditEntry');
 
-export function auditRoutes(deps: AppDeps) {
+export function auditRoutes(deps: ApiServices) {
   const app = router();
 
   app.openapi(
@@ -76,7 +76,7 @@ export function auditRoutes(deps: AppDeps) {
  * Audits what was done to a job through the API (cancel, retry), by whom. Mounted on `/v1/jobs/:id/:action` after
  * authentication; records only actions that succeeded.
  */
-export function auditJobActions(deps: AppDeps): MiddlewareHandler<AuthEnv> {
+export function auditJobActions(deps: ApiServices): MiddlewareHandler<AuthEnv> {
   return async (c, next) => {
     // Read before next(): afterwards the params are the handler's, whose pattern has no `action`.
     const action = c.req.param('action');

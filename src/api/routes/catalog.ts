@@ -1,4 +1,5 @@
 // The tenant's catalog and ratings: bulk upserts, all or nothing, each bad item named.
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import {
   bumpVersion,
@@ -10,7 +11,6 @@ import {
 } from '../../jobs/recommendations/data.js';
 import { forgetResults } from '../../jobs/recommendations/cache.js';
 import { userId } from '../../jobs/recommendations/index.js';
-import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { decodeCursor, encodeCursor, ListQuery } from '../params.js';
@@ -61,7 +61,7 @@ function duplicates<T>(items: T[], key: (t: T) => string, path: string): FieldEr
   return errors;
 }
 
-export function catalogRoutes(deps: AppDeps) {
+export function catalogRoutes(deps: ApiServices) {
   const app = router();
   const { db } = deps;
 

@@ -2,13 +2,13 @@
 //
 // Order of work matters: subscribe first (buffering), then read where the job's event stream stands, then the
 // ledger. Whatever happens in between is either in the snapshot or in the buffer, never in neither.
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import * as ledger from '../../db/jobs.js';
 import { compareEventIds, isEventId, lastJobEventId, readJobEvents, type JobEvent } from '../../events.js';
 import type { Context } from 'hono';
 import { tenantScope, type AuthEnv } from '../auth.js';
-import type { AppDeps } from '../deps.js';
 import { problem, ProblemError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, JobIdParam } from '../params.js';
@@ -64,7 +64,7 @@ function streamCounter(max: number) {
   };
 }
 
-export function eventsRoutes(deps: AppDeps) {
+export function eventsRoutes(deps: ApiServices) {
   const app = router();
   const { db, redis, config } = deps;
   const pings = keepAlive(config.SSE_KEEPALIVE_MS);

@@ -1,5 +1,6 @@
 // POST /v1/files and GET /v1/files/:id. Bytes are streamed to and from storage, never held whole in memory;
 // the content type is what the bytes are (file-type), not what the client says they are.
+import type { ApiServices } from '../../services.js';
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebStream } from 'node:stream/web';
 import { createRoute, z } from '@hono/zod-openapi';
@@ -10,7 +11,6 @@ import { deleteFileRow } from '../../db/files.js';
 import type { FileRow } from '../../db/types.js';
 import { TooLargeError } from '../../files/storage.js';
 import { readsAllTenants } from '../auth.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 
@@ -103,7 +103,7 @@ function saveMultipart(
   });
 }
 
-export function filesRoutes(deps: AppDeps) {
+export function filesRoutes(deps: ApiServices) {
   const app = router();
   const { db, storage, config } = deps;
   const max = config.MAX_UPLOAD_BYTES;

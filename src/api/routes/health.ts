@@ -1,9 +1,9 @@
+import type { ApiServices } from '../../services.js';
 import { Hono } from 'hono';
 import { ping } from '../../db/index.js';
-import type { AppDeps } from '../deps.js';
 
 /** Open routes: liveness and readiness. */
-export function healthRoutes(deps: AppDeps) {
+export function healthRoutes(deps: ApiServices) {
   const app = new Hono();
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {

@@ -1,4 +1,5 @@
 // A job's story: its timeline (every attempt and state change) and the log lines its processor kept.
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import { jobLogs } from '../../db/job-logs.js';
 import { findJob } from '../../db/jobs.js';
@@ -6,7 +7,6 @@ import { JOB_STATES } from '../../domain.js';
 import { JobErrorSchema } from '../../jobs/api-job.js';
 import { jobTimeline } from '../../db/timeline.js';
 import { tenantScope } from '../auth.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, JobIdParam } from '../params.js';
@@ -64,7 +64,7 @@ const LogsSchema = z
   })
   .openapi('JobLogs');
 
-export function jobHistoryRoutes(deps: AppDeps) {
+export function jobHistoryRoutes(deps: ApiServices) {
   const app = router();
   const { db } = deps;
 

@@ -1,3 +1,4 @@
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import { TENANT_NAME, type Principal } from '../../auth/keys.js';
 import * as ledger from '../../db/jobs.js';
@@ -20,7 +21,6 @@ import { checkUrl, RefusedError } from '../../webhooks/guard.js';
 import { tenantScope } from '../auth.js';
 import { assertRedisUp, assertScopeAllowed, cancelJob, retryJob } from '../job-actions.js';
 import { JobCache } from '../job-cache.js';
-import type { AppDeps } from '../deps.js';
 import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, decodeCursor, encodeCursor, JobIdParam, ListQuery } from '../params.js';
@@ -75,7 +75,7 @@ const SearchQuery = ListQuery.extend({
 });
 
 /** Every error for one job spec, or the ledger row to insert. */
-function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number)[]) {
+function validateSpecs(deps: ApiServices, specs: JobSpec[], prefix: (string | number)[]) {
   const errors: FieldError[] = [];
   let unavailable = false;
   const rows = specs.map((spec, i) => {
@@ -106,7 +106,7 @@ function validateSpecs(deps: AppDeps, specs: JobSpec[], prefix: (string | number
  * lookup for the whole batch), and a callback_url must not name a private or loopback address literally (the
  * webhook guard's own check; names are resolved, and refused if need be, at delivery).
  */
-async function assertSubmittable(deps: AppDeps, tenant: string, specs: JobSpec[], prefix: (string | number)[]) {
+async function assertSubmittable(deps: ApiServices, tenant: string, specs: JobSpec[], prefix: (string | number)[]) {
   const at = (i: number, ...rest: string[]) =>
     [...prefix, ...(specs.length > 1 || prefix.length ? [i] : []), ...rest].join('.');
   const errors: FieldError[] = [];
@@ -147,7 +147,7 @@ async function assertSubmittable(deps: AppDeps, tenant: string, specs: JobSpec[]
     throw problem.unprocessable('not-submittable', 'The job cannot run as submitted; see errors.', { errors });
 }
 
-export function jobsRoutes(deps: AppDeps) {
+export function jobsRoutes(deps: ApiServices) {
   const app = router();
   const { db } = deps;
   const submitOne = groupSubmitter(deps);

@@ -1,9 +1,9 @@
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import { recordAudit } from '../../db/audit.js';
 import { queueInfo, queueNames, retryFailed } from '../../queues/controls.js';
 import { requireOperator, requireOperatorRead } from '../auth.js';
 import { clientAddress } from '../client-address.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 
@@ -30,7 +30,7 @@ const QueueParam = z.object({ name: z.string().openapi({ param: { name: 'name', 
 const operatorOnly = requireOperator();
 const operatorRead = requireOperatorRead();
 
-export function queuesRoutes(deps: AppDeps) {
+export function queuesRoutes(deps: ApiServices) {
   const app = router();
 
   const known = (name: string) => {

@@ -1,4 +1,5 @@
 // A user's latest recommendations (Redis, else PostgreSQL), and a shorthand to compute them.
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
 import { userId } from '../../jobs/recommendations/index.js';
@@ -7,7 +8,6 @@ import { JobSchema } from '../../jobs/api-job.js';
 import { checkSpec, submit } from '../../jobs/submit.js';
 import { cacheResults, readCachedResult, type CachedResult } from '../../jobs/recommendations/cache.js';
 import { findResult } from '../../jobs/recommendations/data.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 
@@ -24,7 +24,7 @@ const ResultSchema = z
   })
   .openapi('Recommendations');
 
-export function recommendationsRoutes(deps: AppDeps) {
+export function recommendationsRoutes(deps: ApiServices) {
   const app = router();
   const { db, redis, config } = deps;
 

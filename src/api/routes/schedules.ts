@@ -1,3 +1,4 @@
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import { recordAudit } from '../../db/audit.js';
 import { deleteSchedule, findSchedule, listSchedules, saveSchedule } from '../../db/schedules.js';
@@ -14,7 +15,6 @@ import {
 } from '../../schedules/index.js';
 import { requireOperator, requireOperatorRead } from '../auth.js';
 import { clientAddress } from '../client-address.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 
@@ -67,7 +67,7 @@ function toApi(s: ScheduleRow, next: number | undefined) {
   };
 }
 
-export function schedulesRoutes(deps: AppDeps) {
+export function schedulesRoutes(deps: ApiServices) {
   const app = router();
   const { db } = deps;
 

@@ -1,10 +1,10 @@
 // A tenant's fairness limits (src/db/admission.ts): operators change them (audited), viewers read them.
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import { admissionPolicy, getTenantLimits, setTenantLimits, type TenantLimits, windowOf } from '../../db/admission.js';
 import { recordAudit } from '../../db/audit.js';
 import { requireOperator, requireOperatorRead } from '../auth.js';
 import { clientAddress } from '../client-address.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 
@@ -44,7 +44,7 @@ const LimitsChange = z
 const IdParam = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: 'acme' }) });
 const content = { 'application/json': { schema: LimitsSchema } };
 
-export function tenantsRoutes(deps: AppDeps) {
+export function tenantsRoutes(deps: ApiServices) {
   const app = router();
   const { db, config, registry } = deps;
   const policy = admissionPolicy(config);

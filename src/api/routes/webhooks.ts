@@ -1,11 +1,11 @@
 // Webhooks as clients see them: each delivery try of a job, and the tenant's signing secret.
+import type { ApiServices } from '../../services.js';
 import { createRoute, z } from '@hono/zod-openapi';
 import * as ledger from '../../db/jobs.js';
 import { webhookSecretOf } from '../../db/tenants.js';
 import { listDeliveries } from '../../db/webhooks.js';
 import { WEBHOOK_OUTCOMES } from '../../domain.js';
 import { tenantScope } from '../auth.js';
-import type { AppDeps } from '../deps.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { assertUuid, JobIdParam } from '../params.js';
@@ -25,7 +25,7 @@ const DeliverySchema = z
   })
   .openapi('WebhookDelivery');
 
-export function webhooksRoutes(deps: AppDeps) {
+export function webhooksRoutes(deps: ApiServices) {
   const app = router();
   const { db } = deps;
 

@@ -1,10 +1,11 @@
 // What the recommendation jobs do: score users with the tenant's shared model, store, cache; fan a batch out.
+import type { Services } from '../../services.js';
 import type { RecommendationItem } from '../../db/types.js';
 import { childrenOf, markCancelled } from '../../db/jobs.js';
 import { TERMINAL, WAITING } from '../../domain.js';
 import { enqueueOrLeave, submit } from '../submit.js';
 import { RunTimeout } from '../../errors.js';
-import type { JobContext, WorkerDeps } from '../types.js';
+import type { JobContext } from '../types.js';
 import { cacheResults, modelCache } from './cache.js';
 import { allUsers, storeResults, userRatings, type StoredResult } from './data.js';
 
@@ -19,7 +20,7 @@ export interface UserResult {
 
 /** Scores, stores (PostgreSQL) and caches (Redis) the results of some users. Safe to run twice: it upserts. */
 export async function recommendUsers(
-  deps: WorkerDeps,
+  deps: Services,
   tenant: string,
   jobId: string,
   userIds: string[],
