@@ -1,9 +1,10 @@
 // The BullMQ queues (one per job type), their priorities and retention. Connections are in ./redis.ts, key names in
 // ./keys.ts.
-import { Queue, type JobsOptions } from 'bullmq';
+import { type JobsOptions, type Processor, Queue, Worker, type WorkerOptions } from 'bullmq';
+import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { bullPrefix } from './keys.js';
-import type { RedisClient } from './redis.js';
+import { createRedis, type RedisClient } from './redis.js';
 import { bullTelemetry } from '../tracing/index.js';
 
 /**
@@ -48,4 +49,25 @@ export class Queues {
   async close(): Promise<void> {
     await Promise.allSettled(this.all().map((q) => q.close()));
   }
+}
+
+/**
+ * Every BullMQ Worker of the platform (job types, webhook deliveries, schedule ticks): its own blocking connection,
+ * the queue's prefix, BullMQ's spans, and errors logged rather than thrown. Concurrency and lock timing are the
+ * caller's: they differ by what the queue's jobs do.
+ */
+export function createWorker<D>(
+  deps: { config: Config; log: Logger },
+  name: string,
+  processor: Processor<D>,
+  opts: Omit<WorkerOptions, 'connection' | 'prefix' | 'telemetry'>,
+): Worker<D> {
+  const worker = new Worker<D>(name, processor, {
+    connection: createRedis(deps.config, 'worker'),
+    prefix: bullPrefix(deps.config, name),
+    telemetry: bullTelemetry(),
+    ...opts,
+  });
+  worker.on('error', (err) => deps.log.error({ err, queue: name }, 'worker error'));
+  return worker;
 }

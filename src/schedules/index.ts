@@ -4,7 +4,7 @@
 // deterministic `repeat:<name>:<millis>`) is the ledger job's idempotency key, so a tick run twice (a worker died
 // after submitting) still makes one job.
 import type { Services } from '../services.js';
-import { Worker, type Job } from 'bullmq';
+import type { Worker, Job } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
@@ -15,7 +15,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import { checkSpec, priority, submit } from '../jobs/submit.js';
 import type { Config } from '../config.js';
 import { recordAudit } from '../db/audit.js';
-import { Queues } from '../queues/index.js';
+import { createWorker, Queues } from '../queues/index.js';
 import { createRedis, waitForRedis } from '../queues/redis.js';
 
 export const SCHEDULES_QUEUE = 'schedules';
@@ -188,14 +188,11 @@ export async function startScheduleWorker(
       })
       .catch((err) => log.warn({ err: (err as Error).message }, 'schedule sync failed; will try again'));
   await sync();
-  const worker = new Worker<TickData>(SCHEDULES_QUEUE, (job) => runTick(deps, job), {
-    connection: createRedis(config, 'worker'),
-    prefix: deps.queues.get(SCHEDULES_QUEUE).opts.prefix,
+  const worker = createWorker<TickData>(deps, SCHEDULES_QUEUE, (job) => runTick(deps, job), {
     concurrency: 2,
     lockDuration: config.WORKER_LOCK_MS,
     stalledInterval: config.WORKER_LOCK_MS,
   });
-  worker.on('error', (err) => log.error({ err, queue: SCHEDULES_QUEUE }, 'worker error'));
   worker.on('failed', (job, err) =>
     log.warn({ err: err.message, schedule: job?.data.schedule, tick: job?.id }, 'schedule tick failed'),
   );

@@ -1,9 +1,7 @@
 // The `webhooks` queue's worker and the sweep beside it: what a worker process starts to deliver webhooks.
 import type { Services } from '../services.js';
-import { Worker, type Job } from 'bullmq';
-import { bullPrefix } from '../queues/keys.js';
-import { createRedis } from '../queues/redis.js';
-import { bullTelemetry } from '../tracing/index.js';
+import type { Job, Worker } from 'bullmq';
+import { createWorker } from '../queues/index.js';
 import type { DbGuard } from '../workers/db-guard.js';
 import { deliverOnce, WEBHOOK_QUEUE, type WebhookData } from './delivery.js';
 import { startSweep } from './sweep.js';
@@ -14,23 +12,17 @@ import { startSweep } from './sweep.js';
  * try on the ledger read and leaving the message failed.
  */
 export function startWebhookWorker(deps: Services, dbGuard: DbGuard): Worker<WebhookData> {
-  const { config, log } = deps;
-  const worker = new Worker<WebhookData>(
+  const { config } = deps;
+  const worker = createWorker<WebhookData>(
+    deps,
     WEBHOOK_QUEUE,
     (job: Job<WebhookData>) =>
       dbGuard.around(() =>
         deliverOnce(deps, job.data, job.attemptsMade + 1, job.attemptsMade + 1 >= (job.opts.attempts ?? 1)),
       ),
-    {
-      connection: createRedis(config, 'worker'),
-      prefix: bullPrefix(config, WEBHOOK_QUEUE),
-      // Mostly waiting on receivers: many at once is cheap.
-      concurrency: 20,
-      lockDuration: Math.max(config.WORKER_LOCK_MS, config.WEBHOOK_TIMEOUT_MS * 2),
-      telemetry: bullTelemetry(),
-    },
+    // Mostly waiting on receivers: many at once is cheap.
+    { concurrency: 20, lockDuration: Math.max(config.WORKER_LOCK_MS, config.WEBHOOK_TIMEOUT_MS * 2) },
   );
-  worker.on('error', (err) => log.error({ err, queue: WEBHOOK_QUEUE }, 'webhook worker error'));
   dbGuard.watch(worker);
   const stopSweep = startSweep(deps);
   worker.on('closing', stopSweep);

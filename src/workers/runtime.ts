@@ -1,6 +1,6 @@
 // Wraps each job type's processor: ledger state, live events, error codes, cancellation.
 import type { Services } from '../services.js';
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, type Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import * as ledger from '../db/jobs.js';
 import type { JobRow } from '../db/types.js';
@@ -27,9 +27,10 @@ import { writeBehind } from './write-behind.js';
 import { groupCommit } from '../group-commit.js';
 import { genOf, type BullData } from '../jobs/enqueue.js';
 import { timeLimits, type JobDefinition } from '../jobs/types.js';
-import { bullPrefix, keys } from '../queues/keys.js';
+import { keys } from '../queues/keys.js';
+import { createWorker } from '../queues/index.js';
 import { createRedis, type RedisClient } from '../queues/redis.js';
-import { bullTelemetry, tagJobSpan } from '../tracing/index.js';
+import { tagJobSpan } from '../tracing/index.js';
 import { startTimeLimit } from './time-limit.js';
 
 /**
@@ -396,23 +397,20 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
       continue;
     }
     await def.start?.(deps);
-    const worker = new Worker<BullData>(
+    // BullMQ's `process` span per run joins the trace stored with the job (see src/jobs/enqueue.ts).
+    const worker = createWorker<BullData>(
+      deps,
       name,
       (job, token, signal) => dbGuard.around(() => run(def, job, token, signal)),
       {
-        connection: createRedis(config, 'worker'),
-        prefix: bullPrefix(config, name),
         concurrency: config.WORKER_CONCURRENCY?.[name] ?? def.concurrency,
         limiter: typeof def.limiter === 'function' ? def.limiter(config) : def.limiter,
         // A stalled job (its worker died) is retried by another worker; a job that keeps killing workers fails.
         maxStalledCount: 2,
         lockDuration: config.WORKER_LOCK_MS,
         stalledInterval: config.WORKER_LOCK_MS,
-        // BullMQ's `process` span per run, in the trace stored with the job (see src/jobs/enqueue.ts).
-        telemetry: bullTelemetry(),
       },
     );
-    worker.on('error', (err) => log.error({ err, queue: name }, 'worker error'));
     worker.on('lockRenewalFailed', (ids) => {
       for (const id of ids) for (const c of lockWatch.get(id) ?? []) c.abort(new Error('lock renewal failed'));
     });
