@@ -3,7 +3,8 @@
 // rather than refusing reads that only need PostgreSQL.
 import type { Context, MiddlewareHandler } from 'hono';
 import { sql } from 'kysely';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterRes } from 'rate-limiter-flexible';
+import { FILE_ID } from '../files.js';
 import { probe } from '../images/pipeline.js';
 import type { Principal } from '../auth/keys.js';
 import type { Db } from '../db/index.js';
@@ -25,12 +26,16 @@ function tooMany(detail: string, retryAfterS: number, headers: Record<string, st
   );
 }
 
-/** IETF draft "RateLimit header fields for HTTP" (the -07 shape most clients read). */
-function rateHeaders(limit: number, res: RateLimiterRes): Record<string, string> {
+/**
+ * IETF draft "RateLimit header fields for HTTP" (the -07 shape most clients read) for a request `refused` that asked
+ * for `cost` points: the counter took them before refusing, and gives them back, so what is left is what the tenant
+ * had before this request (not the 0 the counter answered), and a smaller request may still pass.
+ */
+function refusedHeaders(limit: number, cost: number, refused: RateLimiterRes): Record<string, string> {
   return {
     'RateLimit-Limit': String(limit),
-    'RateLimit-Remaining': String(Math.max(0, res.remainingPoints)),
-    'RateLimit-Reset': String(Math.max(0, Math.ceil(res.msBeforeNext / 1000))),
+    'RateLimit-Remaining': String(Math.max(0, limit - (refused.consumedPoints - cost))),
+    'RateLimit-Reset': String(Math.max(0, Math.ceil(refused.msBeforeNext / 1000))),
     'RateLimit-Policy': `${limit};w=${WINDOW_S}`,
   };
 }
@@ -41,7 +46,8 @@ function limiter(deps: AppDeps, name: string, points: number) {
     keyPrefix: `${deps.config.QUEUE_PREFIX}:rl:${name}`,
     points,
     duration: WINDOW_S,
-    // Redis down: decide in memory at once instead of waiting for a command to time out.
+    // Redis down: decide in memory at once instead of waiting for a command to time out. With an insurance limiter,
+    // consume() rejects only with a refusal (a RateLimiterRes), never with Redis's error.
     rejectIfRedisNotReady: true,
     insuranceLimiter: new RateLimiterMemory({ points, duration: WINDOW_S }),
   });
@@ -84,16 +90,17 @@ interface Ask {
 
 const DEFAULT_IMAGE_VARIANTS = 3;
 
-async function askOf(c: Context<AuthEnv>): Promise<Ask> {
+/** The request's ask, or undefined when it asks for no job (another route, a malformed body, an empty bulk). */
+async function askOf(c: Context<AuthEnv>): Promise<Ask | undefined> {
   const path = c.req.path;
   if (/^\/v1\/jobs\/[^/]+\/retry$/.test(path) || /^\/v1\/users\/[^/]+\/recommendations$/.test(path))
     return { jobs: 1, images: [] };
-  if (path !== '/v1/jobs' && path !== '/v1/jobs/bulk') return { jobs: 0, images: [] };
+  if (path !== '/v1/jobs' && path !== '/v1/jobs/bulk') return undefined;
   let body: unknown;
   try {
     body = await c.req.json();
   } catch {
-    return { jobs: 0, images: [] }; // malformed: validation answers 400
+    return undefined; // malformed: validation answers 400
   }
   const specs: unknown[] =
     path === '/v1/jobs'
@@ -101,6 +108,7 @@ async function askOf(c: Context<AuthEnv>): Promise<Ask> {
       : Array.isArray((body as { jobs?: unknown })?.jobs)
         ? (body as { jobs: unknown[] }).jobs
         : [];
+  if (specs.length === 0) return undefined;
   const images: Ask['images'] = [];
   for (const s of specs) {
     const spec = s as { type?: unknown; payload?: { file_id?: unknown; variants?: unknown } } | null;
@@ -117,7 +125,7 @@ export async function jobsInFlight(db: Db, tenant: string, cap: number): Promise
     select count(*)::int as n from (
       select 1 from jobs where tenant = ${tenant} and state in (${sql.join([...LIVE])}) limit ${cap + 1}
     ) live`.execute(db);
-  return rows[0]?.n ?? 0;
+  return rows[0].n; // count(*) always answers one row
 }
 
 /**
@@ -164,9 +172,13 @@ export class InFlightCounts {
   }
 }
 
-/** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
+/**
+ * Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will
+ * say so), or when `fileId` is no file id at all (validation answers 400; PostgreSQL would refuse some such strings,
+ * a NUL byte for one, with an error).
+ */
 async function megapixels(deps: AppDeps, tenant: string, fileId: string): Promise<number> {
-  if (fileId.length > 64) return 0;
+  if (!FILE_ID.test(fileId)) return 0;
   const row = await deps.db
     .selectFrom('files')
     .select(['storage_key'])
@@ -210,7 +222,7 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     const principal: Principal = c.get('principal');
     if (principal.role === 'operator') return next();
     const ask = await askOf(c);
-    if (ask.jobs === 0) return next();
+    if (!ask) return next();
 
     if (cap > 0) {
       const live = await inFlight.live(principal.tenant, (n) => n + ask.jobs <= cap);
@@ -243,21 +255,21 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
         );
       }
       if (cost > 0) {
-        try {
-          await mp.consume(principal.tenant, cost);
-          charged = cost;
-        } catch (err) {
-          if (err instanceof RateLimiterRes) {
-            // The counter took the points even though it refused them; a refused request must not cost anything.
-            await mp.reward(principal.tenant, cost).catch(() => undefined);
-            throw tooMany(
-              `Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`,
-              err.msBeforeNext / 1000,
-              rateHeaders(mpLimit, err),
-            );
-          }
-          deps.log.warn({ err: String(err) }, 'image quota limiter unavailable');
+        // Only a refusal rejects (see limiter): while Redis is down the insurance limiter counts in memory.
+        const refused = await mp.consume(principal.tenant, cost).then(
+          () => undefined,
+          (res: RateLimiterRes) => res,
+        );
+        if (refused) {
+          // The counter took the points even though it refused them; a refused request must not cost anything.
+          await mp.reward(principal.tenant, cost).catch(() => undefined);
+          throw tooMany(
+            `Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`,
+            refused.msBeforeNext / 1000,
+            refusedHeaders(mpLimit, cost, refused),
+          );
         }
+        charged = cost;
       }
     }
     try {
@@ -265,6 +277,7 @@ export function tenantQuotas(deps: AppDeps): MiddlewareHandler<AuthEnv> {
     } finally {
       if (charged && c.res.status >= 300) await mp!.reward(principal.tenant, charged).catch(() => undefined);
     }
-    if (cap > 0 && c.res.status === 202) inFlight.accepted(principal.tenant, ask.jobs);
+    // With no cap nothing was counted, and accepted() ignores a tenant it has not counted.
+    if (c.res.status === 202) inFlight.accepted(principal.tenant, ask.jobs);
   };
 }
