@@ -324,8 +324,8 @@ describe('startReconciler', () => {
 
   it('finds in an incremental pass what was lost or finished since the horizon, and counts each repair', async () => {
     const { reconcilerHorizon } = keys(env.config);
-    // As a full scan a moment ago would have left it.
-    await env.redis.set(reconcilerHorizon, Date.now() - 1_000, 'PX', 10 * 60_000);
+    // As a full scan a while ago would have left it, its expiry (the next full scan) 5 minutes away.
+    await env.redis.set(reconcilerHorizon, Date.now() - 1_000, 'PX', 5 * 60_000);
     const lost = await job({ enqueued: false });
     const finished = await job({ state: 'running' });
     await finishInBull(finished, { returnvalue: '1' });
@@ -343,6 +343,9 @@ describe('startReconciler', () => {
     expect(lines.filter((l) => l.msg === 'reconciler re-enqueued jobs missing from Redis')).toEqual([
       expect.objectContaining({ level: 40, requeued: 1, full: false }),
     ]);
+    // Incremental passes moved the horizon on but kept its expiry: the full scan still comes when it was due.
+    expect(Number(await env.redis.get(reconcilerHorizon))).toBeGreaterThan(Date.now() - 60_000);
+    expect(await env.redis.pttl(reconcilerHorizon)).toBeLessThanOrEqual(5 * 60_000);
   });
 
   it('logs a pass that fails, releases its lock, and goes on with the next', async () => {
@@ -363,5 +366,9 @@ describe('startReconciler', () => {
       await r.stop();
     }
     expect(await env.redis.get(reconcilerLock)).toBeNull();
+    // Stopped: no pass runs any more (each would write the horizon).
+    await env.redis.del(keys(env.config).reconcilerHorizon);
+    await new Promise((resolve) => setTimeout(resolve, env.config.RECONCILE_INTERVAL_MS * 3));
+    expect(await env.redis.get(keys(env.config).reconcilerHorizon)).toBeNull();
   });
 });
