@@ -28,6 +28,14 @@ describe('InFlightCounts', () => {
     expect(db.queries).toEqual(['a']);
   });
 
+  it('ignores what is accepted for a tenant it has not counted: the first count includes it', async () => {
+    const db = counter({ a: 2 });
+    const counts = new InFlightCounts(db.count, 60_000);
+    counts.accepted('a', 5);
+    expect(await counts.live('a', fits(1))).toBe(2);
+    expect(db.queries).toEqual(['a']);
+  });
+
   it('decides a refusal on a fresh count: finished jobs free their slots at once', async () => {
     const db = counter({ a: 9 });
     const counts = new InFlightCounts(db.count, 60_000);

@@ -3,7 +3,7 @@
 // rather than refusing reads that only need PostgreSQL.
 import type { ApiServices } from '../services.js';
 import type { Context, MiddlewareHandler } from 'hono';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterRes } from 'rate-limiter-flexible';
 import { findFile } from '../files/index.js';
 import { probe } from '../jobs/image/pipeline.js';
 import type { Principal } from '../auth/keys.js';
@@ -25,12 +25,16 @@ function tooMany(detail: string, retryAfterS: number, headers: Record<string, st
   );
 }
 
-/** IETF draft "RateLimit header fields for HTTP" (the -07 shape most clients read). */
-function rateHeaders(limit: number, res: RateLimiterRes): Record<string, string> {
+/**
+ * IETF draft "RateLimit header fields for HTTP" (the -07 shape most clients read) for a request `refused` that asked
+ * for `cost` points: the counter took them before refusing, and gives them back, so what is left is what the tenant
+ * had before this request (not the 0 the counter answered), and a smaller request may still pass.
+ */
+function refusedHeaders(limit: number, cost: number, refused: RateLimiterRes): Record<string, string> {
   return {
     'RateLimit-Limit': String(limit),
-    'RateLimit-Remaining': String(Math.max(0, res.remainingPoints)),
-    'RateLimit-Reset': String(Math.max(0, Math.ceil(res.msBeforeNext / 1000))),
+    'RateLimit-Remaining': String(Math.max(0, limit - (refused.consumedPoints - cost))),
+    'RateLimit-Reset': String(Math.max(0, Math.ceil(refused.msBeforeNext / 1000))),
     'RateLimit-Policy': `${limit};w=${WINDOW_S}`,
   };
 }
@@ -41,7 +45,8 @@ function limiter(deps: ApiServices, name: string, points: number) {
     keyPrefix: keys(deps.config).rateLimit(name),
     points,
     duration: WINDOW_S,
-    // Redis down: decide in memory at once instead of waiting for a command to time out.
+    // Redis down: decide in memory at once instead of waiting for a command to time out. With an insurance limiter,
+    // consume() rejects only with a refusal (a RateLimiterRes), never with Redis's error.
     rejectIfRedisNotReady: true,
     insuranceLimiter: new RateLimiterMemory({ points, duration: WINDOW_S }),
   });
@@ -84,16 +89,17 @@ interface Ask {
 
 const DEFAULT_IMAGE_VARIANTS = 3;
 
-async function askOf(c: Context<AuthEnv>): Promise<Ask> {
+/** The request's ask, or undefined when it asks for no job (another route, a malformed body, an empty bulk). */
+async function askOf(c: Context<AuthEnv>): Promise<Ask | undefined> {
   const path = c.req.path;
   if (/^\/v1\/jobs\/[^/]+\/retry$/.test(path) || /^\/v1\/users\/[^/]+\/recommendations$/.test(path))
     return { jobs: 1, images: [] };
-  if (path !== '/v1/jobs' && path !== '/v1/jobs/bulk') return { jobs: 0, images: [] };
+  if (path !== '/v1/jobs' && path !== '/v1/jobs/bulk') return undefined;
   let body: unknown;
   try {
     body = await c.req.json();
   } catch {
-    return { jobs: 0, images: [] }; // malformed: validation answers 400
+    return undefined; // malformed: validation answers 400
   }
   const specs: unknown[] =
     path === '/v1/jobs'
@@ -101,6 +107,7 @@ async function askOf(c: Context<AuthEnv>): Promise<Ask> {
       : Array.isArray((body as { jobs?: unknown })?.jobs)
         ? (body as { jobs: unknown[] }).jobs
         : [];
+  if (specs.length === 0) return undefined;
   const images: Ask['images'] = [];
   for (const s of specs) {
     const spec = s as { type?: unknown; payload?: { file_id?: unknown; variants?: unknown } } | null;
@@ -155,7 +162,11 @@ export class InFlightCounts {
   }
 }
 
-/** Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will say so). */
+/**
+ * Megapixels of one uploaded image, from its header only; 0 when it is missing, not an image or too large (the job will
+ * say so), or when `fileId` is no file id at all (validation answers 400; findFile never sends such a string, a NUL
+ * byte for one, to PostgreSQL).
+ */
 async function megapixels(deps: ApiServices, tenant: string, fileId: string): Promise<number> {
   const row = await findFile(deps.db, fileId, tenant);
   if (!row) return 0;
@@ -195,7 +206,7 @@ export function tenantQuotas(deps: ApiServices): MiddlewareHandler<AuthEnv> {
     const principal: Principal = c.get('principal');
     if (principal.role === 'operator') return next();
     const ask = await askOf(c);
-    if (ask.jobs === 0) return next();
+    if (!ask) return next();
 
     if (cap > 0) {
       const live = await inFlight.live(principal.tenant, (n) => n + ask.jobs <= cap);
@@ -228,21 +239,21 @@ export function tenantQuotas(deps: ApiServices): MiddlewareHandler<AuthEnv> {
         );
       }
       if (cost > 0) {
-        try {
-          await mp.consume(principal.tenant, cost);
-          charged = cost;
-        } catch (err) {
-          if (err instanceof RateLimiterRes) {
-            // The counter took the points even though it refused them; a refused request must not cost anything.
-            await mp.reward(principal.tenant, cost).catch(() => undefined);
-            throw tooMany(
-              `Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`,
-              err.msBeforeNext / 1000,
-              rateHeaders(mpLimit, err),
-            );
-          }
-          deps.log.warn({ err: String(err) }, 'image quota limiter unavailable');
+        // Only a refusal rejects (see limiter): while Redis is down the insurance limiter counts in memory.
+        const refused = await mp.consume(principal.tenant, cost).then(
+          () => undefined,
+          (res: RateLimiterRes) => res,
+        );
+        if (refused) {
+          // The counter took the points even though it refused them; a refused request must not cost anything.
+          await mp.reward(principal.tenant, cost).catch(() => undefined);
+          throw tooMany(
+            `Image work is limited to ${mpLimit} megapixels per minute per tenant; this request needs ${cost}.`,
+            refused.msBeforeNext / 1000,
+            refusedHeaders(mpLimit, cost, refused),
+          );
         }
+        charged = cost;
       }
     }
     try {
@@ -250,6 +261,7 @@ export function tenantQuotas(deps: ApiServices): MiddlewareHandler<AuthEnv> {
     } finally {
       if (charged && c.res.status >= 300) await mp!.reward(principal.tenant, charged).catch(() => undefined);
     }
-    if (cap > 0 && c.res.status === 202) inFlight.accepted(principal.tenant, ask.jobs);
+    // With no cap nothing was counted, and accepted() ignores a tenant it has not counted.
+    if (c.res.status === 202) inFlight.accepted(principal.tenant, ask.jobs);
   };
 }

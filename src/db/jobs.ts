@@ -100,15 +100,6 @@ export async function findJobsByIds(db: Q, ids: string[]): Promise<JobRow[]> {
   return rows;
 }
 
-/** Live jobs of a tenant, counted up to `cap + 1` (the partial index jobs_tenant_live_idx keeps this cheap). */
-export async function jobsInFlight(db: Q, tenant: string, cap: number): Promise<number> {
-  const { rows } = await sql<{ n: number }>`
-    select count(*)::int as n from (
-      select 1 from jobs where tenant = ${tenant} and state in (${sql.join([...LIVE])}) limit ${cap + 1}
-    ) live`.execute(db);
-  return rows[0]?.n ?? 0;
-}
-
 export async function findByIdempotencyKey(db: Q, tenant: string, key: string): Promise<JobRow | undefined> {
   return db
     .selectFrom('jobs')
@@ -177,6 +168,15 @@ export async function listJobs(db: Q, f: ListFilter): Promise<JobRow[]> {
   if (f.state) q = q.where('state', '=', f.state);
   if (f.before) q = q.where('id', '<', f.before);
   return q.orderBy('id', 'desc').limit(f.limit).execute();
+}
+
+/** Live jobs of a tenant, counted up to `cap + 1` (the partial index jobs_tenant_live_idx keeps this cheap). */
+export async function jobsInFlight(db: Q, tenant: string, cap: number): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from (
+      select 1 from jobs where tenant = ${tenant} and state in (${sql.join([...LIVE])}) limit ${cap + 1}
+    ) live`.execute(db);
+  return rows[0].n; // count(*) always answers one row
 }
 
 /** A parent's children (a recommendation batch's chunks), of the parent's tenant; `states` narrows them. */
