@@ -145,7 +145,7 @@ export type Config = Readonly<
   }
 >;
 
-export class ConfigError extends Error {
+class ConfigError extends Error {
   override name = 'ConfigError';
 }
 

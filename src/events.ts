@@ -20,9 +20,9 @@ export interface JobEvent {
 }
 
 /** A job's events are kept this long after its last change, for replay. */
-export const EVENT_TTL_MS = 60 * 60 * 1000;
+const EVENT_TTL_MS = 60 * 60 * 1000;
 /** At most about this many events per job (a job reports at most 101 progress values per run). */
-export const EVENT_MAXLEN = 500;
+const EVENT_MAXLEN = 500;
 
 // One round trip on the worker's hot path: append, refresh the TTL, publish `{"id":…,` + the event's JSON.
 const PUBLISH = `

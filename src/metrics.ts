@@ -15,57 +15,57 @@ collectDefaultMetrics({ register: registry });
 
 const jobBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 
-export const jobsCompleted = new Counter({
+const jobsCompleted = new Counter({
   name: 'jobs_completed_total',
   help: 'Jobs that ended succeeded, per type',
   labelNames: ['type'] as const,
   registers: [registry],
 });
-export const jobsFailed = new Counter({
+const jobsFailed = new Counter({
   name: 'jobs_failed_total',
   help: 'Jobs that ended failed (no attempts left, or a permanent error), per type',
   labelNames: ['type'] as const,
   registers: [registry],
 });
-export const jobsCancelled = new Counter({
+const jobsCancelled = new Counter({
   name: 'jobs_cancelled_total',
   help: 'Running jobs stopped by a cancel request, per type',
   labelNames: ['type'] as const,
   registers: [registry],
 });
-export const jobRetries = new Counter({
+const jobRetries = new Counter({
   name: 'job_retries_total',
   help: 'Failed attempts that will be retried, per type',
   labelNames: ['type'] as const,
   registers: [registry],
 });
-export const jobsStalled = new Counter({
+const jobsStalled = new Counter({
   name: 'jobs_stalled_total',
   help: 'Jobs found stalled (their worker stopped renewing the lock), per type',
   labelNames: ['type'] as const,
   registers: [registry],
 });
-export const jobDuration = new Histogram({
+const jobDuration = new Histogram({
   name: 'job_run_duration_seconds',
   help: 'Time from a run starting to it ending (succeeded or failed), per type and priority',
   labelNames: ['type', 'priority'] as const,
   buckets: jobBuckets,
   registers: [registry],
 });
-export const jobQueueWait = new Histogram({
+const jobQueueWait = new Histogram({
   name: 'job_queue_wait_seconds',
   help: 'Time from a job becoming runnable (added, or its run_at) to its first run starting, per type and priority',
   labelNames: ['type', 'priority'] as const,
   buckets: jobBuckets,
   registers: [registry],
 });
-export const httpRequests = new Counter({
+const httpRequests = new Counter({
   name: 'http_requests_total',
   help: 'API requests, per method, route pattern and status',
   labelNames: ['method', 'route', 'status'] as const,
   registers: [registry],
 });
-export const httpDuration = new Histogram({
+const httpDuration = new Histogram({
   name: 'http_request_duration_seconds',
   help: 'API latency, per method, route pattern and status',
   labelNames: ['method', 'route', 'status'] as const,

@@ -25,7 +25,7 @@ export async function seed({ config, db, args }: { config: Config; db: Db; args:
 }
 
 /** A demo user the seed always makes, with ratings: the quick start's and the example's default user. */
-export const DEMO_USER = 'u00042';
+const DEMO_USER = 'u00042';
 
 /** What `cli seed --demo` prints for a person: lines to paste into a shell, and what running it again does. */
 export function seedReport(r: Awaited<ReturnType<typeof seed>>, config: Pick<Config, 'PORT'>): string {

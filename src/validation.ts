@@ -6,7 +6,7 @@ import { z } from 'zod';
 type Schema = z.core.$ZodType;
 
 /** A short description of what a schema accepts: `{user_id, limit?}`, `a list of …`, `"welcome"`. */
-export function describeSchema(s: Schema, depth = 0): string {
+function describeSchema(s: Schema, depth = 0): string {
   const def = s._zod.def as z.core.$ZodTypeDef & Record<string, unknown>;
   switch (def.type) {
     case 'object': {
@@ -92,7 +92,7 @@ function sizeLimit(origin: string, n: number | bigint, inclusive: boolean | unde
 }
 
 /** zod's error map: the message of each issue a schema does not word itself. */
-export function message(iss: z.core.$ZodRawIssue): string | undefined {
+function message(iss: z.core.$ZodRawIssue): string | undefined {
   switch (iss.code) {
     case 'invalid_type':
       if (iss.input === undefined) return `required: send ${ARTICLE[iss.expected] ?? iss.expected}`;

@@ -63,7 +63,7 @@ function operatorGuard(deps: ApiServices): MiddlewareHandler<AuthEnv> {
 }
 
 /** What a dashboard API call did, for the audit log: `PUT …/api/queues/email/<id>/retry` → job retry. */
-export function describeBoardAction(
+function describeBoardAction(
   method: string,
   apiPath: string,
 ): { action: string; target_kind: AuditTargetKind; target: string } {

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { Scalar } from '@scalar/hono-api-reference';
 import { Hono } from 'hono';
 
-export const DOCS_PATH = '/docs';
+const DOCS_PATH = '/docs';
 const BUNDLE_PATH = `${DOCS_PATH}/scalar.js`;
 const bundleFile = createRequire(import.meta.url).resolve('@scalar/api-reference/browser/standalone.js');
 let bundle: Promise<Buffer> | undefined;

@@ -18,7 +18,7 @@ export function router() {
   });
 }
 
-export const ProblemSchema = z
+const ProblemSchema = z
   .object({
     type: z.string(),
     title: z.string(),

@@ -14,8 +14,8 @@ export interface JobLogLimits {
 
 export const JOB_LOG_LIMITS: JobLogLimits = { lines: 500, bytes: 256 * 1024 };
 /** A message longer than this is cut; fields whose JSON is longer are replaced by a note saying so. */
-export const JOB_LOG_MESSAGE_CHARS = 2000;
-export const JOB_LOG_FIELDS_CHARS = 4000;
+const JOB_LOG_MESSAGE_CHARS = 2000;
+const JOB_LOG_FIELDS_CHARS = 4000;
 
 export interface JobLogLine {
   job_id: string;

@@ -237,7 +237,7 @@ export interface RunRef {
 }
 
 /** The error of a job that was not started by its expires_at. */
-export const EXPIRED: JobError = { code: 'expired', message: 'not started by its expires_at; it will not run' };
+const EXPIRED: JobError = { code: 'expired', message: 'not started by its expires_at; it will not run' };
 
 // A job never started whose expires_at has passed is not started: it ends cancelled with error.code "expired", in the
 // same statement (and under the same fence) as the starts of the others. The runtime sees its state and does not run it.

@@ -5,7 +5,7 @@ import { Migrator, type Migration, type MigrationProvider, type MigrationResultS
 import pg from 'pg';
 import type { Db } from './index.js';
 
-export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
+const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
 
 /** Creates the database named in the URL when it is missing (connecting to the server's `postgres` db). */
 export async function ensureDatabase(connectionString: string): Promise<boolean> {
@@ -49,7 +49,7 @@ const provider: MigrationProvider = {
   },
 };
 
-export function createMigrator(db: Db): Migrator {
+function createMigrator(db: Db): Migrator {
   return new Migrator({
     db,
     provider,

@@ -10,7 +10,7 @@ type Q = Kysely<Database> | Transaction<Database>;
  * The text `q` is matched in. It must stay the expression of the index jobs_search_trgm
  * (migrations/2026-12-01T0403_job_search.ts), or PostgreSQL will not use that index.
  */
-export const SEARCH_TEXT = sql<string>`(coalesce(payload::text, '') || ' ' || coalesce(result::text, '') || ' ' || coalesce(error::text, ''))`;
+const SEARCH_TEXT = sql<string>`(coalesce(payload::text, '') || ' ' || coalesce(result::text, '') || ' ' || coalesce(error::text, ''))`;
 
 /** Trigram search needs this many characters to use its index. */
 export const SEARCH_MIN_CHARS = 3;
@@ -47,7 +47,7 @@ export function idPrefixRange(q: string): [string, string] | undefined {
 }
 
 /** `q` as a LIKE pattern matching it anywhere, its own % _ and \ taken literally. */
-export function containsPattern(q: string): string {
+function containsPattern(q: string): string {
   return `%${q.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
 }
 
@@ -55,7 +55,7 @@ export function containsPattern(q: string): string {
  * Rows a search by text first looks through, newest first, before it asks the trigram index. A term found in at least
  * a page of these (a common one) is answered from them; a rarer one from the index, whose matches are then few.
  */
-export const RECENT_WINDOW = 1_000;
+const RECENT_WINDOW = 1_000;
 
 const where = (conds: RawBuilder<unknown>[]) => (conds.length ? sql`where ${sql.join(conds, sql` and `)}` : sql``);
 

@@ -6,7 +6,7 @@ import type { Database, JobError, JobEventRow, JobRow } from './types.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 
-export interface TimelineEvent {
+interface TimelineEvent {
   at: string;
   generation: number;
   attempt: number;
@@ -17,7 +17,7 @@ export interface TimelineEvent {
   error: JobError | null;
 }
 
-export interface TimelineAttempt {
+interface TimelineAttempt {
   generation: number;
   attempt: number;
   /** host:pid of the worker that ran it. */
@@ -54,7 +54,7 @@ export async function jobTimeline(db: Q, jobId: string): Promise<Timeline | unde
   return buildTimeline(job, rows);
 }
 
-export function buildTimeline(job: Pick<JobRow, 'id' | 'created_at'>, rows: JobEventRow[]): Timeline {
+function buildTimeline(job: Pick<JobRow, 'id' | 'created_at'>, rows: JobEventRow[]): Timeline {
   const events: TimelineEvent[] = rows.map((r) => ({
     at: r.at.toISOString(),
     generation: r.generation,

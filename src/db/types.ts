@@ -1,11 +1,11 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
 import type { AuditSurface, AuditTargetKind, JobState, Priority, Role, WebhookOutcome } from '../domain.js';
 
-export type Json = ColumnType<unknown, string, string>;
+type Json = ColumnType<unknown, string, string>;
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 
-export interface TenantsTable {
+interface TenantsTable {
   id: string;
   webhook_secret: string;
   /** Its share of admission against other tenants; null: the configured default (TENANT_WEIGHT). */
@@ -14,21 +14,21 @@ export interface TenantsTable {
 }
 
 /** A tenant's cap on running jobs of one type; a type without a row has the configured default. */
-export interface TenantLimitsTable {
+interface TenantLimitsTable {
   tenant: string;
   type: string;
   max_running: number;
 }
 
 /** Per (tenant, type): an upper bound of its admitted live jobs; see src/db/admission.ts. */
-export interface AdmissionWindowsTable {
+interface AdmissionWindowsTable {
   tenant: string;
   type: string;
   admitted: Generated<number>;
   granted: Generated<number>;
 }
 
-export interface ApiKeysTable {
+interface ApiKeysTable {
   id: string;
   tenant: string;
   role: Role;
@@ -37,7 +37,7 @@ export interface ApiKeysTable {
   revoked_at: NullableTimestamp;
 }
 
-export interface JobsTable {
+interface JobsTable {
   id: string;
   tenant: string;
   type: string;
@@ -80,7 +80,7 @@ export interface JobError {
   message: string;
 }
 
-export interface FilesTable {
+interface FilesTable {
   id: string;
   tenant: string;
   content_type: string;
@@ -97,7 +97,7 @@ export interface FilesTable {
 
 export type FileVisibility = 'tenant' | 'operators';
 
-export interface MoviesTable {
+interface MoviesTable {
   tenant: string;
   id: string;
   title: string;
@@ -107,7 +107,7 @@ export interface MoviesTable {
   updated_at: Timestamp;
 }
 
-export interface RatingsTable {
+interface RatingsTable {
   tenant: string;
   user_id: string;
   movie_id: string;
@@ -117,7 +117,7 @@ export interface RatingsTable {
 }
 
 /** Bumped by every write to a tenant's movies or ratings; models remember the version they were trained on. */
-export interface CatalogVersionsTable {
+interface CatalogVersionsTable {
   tenant: string;
   version: Generated<number>;
   updated_at: Timestamp;
@@ -129,7 +129,7 @@ export interface RecommendationItem {
   score: number;
 }
 
-export interface RecommendationsTable {
+interface RecommendationsTable {
   tenant: string;
   user_id: string;
   job_id: string | null;
@@ -140,7 +140,7 @@ export interface RecommendationsTable {
   generated_at: Timestamp;
 }
 
-export interface AuditLogTable {
+interface AuditLogTable {
   id: string;
   at: Timestamp;
   actor_key_id: string | null;
@@ -157,7 +157,7 @@ export interface AuditLogTable {
 }
 
 /** A job's state, attempt or generation change, written by a trigger (migrations/2026-12-01T0400_job_events.ts). */
-export interface JobEventsTable {
+interface JobEventsTable {
   id: Generated<number>;
   job_id: string;
   at: Timestamp;
@@ -171,7 +171,7 @@ export interface JobEventsTable {
 }
 
 /** A line a processor kept with its job (ctx.jobLog); see src/db/job-logs.ts. */
-export interface JobLogsTable {
+interface JobLogsTable {
   id: Generated<number>;
   job_id: string;
   generation: number;
@@ -182,7 +182,7 @@ export interface JobLogsTable {
   truncated: Generated<boolean>;
 }
 
-export interface SchedulesTable {
+interface SchedulesTable {
   name: string;
   tenant: string;
   type: string;
@@ -197,7 +197,7 @@ export interface SchedulesTable {
 
 /** The email ledger: one row per (job, recipient); see migrations/2026-11-22T0400_email.ts. */
 export type EmailDeliveryState = 'pending' | 'deferred' | 'sent' | 'rejected';
-export interface EmailDeliveriesTable {
+interface EmailDeliveriesTable {
   job_id: string;
   recipient: string;
   state: EmailDeliveryState;
@@ -213,7 +213,7 @@ export interface EmailDeliveriesTable {
   owner_seen_at: Timestamp;
 }
 
-export interface WebhookDeliveriesTable {
+interface WebhookDeliveriesTable {
   id: Generated<number>;
   job_id: string;
   tenant: string;
@@ -248,15 +248,10 @@ export interface Database {
   admission_windows: AdmissionWindowsTable;
 }
 
-export type Tenant = Selectable<TenantsTable>;
-export type ApiKey = Selectable<ApiKeysTable>;
 export type JobRow = Selectable<JobsTable>;
 export type NewJobRow = Insertable<JobsTable>;
-export type JobUpdate = Updateable<JobsTable>;
 export type FileRow = Selectable<FilesTable>;
 export type NewFileRow = Insertable<FilesTable>;
-export type MovieRow = Selectable<MoviesTable>;
-export type RatingRow = Selectable<RatingsTable>;
 export type RecommendationRow = Selectable<RecommendationsTable>;
 export type AuditRow = Selectable<AuditLogTable>;
 export type ScheduleRow = Selectable<SchedulesTable>;
@@ -264,4 +259,3 @@ export type EmailDeliveryRow = Selectable<EmailDeliveriesTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type NewWebhookDeliveryRow = Insertable<WebhookDeliveriesTable>;
 export type JobEventRow = Selectable<JobEventsTable>;
-export type JobLogRow = Selectable<JobLogsTable>;

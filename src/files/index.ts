@@ -8,14 +8,14 @@ import type { FileRow, FileVisibility } from '../db/types.js';
 import type { Storage } from './storage.js';
 import { every, type Service } from '../workers/periodic.js';
 
-export const FILE_ID = /^file_[A-Za-z0-9_-]{10,64}$/;
+const FILE_ID = /^file_[A-Za-z0-9_-]{10,64}$/;
 
-export function newFileId(): string {
+function newFileId(): string {
   return `file_${randomBytes(12).toString('base64url')}`;
 }
 
 /** How many leading bytes a content-type sniffer gets (file-type's recommended sample size). */
-export const SNIFF_BYTES = 4100;
+const SNIFF_BYTES = 4100;
 
 export interface SaveFile {
   tenant: string;

@@ -19,7 +19,7 @@ export interface BullData {
 }
 
 /** What a row's BullMQ job carries. */
-export function bullData(row: JobRow, registry?: JobRegistry): BullData {
+function bullData(row: JobRow, registry?: JobRegistry): BullData {
   if (registry?.get(row.type)?.startBehind) return { tenant: row.tenant, gen: row.generation, payload: row.payload };
   return { tenant: row.tenant, gen: row.generation };
 }
@@ -29,7 +29,7 @@ export function genOf(data: Partial<BullData> | null | undefined): number {
   return typeof data?.gen === 'number' ? data.gen : 0;
 }
 
-export function bullOptions(registry: JobRegistry, row: AdmittedRow): JobsOptions {
+function bullOptions(registry: JobRegistry, row: AdmittedRow): JobsOptions {
   const def = registry.get(row.type);
   const delay = row.run_at ? Math.max(0, row.run_at.getTime() - Date.now()) : 0;
   return {

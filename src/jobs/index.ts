@@ -10,7 +10,7 @@ import type { JobDefinition } from './types.js';
 export { JobRegistry, defineJob } from './registry.js';
 export * from './types.js';
 // What a job module throws, for modules loaded from JOB_MODULES that import only this file.
-export { PermanentError, RetryableError } from '../errors.js';
+export { PermanentError } from '../errors.js';
 
 /** The product's job types. */
 export function createRegistry(): JobRegistry {

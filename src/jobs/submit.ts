@@ -158,7 +158,7 @@ export function timeIssues(
  * Where a NUL character (U+0000) is in a JSON value, key or string, or undefined. PostgreSQL's jsonb cannot store
  * one (22P05): it is refused here, as the client's error, before it can reach a statement shared with others.
  */
-export function nulPath(value: unknown, path: (string | number)[] = []): (string | number)[] | undefined {
+function nulPath(value: unknown, path: (string | number)[] = []): (string | number)[] | undefined {
   if (typeof value === 'string') return value.includes('\0') ? path : undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {

@@ -79,8 +79,8 @@ export interface JobDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
 }
 
 /** Time limits of a type without its own: a quarter of an hour by default, an hour at most. */
-export const DEFAULT_TIMEOUT_MS = 15 * 60_000;
-export const DEFAULT_MAX_TIMEOUT_MS = 60 * 60_000;
+const DEFAULT_TIMEOUT_MS = 15 * 60_000;
+const DEFAULT_MAX_TIMEOUT_MS = 60 * 60_000;
 
 /** A type's run time limits: the default a job gets, and the most it may ask for. */
 export function timeLimits(def: Pick<JobDefinition, 'timeoutMs' | 'maxTimeoutMs'>): {

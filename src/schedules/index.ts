@@ -79,7 +79,7 @@ export function checkSchedule(
 
 // ── BullMQ job schedulers ───────────────────────────────────────────────────
 
-export interface TickData {
+interface TickData {
   schedule: string;
 }
 
@@ -143,7 +143,7 @@ export async function syncSchedulers(db: Db, queues: Queues): Promise<{ installe
 
 // ── The tick processor, run in every worker process ─────────────────────────
 
-export async function runTick(deps: Services, job: Job<TickData>): Promise<{ job_id?: string; skipped?: string }> {
+async function runTick(deps: Services, job: Job<TickData>): Promise<{ job_id?: string; skipped?: string }> {
   const name = job.data.schedule;
   const log = deps.log.child({ schedule: name, tick: job.id });
   const s = await findSchedule(deps.db, name);
@@ -210,7 +210,7 @@ export async function startScheduleWorker(
 
 // ── Demo schedules (cli seed --demo) ────────────────────────────────────────
 
-export const DEMO_SCHEDULES: (ScheduleSpec & { name: string })[] = [
+const DEMO_SCHEDULES: (ScheduleSpec & { name: string })[] = [
   {
     name: 'nightly-recommendations',
     type: 'recommendations',

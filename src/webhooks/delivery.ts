@@ -52,7 +52,7 @@ export async function enqueueWebhook(queues: Queues, config: Config, row: JobRow
 }
 
 /** The body receivers get: Standard Webhooks' recommended `{type, timestamp, data}`. */
-export function webhookBody(row: JobRow): string {
+function webhookBody(row: JobRow): string {
   const job = ledger.toApiJob(row);
   return JSON.stringify({
     type: `job.${row.state}`,

@@ -10,7 +10,7 @@ export interface PostResult {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-export const MAX_REDIRECTS = 3;
+const MAX_REDIRECTS = 3;
 
 function once(
   url: URL,

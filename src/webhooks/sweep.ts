@@ -12,7 +12,7 @@ import { enqueueWebhook, messageId, WEBHOOK_QUEUE } from './delivery.js';
 import { keys } from '../queues/keys.js';
 
 /** Ended at least this long ago: the normal path has had its chance. */
-export const SWEEP_GRACE_MS = 30_000;
+const SWEEP_GRACE_MS = 30_000;
 const BATCH = 500;
 
 type SweepDeps = Pick<Services, 'db' | 'queues' | 'config'>;

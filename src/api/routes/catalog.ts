@@ -15,11 +15,11 @@ import { problem, type FieldError } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 import { decodeCursor, encodeCursor, ListQuery } from '../params.js';
 
-export const MAX_MOVIES = 1000;
-export const MAX_RATINGS = 10_000;
+const MAX_MOVIES = 1000;
+const MAX_RATINGS = 10_000;
 const ID = /^[A-Za-z0-9._:@-]{1,64}$/;
 
-export const movieId = z.string().regex(ID, 'letters, digits and . _ : @ - only, 1 to 64 characters');
+const movieId = z.string().regex(ID, 'letters, digits and . _ : @ - only, 1 to 64 characters');
 /** PostgreSQL text cannot hold U+0000: refused as invalid input, not left to fail the statement. */
 const noNul = (v: string) => !v.includes('\0');
 const nulMessage = 'must not contain the NUL character (\\u0000)';

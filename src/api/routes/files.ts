@@ -14,7 +14,7 @@ import { readsAllTenants } from '../auth.js';
 import { problem } from '../errors.js';
 import { problems, router, security } from '../openapi.js';
 
-export const FileSchema = z
+const FileSchema = z
   .object({
     id: z.string(),
     content_type: z
@@ -42,7 +42,7 @@ const uploadContent = {
 };
 
 /** What the bytes are; application/octet-stream when file-type does not know them (text, SVG, unknown binary). */
-export async function sniff(head: Buffer): Promise<string> {
+async function sniff(head: Buffer): Promise<string> {
   const t = head.length ? await fileTypeFromBuffer(head) : undefined;
   return t?.mime ?? 'application/octet-stream';
 }
@@ -235,7 +235,7 @@ const EXTENSIONS: Record<string, string> = {
  * `thumb.webp`), an upload after its id, each with the extension of its content type. Images open in the browser,
  * everything else downloads.
  */
-export function contentDisposition(row: { id: string; name: string | null; content_type: string }): string {
+function contentDisposition(row: { id: string; name: string | null; content_type: string }): string {
   const type = row.content_type.split(';')[0].trim().toLowerCase();
   const base = (row.name ?? row.id).replace(/[^A-Za-z0-9._-]/g, '_');
   const filename = `${base}.${EXTENSIONS[type] ?? 'bin'}`;

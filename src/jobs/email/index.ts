@@ -71,9 +71,9 @@ export const emailPayload = z.discriminatedUnion('template', [
   }),
   z.strictObject({ to, template: z.literal('plain'), subject, text, data: templateData.plain.optional() }),
 ]);
-export type EmailPayload = z.infer<typeof emailPayload>;
+type EmailPayload = z.infer<typeof emailPayload>;
 
-export interface EmailResult {
+interface EmailResult {
   message_id: string;
   accepted: string[];
   rejected: string[];

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Eta } from 'eta';
 import { z } from 'zod';
 
-export const TEMPLATES = ['welcome', 'recommendations', 'report_ready', 'plain'] as const;
+const TEMPLATES = ['welcome', 'recommendations', 'report_ready', 'plain'] as const;
 export type TemplateName = (typeof TEMPLATES)[number];
 
 const singleLine = (max: number) =>

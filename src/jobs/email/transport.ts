@@ -69,7 +69,7 @@ export async function compose(from: string, content: MessageContent): Promise<Co
   };
 }
 
-export interface Delivery {
+interface Delivery {
   accepted: string[];
   rejected: string[];
   response: string;
@@ -83,7 +83,7 @@ export interface Mailer {
 }
 
 /** Shared by the worker and the benchmark's bare loop, so both use the very same pool settings. */
-export function smtpPoolOptions(url: string) {
+function smtpPoolOptions(url: string) {
   return {
     url,
     pool: true as const,
@@ -118,7 +118,7 @@ function smtpMailer(config: Config, url: string): Mailer {
 }
 
 /** The message file's name comes from its Message-ID, so writing it again overwrites rather than duplicates. */
-export function emlName(messageId: string): string {
+function emlName(messageId: string): string {
   return `${messageId.replace(/^<|>$/g, '').replace(/[^A-Za-z0-9._-]/g, '_')}.eml`;
 }
 
@@ -143,7 +143,7 @@ export function createMailer(config: Config): Mailer {
 }
 
 /** The transport in words, for the startup log; the URL's password is never printed. */
-export function describeMailer(config: Config): Record<string, unknown> {
+function describeMailer(config: Config): Record<string, unknown> {
   if (!config.SMTP_URL) return { transport: 'file', dir: path.resolve(config.MAIL_DIR) };
   const u = new URL(config.SMTP_URL);
   return {

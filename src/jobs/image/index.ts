@@ -11,7 +11,7 @@ import { extendExpiry, findFile, retentionEnd, saveFile } from '../../files/inde
 import { defineJob } from '../registry.js';
 import { PermanentError } from '../../errors.js';
 
-export const imageVariant = z.strictObject({
+const imageVariant = z.strictObject({
   // 20: the name is part of the output's job-derived file id, which keeps 20 characters of it.
   name: z.string().regex(/^[a-z0-9_-]{1,20}$/, 'lowercase letters, digits, _ or -, up to 20'),
   width: z.number().int().min(1).max(8192).optional(),

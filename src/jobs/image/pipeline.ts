@@ -102,7 +102,7 @@ export async function probe(input: string | Buffer, maxPixels: number): Promise<
 }
 
 /** The resolved settings of one variant: what the job does, and what the benchmark's bare loop repeats. */
-export function variantSettings(v: Variant) {
+function variantSettings(v: Variant) {
   const format: OutputFormat = v.format ?? 'webp';
   const resize: ResizeOptions | undefined =
     v.width || v.height
@@ -120,7 +120,7 @@ export function variantSettings(v: Variant) {
 }
 
 /** One variant: auto-rotated from EXIF, resized, converted; metadata stripped (sharp keeps none unless asked). */
-export function variantPipeline(input: string | Buffer, v: Variant, maxPixels: number): Sharp {
+function variantPipeline(input: string | Buffer, v: Variant, maxPixels: number): Sharp {
   configureSharp();
   const s = variantSettings(v);
   let p = sharp(input, { limitInputPixels: maxPixels, autoOrient: true }).timeout({ seconds: TIMEOUT_SECONDS });
@@ -148,7 +148,7 @@ export function renderVariant(input: string | Buffer, v: Variant, maxPixels: num
 }
 
 /** libvips speaks in messages; the ledger wants a code, and to know whether a retry could ever help. */
-export function imageError(err: unknown): Error {
+function imageError(err: unknown): Error {
   if (err instanceof PermanentError || err instanceof RetryableError) return err;
   const message = String((err as Error)?.message ?? err)
     .split('\n')[0]

@@ -135,7 +135,7 @@ export interface CachedResult {
 }
 
 /** Results live in Redis for a day; a rating deletes its user's entry, so the TTL only bounds a lost delete. */
-export const RESULT_TTL_S = 24 * 3600;
+const RESULT_TTL_S = 24 * 3600;
 
 export async function cacheResults(
   redis: RedisClient,

@@ -12,7 +12,7 @@ export interface EvalInput {
   nUsers: number;
 }
 
-export interface Metrics {
+interface Metrics {
   precision: number;
   recall: number;
   ndcg: number;
@@ -122,7 +122,7 @@ export async function evaluate(
 }
 
 /** The naive recommender: the most-rated movies the user has not rated. */
-export function popularityBaseline(model: Model, seen: Set<number>, k: number): number[] {
+function popularityBaseline(model: Model, seen: Set<number>, k: number): number[] {
   const out: number[] = [];
   for (let p = 0; p < model.popular.length && out.length < k; p++)
     if (!seen.has(model.popular[p])) out.push(model.popular[p]);

@@ -43,7 +43,7 @@ export const recommendations = defineJob({
   },
 });
 
-export const chunkPayload = z.strictObject({
+const chunkPayload = z.strictObject({
   user_ids: z.array(userId).min(1).max(100_000),
   limit: z.number().int().min(1).max(100).default(10),
 });

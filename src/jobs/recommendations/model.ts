@@ -51,11 +51,11 @@ export interface Model {
   ratings: number;
 }
 
-export const DEFAULT_K = 50;
-export const DEFAULT_SHRINK = 20;
+const DEFAULT_K = 50;
+const DEFAULT_SHRINK = 20;
 
 /** Preference weight of a rating for its user: above-average ratings count more, far-below ones not at all. */
-export function preferenceWeights(m: RatingMatrix): Float32Array {
+function preferenceWeights(m: RatingMatrix): Float32Array {
   const w = new Float32Array(m.values.length);
   for (let u = 0; u < m.nUsers; u++) {
     const a = m.userPtr[u];

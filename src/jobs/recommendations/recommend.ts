@@ -2,9 +2,9 @@
 import type { Model } from './model.js';
 
 /** Below this many rated movies (known to the model), neighbours say too little: popular in the user's genres. */
-export const MIN_RATINGS_FOR_KNN = 3;
+const MIN_RATINGS_FOR_KNN = 3;
 
-export type Strategy = 'item_knn' | 'cold_start:popular_in_genres' | 'cold_start:popular';
+type Strategy = 'item_knn' | 'cold_start:popular_in_genres' | 'cold_start:popular';
 
 export interface Recommendation {
   strategy: Strategy;

@@ -9,7 +9,7 @@ import type { JobContext } from '../types.js';
 import { cacheResults, modelCache } from './cache.js';
 import { allUsers, storeResults, userRatings, type StoredResult } from './data.js';
 
-export const CHUNK_TYPE = 'recommendations-chunk';
+const CHUNK_TYPE = 'recommendations-chunk';
 
 export interface UserResult {
   user_id: string;

@@ -2,7 +2,7 @@
 // Users like some genres and eras; what they watch depends on taste and a long-tailed popularity; their ratings
 // depend on taste, the movie's quality and their own bias, plus noise. Nothing is downloaded.
 
-export const GENRES = [
+const GENRES = [
   'Action',
   'Adventure',
   'Animation',
@@ -120,7 +120,7 @@ function pickWeighted(
   return weights.length - 1;
 }
 
-export interface SynthMovie {
+interface SynthMovie {
   id: string;
   title: string;
   genres: string[];

@@ -44,7 +44,7 @@ const num = (v: number | null, digits = 0) =>
     : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 /** 340 ms, 4.2 s, 3.1 min, 2.0 h: run times and waits span six orders of magnitude. */
-export function duration(ms: number | null): string {
+function duration(ms: number | null): string {
   if (ms === null || ms === undefined) return '';
   if (ms < 1_000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`;
@@ -212,6 +212,3 @@ export const ratingsReport: ReportKind<RatingsReportRow> = {
       `${num(t.get('genres') ?? 0)} genres with ratings in the period (a movie counts in each of its genres).`,
   },
 };
-
-export const REPORT_KINDS = { jobs: jobsReport, ratings: ratingsReport } as const;
-export type ReportKindName = keyof typeof REPORT_KINDS;

@@ -45,7 +45,7 @@ function fileName(kind: string, to: Date): string {
  * The period is fixed by the job, not by the clock of the run: `to` defaults to when the job was created and
  * `from` to a day before `to`, so a rerun (or a retry hours later) reports the same period.
  */
-export async function resolvePeriod(ctx: JobContext<ReportRequest>): Promise<{ from: Date; to: Date }> {
+async function resolvePeriod(ctx: JobContext<ReportRequest>): Promise<{ from: Date; to: Date }> {
   const { from, to } = ctx.payload;
   let end = to ? new Date(to) : undefined;
   if (!end) {
