@@ -112,7 +112,7 @@ const schema = z.object({
    */
   ADMISSION: z.enum(['on', 'off']).default('on'),
   /** A tenant's window (its admitted, unfinished jobs of one type) per unit of weight. */
-  ADMISSION_WINDOW: int(1, 1_000_000).default(100),
+  ADMISSION_WINDOW: int(1, 1_000_000).default(1000),
   /** How often the admitter looks for freed windows. */
   ADMISSION_INTERVAL_MS: int(10, 60_000).default(100),
   /** Per tenant and job type: jobs running at once, unless the tenant's own limit says otherwise (0: none run). */
