@@ -8,7 +8,9 @@ import {
   cpuSeconds,
   createStack,
   load,
+  postgresCpuSeconds,
   procfile,
+  redisServerPid,
   ROOT,
   round,
   sleep,
@@ -194,6 +196,9 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
     await web.stop();
     const t0 = performance.now();
     const worker = await start(procfile().worker, { ...stack.env, QUEUES: 'noop' }, WORKER_READY);
+    // CPU per job where it is spent: the worker process, PostgreSQL, Redis (from the worker's readiness on).
+    const redisPid = await redisServerPid(stack);
+    const cpu0 = { worker: cpuSeconds(worker.pid), pg: postgresCpuSeconds(), redis: cpuSeconds(redisPid) };
     let done = 0;
     while (done < jobs) {
       await sleep(100);
@@ -201,6 +206,12 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
       done = (c.succeeded ?? 0) + (c.failed ?? 0);
     }
     const wall = (performance.now() - t0) / 1000;
+    const msPerJob = (s: number) => round((s * 1000) / jobs, 3);
+    const cpu = {
+      worker_cpu_ms: msPerJob(cpuSeconds(worker.pid) - cpu0.worker),
+      pg_cpu_ms: msPerJob(postgresCpuSeconds() - cpu0.pg),
+      redis_cpu_ms: msPerJob(cpuSeconds(redisPid) - cpu0.redis),
+    };
     // Process start-up (tsx, connections) is not the runtime's cost: time from the first start to the last finish.
     const span = await stack.db
       .selectFrom('jobs')
@@ -222,7 +233,7 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
           .trim()
           .split('\n')
           .pop()!,
-      ) as { jobs_per_s: number };
+      ) as { jobs_per_s: number; cpu_ms_per_job?: number };
     const bare = await anchor('bench/anchors/bare-worker.ts', { QUEUE_PREFIX: `${stack.env.QUEUE_PREFIX}_anchor` });
     const pgBoss = await anchor('bench/anchors/pgboss-worker.ts', {});
     const graphile = await anchor('bench/anchors/graphile-worker.ts', {});
@@ -235,7 +246,13 @@ export async function workerOverhead(jobs = 5000): Promise<Row[]> {
         'jobs/s',
         '≥ 50% of anchor',
         rate >= 0.5 * bare.jobs_per_s,
-        { jobs, concurrency: BENCH_CONCURRENCY, wall_s: round(wall, 1) },
+        {
+          jobs,
+          concurrency: BENCH_CONCURRENCY,
+          wall_s: round(wall, 1),
+          ...cpu,
+          anchor_worker_cpu_ms: round(bare.cpu_ms_per_job ?? 0, 3),
+        },
       ),
       row(
         'worker jobs/s vs pg-boss 10',

@@ -1,6 +1,6 @@
 // Shared pieces of the benchmark harness: a private database and prefix, the Procfile's processes, load, RSS.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -172,6 +172,26 @@ export function cpuSeconds(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * CPU time (user + system) of every PostgreSQL server process on this host so far, in seconds: backends that are alive,
+ * plus those that have exited (counted in the postmaster's children's time).
+ */
+export function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (!/^\d+ \((postgres|postmaster)\)/.test(stat)) continue;
+      const f = stat.split(') ')[1].split(' ');
+      total += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]); // utime stime cutime cstime
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return total / 100;
 }
 
 /** Samples a process's RSS every 100 ms until stopped; returns the peak and the first sample. */

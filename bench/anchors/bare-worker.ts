@@ -19,6 +19,7 @@ for (let i = 0; i < n; i += 1000) {
 }
 let done = 0;
 const start = performance.now();
+const cpu0 = process.cpuUsage();
 const finished = new Promise<void>((resolve) => {
   const worker = new Worker('bare', async () => ({ ok: true }), {
     connection: new Redis(url, { maxRetriesPerRequest: null }),
@@ -34,7 +35,8 @@ const finished = new Promise<void>((resolve) => {
 });
 await finished;
 const seconds = (performance.now() - start) / 1000;
-console.log(JSON.stringify({ jobs: n, seconds, jobs_per_s: n / seconds }));
+const { user, system } = process.cpuUsage(cpu0);
+console.log(JSON.stringify({ jobs: n, seconds, jobs_per_s: n / seconds, cpu_ms_per_job: (user + system) / 1000 / n }));
 await queue.obliterate({ force: true });
 await queue.close();
 process.exit(0);
