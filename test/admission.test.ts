@@ -15,7 +15,7 @@ import * as ledger from '../src/db/jobs.js';
 import type { JobRow, NewJobRow } from '../src/db/types.js';
 import { newId } from '../src/ids.js';
 import { bullPriority, priorityOfBull } from '../src/domain.js';
-import { admitOnce, planAdmission } from '../src/workers/admitter.js';
+import { admitOnce, planAdmission, refill } from '../src/workers/admitter.js';
 import { client, createTestEnv, silentLog, tenantWithKeys, type TestEnv } from './helpers.js';
 
 describe('windowOf', () => {
@@ -78,6 +78,19 @@ describe('planAdmission (deficit round-robin)', () => {
         got[s.tenant as 'a' | 'b'] += s.n;
     }
     expect(got).toEqual({ a: 30, b: 90 });
+  });
+
+  it('refills a window once a quarter of it is free, or once all that waits fits', () => {
+    expect(refill({ window: 1000, live: 751, waiting: 5000 })).toBe(0);
+    expect(refill({ window: 1000, live: 750, waiting: 5000 })).toBe(250);
+    expect(refill({ window: 1000, live: 100, waiting: 5000 })).toBe(900);
+    expect(refill({ window: 1000, live: 999, waiting: 3 })).toBe(0);
+    expect(refill({ window: 1000, live: 997, waiting: 3 })).toBe(3);
+    expect(refill({ window: 1000, live: 1200, waiting: 3 })).toBe(0);
+    expect(refill({ window: 3, live: 2, waiting: 9 })).toBe(1);
+    expect(refill({ window: 10, live: 0, waiting: 0 })).toBe(0);
+    const plan = planAdmission([cand('a', { live: 800 }), cand('b', { live: 700 })], 1000, new Map());
+    expect(plan.map((s) => [s.tenant, s.n])).toEqual([['b', 300]]);
   });
 
   it('plans each type on its own budget', () => {

@@ -43,6 +43,18 @@ export interface Share {
 }
 
 /**
+ * How many of a tenant's waiting jobs its window takes now: none until a quarter of the window is free (or everything
+ * waiting fits), then all the room. Jobs still queued in BullMQ keep the workers busy meanwhile, and a pass then
+ * admits in hundreds rather than in ones: a pass per few finished jobs made the admitter cost more CPU per job (in
+ * PostgreSQL and in the worker) than the job's own ledger writes (docs/performance.md).
+ */
+export function refill(g: Pick<Candidate, 'waiting' | 'live' | 'window'>): number {
+  const room = Math.max(0, g.window - g.live);
+  const want = Math.min(g.waiting, room);
+  return want >= Math.min(g.waiting, Math.ceil(g.window / 4)) ? want : 0;
+}
+
+/**
  * Deficit round-robin over the tenants of each type: each round, a tenant with room in its window and jobs waiting
  * earns its weight in credit and takes as many whole jobs as its credit buys; until the budget is spent or no tenant
  * can take more. `deficits` (by `tenant/type`) carries fractional credit from pass to pass; a tenant that has nothing
@@ -53,7 +65,7 @@ export function planAdmission(groups: readonly Candidate[], budget: number, defi
   const byType = new Map<string, Candidate[]>();
   for (const g of groups) byType.set(g.type, [...(byType.get(g.type) ?? []), g]);
   for (const [type, list] of byType) {
-    const want = new Map(list.map((g) => [g.tenant, Math.max(0, Math.min(g.waiting, g.window - g.live))]));
+    const want = new Map(list.map((g) => [g.tenant, refill(g)]));
     const shares = new Map<string, Share>();
     let left = budget;
     let active = list.filter((g) => want.get(g.tenant)! > 0);
@@ -93,7 +105,7 @@ export async function admitOnce(
   const { registry } = deps;
   const policy = admissionPolicy(deps.config);
   // With admission off every job is admitted at submit; what still waits (left from a time it was on) goes now.
-  const found = (await candidates(deps.db, policy))
+  const found = (await candidates(deps.db, policy, PASS_BUDGET))
     .filter((c) => registry.get(c.type))
     .map((c) => (policy.on ? c : { ...c, window: 1_000_000_000 }));
   if (found.length === 0) return [];
