@@ -332,9 +332,10 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
         },
       });
       const result = await limit.race(work);
-      // A progress event never follows the run's end, nor does a log line.
+      // A progress event never follows the run's end, nor does a log line: the progress writes are awaited here (one
+      // can still stop the run), the log lines' write by the finish's (below) rather than by BullMQ's.
       await progressDone();
-      await runLog.flush();
+      const logged = runLog.flush();
       if (controller.aborted) throw limit.timedOut() ? limit.error : new Cancelled();
       // Written behind: BullMQ records the result now, the ledger with the next batch. The finish reads the cancel flag
       // too: a cancel committed while the run went on ends the row cancelled (the ledger's word wins over BullMQ's).
@@ -343,7 +344,10 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
         clearTimeout(startTimer);
         startTimer = undefined;
       }
-      finishes.add({ ...run, result, context: { jlog, started, type: def.type } }, startCommitted);
+      finishes.add(
+        { ...run, result, context: { jlog, started, type: def.type } },
+        Promise.all([startCommitted, logged]),
+      );
       return result;
     } catch (err) {
       await sendStart();
