@@ -21,30 +21,37 @@ export function logEnvForChildren(config: Pick<Config, 'LOG_FORMAT'>, stdoutIsTT
 
 /** Structured logs; secrets are redacted wherever they might appear. */
 export function createLogger(config: Config, name: string): Logger {
-  return pino({
-    name,
-    level: config.LOG_LEVEL,
-    base: { pid: process.pid, process: name },
-    redact: {
-      paths: [
-        'req.headers.authorization',
-        'headers.authorization',
-        'authorization',
-        'key',
-        'webhook_secret',
-        'password',
-        '*.password',
-      ],
-      censor: '[redacted]',
+  return pino(
+    {
+      name,
+      level: config.LOG_LEVEL,
+      base: { pid: process.pid, process: name },
+      redact: {
+        paths: [
+          'req.headers.authorization',
+          'headers.authorization',
+          'authorization',
+          'key',
+          'webhook_secret',
+          'password',
+          '*.password',
+        ],
+        censor: '[redacted]',
+      },
+      // pino-pretty runs in pino's transport thread, off the event loop of requests and jobs.
+      ...(prettyLogs(config)
+        ? {
+            transport: {
+              target: 'pino-pretty',
+              options: { translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,process', singleLine: true },
+            },
+          }
+        : {}),
     },
-    // pino-pretty runs in pino's transport thread, off the event loop of requests and jobs.
-    ...(prettyLogs(config)
-      ? {
-          transport: {
-            target: 'pino-pretty',
-            options: { translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,process', singleLine: true },
-          },
-        }
-      : {}),
-  });
+    // JSON lines are written to stdout as they are logged (a write(2) each; few lines are at info). Not pino's default
+    // asynchronous stream: that one flushes synchronously on exit, and when nothing reads stdout any more (a
+    // supervisor that died or stopped first) the flush retries its EPIPE for ever and the process never exits. Written
+    // synchronously, an EPIPE only switches the logger off (test/shutdown-timeout.test.ts).
+    prettyLogs(config) ? undefined : pino.destination({ dest: 1, sync: true }),
+  );
 }

@@ -1,5 +1,6 @@
 // SHUTDOWN_TIMEOUT_MS: a worker process whose job hangs still exits on SIGTERM once the grace period is over, and the
-// job it left runs again on another worker.
+// job it left runs again on another worker. And a process whose log reader is gone (the supervisor that read its
+// stdout died) still exits on SIGTERM.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, createTestEnv, jobInState, type Proc, startProcess, tenantWithKeys, type TestEnv } from './helpers.js';
 
@@ -37,4 +38,20 @@ describe('shutdown timeout', () => {
     const done = await jobInState(api, r.body.id, ['succeeded', 'failed'], 30_000);
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: { echo: 'later', attempt: 2 } });
   });
+
+  it.each(['web', 'worker'] as const)(
+    'a %s process whose stdout nobody reads any more still exits on SIGTERM',
+    async (kind) => {
+      const proc = await startProcess(kind, env.env, kind === 'worker' ? { QUEUES: 'serial' } : {});
+      procs.push(proc);
+      // The reader goes: the process's next log line meets a broken pipe (EPIPE).
+      proc.child.stdout!.destroy();
+      proc.child.stderr!.destroy();
+      // Its lines about shutting down are written into that broken pipe; the process must exit all the same, and
+      // on its own: the helper would kill it only after 20 s, and a killed process has no exit code.
+      const code = await proc.stop('SIGTERM', 20_000);
+      expect(code).toBe(0);
+    },
+    30_000,
+  );
 });

@@ -52,15 +52,24 @@ const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOS
   log.info({ port: info.port }, `API listening on ${base} (docs: ${base}/docs)`);
 });
 
-onShutdown(log, async () => {
-  // Stop accepting; give open requests (and live streams) a moment, then cut what is left.
-  const cut = setTimeout(() => (server as import('node:http').Server).closeAllConnections(), 5_000);
-  // Live streams end now; their clients reconnect (Last-Event-ID) to another process.
-  await hub.close();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  clearTimeout(cut);
-  await queues.close();
-  revocations.close();
-  redis.disconnect();
-  await db.destroy();
-});
+/** Open requests get this long once the process stops accepting; then their connections are cut. */
+const REQUEST_GRACE_MS = 5_000;
+/** And closing the rest (Redis, the pool) this long after that, before the process exits regardless. */
+const CLOSE_SLACK_MS = 5_000;
+
+onShutdown(
+  log,
+  async () => {
+    // Stop accepting; give open requests (and live streams) a moment, then cut what is left.
+    const cut = setTimeout(() => (server as import('node:http').Server).closeAllConnections(), REQUEST_GRACE_MS);
+    // Live streams end now; their clients reconnect (Last-Event-ID) to another process.
+    await hub.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    clearTimeout(cut);
+    await queues.close();
+    revocations.close();
+    redis.disconnect();
+    await db.destroy();
+  },
+  REQUEST_GRACE_MS + CLOSE_SLACK_MS,
+);

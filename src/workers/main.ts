@@ -79,21 +79,21 @@ log.info({ queues: running.workers.map((w) => w.name) }, 'worker ready');
 /** After the grace period, what is still closing (a hung job's pool client, a stuck hook) gets this long. */
 const SHUTDOWN_SLACK_MS = 5_000;
 
-onShutdown(log, async () => {
-  // A backstop: whatever still hangs after the grace period (a hung job holding a PostgreSQL client keeps the pool's
-  // end waiting), the process exits; its jobs' locks lapse and other workers run them again.
-  setTimeout(() => {
-    log.warn('shutdown still not done after the grace period; exiting now');
-    process.exit(1);
-  }, config.SHUTDOWN_TIMEOUT_MS + SHUTDOWN_SLACK_MS).unref();
-  await reconciler.stop();
-  await expiry.stop();
-  await schedules.close();
-  await metrics?.close();
-  await sweeper.stop();
-  await retention.stop();
-  await running.close(config.SHUTDOWN_TIMEOUT_MS);
-  await deps.queues.close();
-  redis.disconnect();
-  await db.destroy();
-});
+// Past the grace period and its slack, whatever still hangs (a hung job holding a PostgreSQL client keeps the pool's
+// end waiting) is left behind: the process exits; its jobs' locks lapse and other workers run them again.
+onShutdown(
+  log,
+  async () => {
+    await reconciler.stop();
+    await expiry.stop();
+    await schedules.close();
+    await metrics?.close();
+    await sweeper.stop();
+    await retention.stop();
+    await running.close(config.SHUTDOWN_TIMEOUT_MS);
+    await deps.queues.close();
+    redis.disconnect();
+    await db.destroy();
+  },
+  config.SHUTDOWN_TIMEOUT_MS + SHUTDOWN_SLACK_MS,
+);
