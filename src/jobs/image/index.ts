@@ -60,17 +60,12 @@ export const image = defineJob({
 
     const variants = ctx.payload.variants ?? DEFAULT_VARIANTS;
     const result: ImageResult = { variants: [] };
-    // The variants render at once, as a user's sharp loop renders them: while one pipeline waits (a decoder's serial
-    // part, this job's own ledger and file writes, the other job's), another keeps a core on pixels. Each is
-    // stored as it comes, in order (file, row, progress: several round trips), overlapping the renders still going.
-    ctx.signal.throwIfAborted();
-    const renders = variants.map((v) => renderVariant(input, v, config.IMAGE_MAX_PIXELS));
-    // A render that fails after an earlier one already failed the job is not an unhandled rejection.
-    for (const r of renders) r.catch(() => {});
+    // Storing a variant (file, row, progress: several round trips) overlaps with rendering the next one, so
+    // the cores stay on pixels; at most one save is in flight and they finish in order.
     let saving: Promise<void> = Promise.resolve();
     for (const [i, v] of variants.entries()) {
-      const out = await renders[i];
       ctx.signal.throwIfAborted();
+      const out = await renderVariant(input, v, config.IMAGE_MAX_PIXELS);
       await saving;
       saving = (async () => {
         const row = await saveFile(db, storage, {
