@@ -1,6 +1,6 @@
 // The BullMQ queues (one per job type), their priorities and retention. Connections are in ./redis.ts, key names in
 // ./keys.ts.
-import { type JobsOptions, type Processor, Queue, Worker, type WorkerOptions } from 'bullmq';
+import { type Job, type JobsOptions, LockManager, type Processor, Queue, Worker, type WorkerOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { bullPrefix } from './keys.js';
@@ -52,6 +52,67 @@ export class Queues {
 }
 
 /**
+ * BullMQ's lock renewal keeps one entry per job id, and a run's end removes it. A worker can hold two runs of one job:
+ * a run whose lock lapsed while it lives (Redis stalled past the lock, an event loop blocked) goes on finishing while
+ * the stalled check has handed the job back and this very worker has taken it again. The old run's end then removed
+ * the new run's entry, its lock was never renewed, and the job stalled once more and ran a third time while the second
+ * still went on (test/worker-lock.test.ts). Here each job id keeps its live runs; the entry BullMQ renews is the
+ * newest run's (the job can only have been taken again once the older runs' locks were gone), and it is removed when
+ * that run ends, not when an older one does.
+ */
+class RunLockManager extends LockManager {
+  /** Tokens of the live runs of each job id, oldest first. */
+  private readonly runs = new Map<string, string[]>();
+
+  override trackJob(jobId: string, token: string, ts: number, shouldCreateController?: boolean) {
+    const controller = super.trackJob(jobId, token, ts, shouldCreateController);
+    if (!this.closed && jobId) this.runs.set(jobId, [...(this.runs.get(jobId) ?? []), token]);
+    return controller;
+  }
+
+  override untrackJob(jobId: string) {
+    // BullMQ calls this as a run ends, without saying which run: with several live, `ended` decides.
+    if ((this.runs.get(jobId)?.length ?? 0) <= 1) super.untrackJob(jobId);
+  }
+
+  /** A run of `jobId` ended; the renewal stops with the newest run's end. */
+  ended(jobId: string, token: string) {
+    const live = this.runs.get(jobId);
+    if (!live) return;
+    const rest = live.filter((t) => t !== token);
+    if (rest.length) this.runs.set(jobId, rest);
+    else this.runs.delete(jobId);
+    if (live.at(-1) === token) super.untrackJob(jobId);
+  }
+
+  override async close() {
+    this.runs.clear();
+    await super.close();
+  }
+}
+
+class PlatformWorker<D> extends Worker<D> {
+  protected override createLockManager() {
+    // BullMQ's Worker is the context its own lock manager is built with; its `trace` typing differs only in form.
+    const context = this as unknown as ConstructorParameters<typeof LockManager>[0];
+    this.lockManager = new RunLockManager(context, {
+      lockRenewTime: this.opts.lockRenewTime!,
+      lockDuration: this.opts.lockDuration!,
+      workerId: this.id,
+      workerName: this.opts.name,
+    });
+  }
+
+  override async processJob(job: Job<D>, token: string, fetchNextCallback?: () => boolean) {
+    try {
+      return await super.processJob(job, token, fetchNextCallback);
+    } finally {
+      (this.lockManager as RunLockManager).ended(job.id!, token);
+    }
+  }
+}
+
+/**
  * Every BullMQ Worker of the platform (job types, webhook deliveries, schedule ticks): its own blocking connection,
  * the queue's prefix, BullMQ's spans, and errors logged rather than thrown. Concurrency and lock timing are the
  * caller's: they differ by what the queue's jobs do.
@@ -62,7 +123,7 @@ export function createWorker<D>(
   processor: Processor<D>,
   opts: Omit<WorkerOptions, 'connection' | 'prefix' | 'telemetry'>,
 ): Worker<D> {
-  const worker = new Worker<D>(name, processor, {
+  const worker = new PlatformWorker<D>(name, processor, {
     connection: createRedis(deps.config, 'worker'),
     prefix: bullPrefix(deps.config, name),
     telemetry: bullTelemetry(),
