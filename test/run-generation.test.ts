@@ -252,6 +252,23 @@ describe('run generation: failures and cancels', () => {
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: { echo: 'smtp' } });
   });
 
+  it('a run that failed after a newer run of its generation started (its lock lapsed unheard) leaves that run’s row alone', async () => {
+    // email-lock-lapse.test.ts: a run whose lock lapsed without its worker hearing of it failed after the run that
+    // BullMQ handed the job to had started, and set that run's row back to delayed; the newer run then stopped as
+    // superseded and the job ended failed. Here the newer run's start is the ledger write another worker makes.
+    const r = await api('POST', '/v1/jobs', { type: 'test', payload: { value: 'v', sleep_ms: 1500, fail_times: 1 } });
+    const events = await watchStates(r.body.id);
+    await until(r.body.id, ['running']);
+    const { generation } = (await ledger.findJob(env.db, r.body.id))!;
+    const [newer] = await ledger.markRunningMany(env.db, [{ id: r.body.id, gen: generation }]);
+    expect(newer).toMatchObject({ state: 'running', attempts: 2 });
+    await waitFor(async () => (await bullState('test', r.body.id)) !== 'active', { what: 'the first run to fail' });
+    const row = await ledger.findJob(env.db, r.body.id);
+    events.close();
+    expect(events.states).not.toContain('delayed');
+    expect(row!.error).toBeNull();
+  });
+
   it('missed cancel message, at a progress write: a running job whose cancel was committed ends cancelled', async () => {
     const r = await api('POST', '/v1/jobs', { type: 'serial', payload: { progress_steps: 20, sleep_ms: 4000 } });
     await until(r.body.id, ['running']);

@@ -234,6 +234,12 @@ export async function settleWebhookMessage(db: Q, row: JobRow): Promise<void> {
 export interface RunRef {
   id: string;
   gen: number;
+  /**
+   * The row's `attempts` as this run's start left it, where known. Runs of one generation follow each other (BullMQ
+   * retries, or a run whose lock lapsed and the run it was handed to); each start counts one, so a newer run's start
+   * makes an older run's attempt stale (failRun).
+   */
+  attempt?: number;
 }
 
 /** The error of a job that was not started by its expires_at. */
@@ -350,7 +356,9 @@ export async function setProgress(db: Q, run: RunRef, progress: number): Promise
 }
 
 /**
- * A failed run, fenced on its generation: `final` ends the job, otherwise it waits (delayed) for its next attempt.
+ * A failed run, fenced on its generation and, when given, its attempt: a run whose lock lapsed without its worker
+ * hearing of it must not set back the row of the run BullMQ handed the job to (that run then stopped as superseded
+ * and the job ended failed). `final` ends the job, otherwise it waits (delayed) for its next attempt.
  * With `cancel_requested` set it ends `cancelled` (keeping no error): the client's committed cancel wins over the
  * failure. Undefined when the row is not this run's or not live.
  */
@@ -361,6 +369,7 @@ export async function failRun(db: Q, run: RunRef, error: JobError, final: boolea
       finished_at = case when cancel_requested or ${final} then now() else null end,
       updated_at = now()
     where id = ${run.id} and generation = ${run.gen} and state in ('queued', 'delayed', 'running')
+      ${run.attempt === undefined ? sql`` : sql`and attempts = ${run.attempt}`}
     returning *`.execute(db);
   return rows[0];
 }

@@ -211,12 +211,17 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
     // writes later (progress, its end) waits for the start's commit, so it never lands before the start.
     let startCommitted: Promise<unknown> = Promise.resolve();
     let startTimer: NodeJS.Timeout | undefined;
+    // The ledger's attempt count as this run's start left it: its failure is fenced on it (ledger.failRun).
+    let attempt: number | undefined;
     // A start PostgreSQL refuses (an outage) is not retried: the finish, written behind and retried, settles the row.
     const sendStart = () => {
       if (startTimer === undefined) return startCommitted;
       clearTimeout(startTimer);
       startTimer = undefined;
-      startCommitted = markRunning(run).catch(() => undefined);
+      startCommitted = markRunning(run).then(
+        (r) => (attempt = r?.attempts),
+        () => undefined,
+      );
       return startCommitted;
     };
     let row: Pick<JobRow, 'tenant' | 'attempts' | 'generation' | 'max_attempts' | 'payload' | 'timeout_ms'> | undefined;
@@ -241,6 +246,7 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
         throw new Cancelled();
       }
       row = started;
+      attempt = started?.attempts;
     }
     if (!row) {
       // Terminal, cancelled before it started, unknown to the ledger, or of an older generation than the ledger's:
@@ -373,8 +379,9 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
       const failure = limit.timedOut() ? limit.error : err;
       const error = errorOf(failure);
       const final = isPermanent(failure) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const end = limit.end === run ? { ...run, attempt } : limit.end;
       // A cancel committed while the run went on wins over its failure (the row ends cancelled, no retry).
-      const failed = await ledger.failRun(db, limit.end, error, final);
+      const failed = await ledger.failRun(db, end, error, final);
       await emit('state', failed);
       if (failed?.state === 'cancelled') {
         jlog().info('job cancelled (cancel committed while it ran)');
@@ -382,7 +389,12 @@ export async function startWorkers(deps: Services, queueNames: readonly string[]
       }
       jlog().warn(
         { err: error, final, ms: Date.now() - started },
-        final ? 'job failed' : 'job attempt failed, will retry',
+        // Not recorded: a newer run of the job started meanwhile (this run's lock lapsed unheard), or it was queued again.
+        !failed
+          ? 'job attempt failed; the ledger no longer holds this run'
+          : final
+            ? 'job failed'
+            : 'job attempt failed, will retry',
       );
       if (isPermanent(failure) && !(failure instanceof UnrecoverableError)) throw permanentFailure(error);
       throw failure;
