@@ -60,8 +60,6 @@ async function startWorker(): Promise<Proc> {
 
 it('email twice when a live worker loses its BullMQ lock: Redis stalled past the lock, two workers, one message per recipient', {
   timeout: 180_000,
-  // Once in three full runs the job ended failed (each recipient still got one message); cause not found yet.
-  retry: 1,
 }, async () => {
   // A slow server: each message is answered a second after it arrives, so the run is mid-batch for many seconds.
   smtp.gate = async () => {
@@ -101,7 +99,9 @@ it('email twice when a live worker loses its BullMQ lock: Redis stalled past the
   expect(doubled, 'recipients that got more than one message').toEqual([]);
   expect([...copies.keys()].sort()).toEqual([...to].sort());
   expect(smtp.received).toHaveLength(to.length);
-  expect(job.state).toBe('succeeded');
+  // Once in three runs this ended failed: the worker whose run lost its lock had taken the job again, the old run's end
+  // stopped the new run's lock renewal, and the new run's failure set the third run's row back (worker-lock.test.ts).
+  expect({ state: job.state, error: job.error }).toEqual({ state: 'succeeded', error: null });
 
   // The scenario did happen: a worker could not renew the lock, and the job ran more than once.
   expect(workers.map((w) => w.output()).join('\n')).toMatch(/could not renew lock/);
