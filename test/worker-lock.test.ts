@@ -24,6 +24,21 @@ afterAll(async () => {
   await env?.close();
 });
 
+/** One worker, two runs at a time, a short lock and stalled check, stalls never failing the job. */
+const lockWorker = (processor: (job: Job, token?: string) => Promise<string>) =>
+  createWorker({ config: env.config, log: silentLog }, NAME, processor, {
+    concurrency: 2,
+    lockDuration: LOCK_MS,
+    stalledInterval: LOCK_MS,
+    maxStalledCount: 5,
+  });
+
+/** The run under way loses its lock while it lives: the next stalled check hands the job back. */
+const loseLock = (job: Job) => env.redis.del(`${bullPrefix(env.config, NAME)}:${NAME}:${job.id}:lock`);
+
+const completed = (id: string) =>
+  waitFor(async () => (await queue.getJobState(id)) === 'completed', { timeout: 30_000, what: 'the job to complete' });
+
 it('a worker that takes a job again while its old run of it still ends keeps renewing the new run’s lock', {
   timeout: 60_000,
 }, async () => {
@@ -32,35 +47,27 @@ it('a worker that takes a job again while its old run of it still ends keeps ren
   const second = new Promise<void>((r) => (secondStarted = r));
   const stalled: string[] = [];
   const lost: string[] = [];
-  const worker = createWorker(
-    { config: env.config, log: silentLog },
-    NAME,
-    async (job: Job, token?: string) => {
-      const n = runs.push(token!);
-      if (n === 1) {
-        // The first run loses its lock while it lives; it ends only once the same worker has taken the job again.
-        await env.redis.del(`${bullPrefix(env.config, NAME)}:${NAME}:${job.id}:lock`);
-        await second;
-        return 'first';
-      }
-      if (n === 2) {
-        secondStarted();
-        // Long enough for a lock nobody renews to lapse and be found stalled twice over.
-        await sleep(4 * LOCK_MS);
-        return 'second';
-      }
-      return 'third';
-    },
-    { concurrency: 2, lockDuration: LOCK_MS, stalledInterval: LOCK_MS, maxStalledCount: 5 },
-  );
+  const worker = lockWorker(async (job, token) => {
+    const n = runs.push(token!);
+    if (n === 1) {
+      // The first run ends only once the same worker has taken the job again.
+      await loseLock(job);
+      await second;
+      return 'first';
+    }
+    if (n === 2) {
+      secondStarted();
+      // Long enough for a lock nobody renews to lapse and be found stalled twice over.
+      await sleep(4 * LOCK_MS);
+      return 'second';
+    }
+    return 'third';
+  });
   worker.on('stalled', (id) => stalled.push(id));
   worker.on('lockRenewalFailed', (ids) => lost.push(...ids));
   try {
     const job = await queue.add('x', {});
-    await waitFor(async () => (await queue.getJobState(job.id!)) === 'completed', {
-      timeout: 30_000,
-      what: 'the job to complete',
-    });
+    await completed(job.id!);
     const done = await queue.getJob(job.id!);
     // The scenario happened: the first run's lock was lost and the job stalled once...
     expect(lost).toContain(job.id);
@@ -73,35 +80,24 @@ it('a worker that takes a job again while its old run of it still ends keeps ren
   }
 });
 
-it('a worker still renews a job’s lock after a run of it ended while a newer one goes on, and stops once both ended', {
+it('the newer run ending first: nothing of the job is renewed once the older run ends too', {
   timeout: 60_000,
 }, async () => {
   // The order reversed: the newer run ends first, the older (lock lost) one after. Nothing is renewed past the end.
   const runs: string[] = [];
   let releaseFirst: () => void = () => {};
   const firstMayEnd = new Promise<void>((r) => (releaseFirst = r));
-  const worker = createWorker(
-    { config: env.config, log: silentLog },
-    NAME,
-    async (job: Job, token?: string) => {
-      const n = runs.push(token!);
-      if (n === 1) {
-        await env.redis.del(`${bullPrefix(env.config, NAME)}:${NAME}:${job.id}:lock`);
-        await firstMayEnd;
-        return 'first';
-      }
-      return 'second';
-    },
-    { concurrency: 2, lockDuration: LOCK_MS, stalledInterval: LOCK_MS, maxStalledCount: 5 },
-  );
+  const worker = lockWorker(async (job, token) => {
+    if (runs.push(token!) > 1) return 'second';
+    await loseLock(job);
+    await firstMayEnd;
+    return 'first';
+  });
   const errors: string[] = [];
   worker.on('error', (err) => errors.push(err.message));
   try {
     const job = await queue.add('y', {});
-    await waitFor(async () => (await queue.getJobState(job.id!)) === 'completed', {
-      timeout: 30_000,
-      what: 'the job to complete',
-    });
+    await completed(job.id!);
     expect((await queue.getJob(job.id!))?.returnvalue).toBe('second');
     const before = errors.length;
     releaseFirst();
