@@ -124,16 +124,20 @@ describe('webhooks lost after a PostgreSQL outage (item 6)', () => {
     const row = await endedJob('/three-days', 3 * 24 * 3600_000);
     expect(await sweepOnce(env)).toContain(row.id);
     await waitFor(() => delivered('/three-days').length > 0, { what: 'the swept delivery' });
-    // Delivered: settled, so later sweeps leave it alone.
-    await waitFor(
-      async () => !(await sweepOnce(env)).includes(row.id) && (await listDeliveries(env.db, row.id)).length,
+    // Delivered: settled (a write of its own, just after the delivery's row), so later sweeps leave it alone.
+    const settled = await waitFor(
+      async () => {
+        const r = await env.db
+          .selectFrom('jobs')
+          .select(['webhook_done_for', 'finished_at'])
+          .where('id', '=', row.id)
+          .executeTakeFirstOrThrow();
+        return r.webhook_done_for ? r : undefined;
+      },
+      { what: 'the message to be settled' },
     );
-    const settled = await env.db
-      .selectFrom('jobs')
-      .select(['webhook_done_for', 'finished_at'])
-      .where('id', '=', row.id)
-      .executeTakeFirstOrThrow();
     expect(settled.webhook_done_for?.getTime()).toBe(settled.finished_at?.getTime());
+    expect((await listDeliveries(env.db, row.id)).map((d) => d.outcome)).toEqual(['delivered']);
     expect(await sweepOnce(env)).not.toContain(row.id);
     expect(delivered('/three-days')).toHaveLength(1);
   });
