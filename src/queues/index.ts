@@ -66,7 +66,10 @@ class RunLockManager extends LockManager {
 
   override trackJob(jobId: string, token: string, ts: number, shouldCreateController?: boolean) {
     const controller = super.trackJob(jobId, token, ts, shouldCreateController);
-    if (!this.closed && jobId) this.runs.set(jobId, [...(this.runs.get(jobId) ?? []), token]);
+    if (this.closed || !jobId) return controller;
+    const live = this.runs.get(jobId);
+    if (live) live.push(token);
+    else this.runs.set(jobId, [token]);
     return controller;
   }
 
@@ -78,11 +81,11 @@ class RunLockManager extends LockManager {
   /** A run of `jobId` ended; the renewal stops with the newest run's end. */
   ended(jobId: string, token: string) {
     const live = this.runs.get(jobId);
-    if (!live) return;
-    const rest = live.filter((t) => t !== token);
-    if (rest.length) this.runs.set(jobId, rest);
-    else this.runs.delete(jobId);
-    if (live.at(-1) === token) super.untrackJob(jobId);
+    const at = live ? live.indexOf(token) : -1;
+    if (!live || at < 0) return;
+    if (at === live.length - 1) super.untrackJob(jobId);
+    if (live.length === 1) this.runs.delete(jobId);
+    else live.splice(at, 1);
   }
 
   override async close() {
